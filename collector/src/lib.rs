@@ -1,0 +1,266 @@
+//! The latency collector: subscribes to action topics, reads each message's stamp and
+//! records end-to-end latency (raw and corrected for coordinated omission) plus loss,
+//! duplicates and reordering by sequence number.
+//!
+//! [`subscribe`] opens the subscription (so `iotload run` can subscribe before any device
+//! sends) and [`collect`] receives until `stop` fires or the drain goal is met.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use iotload_core::args::{BrokerArgs, StampArgs};
+use iotload_core::payload::StampDecoder;
+use iotload_core::plan::{PlanError, parse_duration};
+use iotload_core::recorder::LatencyHistogram;
+use iotload_core::seq::{Arrival, SeqCounts, SequenceTracker};
+use iotload_core::transport::{ClientIdentity, Subscriber, Transport, TransportError};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+/// What the collector listens to.
+#[derive(Debug, Clone, Args)]
+pub struct CollectorArgs {
+    /// Topic filter to receive actions from; wildcards allowed; repeat for several.
+    #[arg(long = "topic", env = "IOTLOAD_TOPIC", value_name = "FILTER",
+          default_value = "iot/+/action", value_delimiter = ',')]
+    pub topics: Vec<String>,
+
+    /// How long to listen (e.g. 60s); until Ctrl-C when not given.
+    #[arg(long, env = "IOTLOAD_DURATION", value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Client id of the collector's connection.
+    #[arg(long, env = "IOTLOAD_CLIENT_ID", value_name = "ID", default_value = "iotload-collector")]
+    pub client_id: String,
+}
+
+/// A checked description of what to collect.
+#[derive(Debug)]
+pub struct CollectPlan {
+    /// Topic filters.
+    pub filters: Vec<String>,
+    /// Who the collector is.
+    pub identity: ClientIdentity,
+    /// Reads stamps.
+    pub decoder: StampDecoder,
+    /// Stop after this long, if set.
+    pub duration: Option<Duration>,
+}
+
+impl CollectorArgs {
+    /// Checks the values and builds the plan.
+    pub fn resolve(&self, broker: &BrokerArgs, stamp: &StampArgs) -> Result<CollectPlan, PlanError> {
+        let filters: Vec<String> = self
+            .topics
+            .iter()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if filters.is_empty() {
+            return Err(PlanError::BadValue {
+                option: "--topic",
+                reason: "give at least one topic filter, e.g. iot/+/action".into(),
+            });
+        }
+        if self.duration.is_some_and(|d| d.is_zero()) {
+            return Err(PlanError::BadValue {
+                option: "--duration",
+                reason: "a zero duration collects nothing; give e.g. 60s or leave it out".into(),
+            });
+        }
+        let identity = broker.credentials()?.identity(self.client_id.clone(), 0);
+        Ok(CollectPlan {
+            filters,
+            identity,
+            decoder: StampDecoder::new(stamp.fields()?),
+            duration: self.duration,
+        })
+    }
+}
+
+/// The last second, for the progress line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IntervalStats {
+    /// Messages received in the interval.
+    pub received: u64,
+    /// Median latency in the interval, µs.
+    pub p50_us: u64,
+    /// 99th percentile latency in the interval, µs.
+    pub p99_us: u64,
+    /// Sequence gaps so far (messages below a device's highest seq not yet received).
+    pub gaps: u64,
+}
+
+/// What others may watch while the collector runs.
+#[derive(Debug)]
+pub struct CollectorLive {
+    /// Distinct messages received so far.
+    pub unique: AtomicU64,
+    drain_target: AtomicU64,
+    drained: Notify,
+    interval_tx: watch::Sender<IntervalStats>,
+}
+
+impl Default for CollectorLive {
+    fn default() -> Self {
+        Self {
+            unique: AtomicU64::new(0),
+            drain_target: AtomicU64::new(u64::MAX),
+            drained: Notify::new(),
+            interval_tx: watch::channel(IntervalStats::default()).0,
+        }
+    }
+}
+
+impl CollectorLive {
+    /// Resolves once `target` distinct messages have been received.
+    pub async fn wait_for(&self, target: u64) {
+        let notified = self.drained.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        self.drain_target.store(target, Ordering::SeqCst);
+        if self.unique.load(Ordering::SeqCst) >= target {
+            return;
+        }
+        notified.await;
+    }
+
+    /// The latest one-second interval.
+    pub fn interval(&self) -> watch::Receiver<IntervalStats> {
+        self.interval_tx.subscribe()
+    }
+}
+
+/// What the collector measured.
+#[derive(Debug)]
+pub struct CollectReport {
+    /// Messages received, including duplicates and undecodable ones.
+    pub received: u64,
+    /// Sequence accounting.
+    pub seq: SeqCounts,
+    /// Undecodable messages by kind.
+    pub undecodable: BTreeMap<String, u64>,
+    /// Stamps sent after they were received (clock skew).
+    pub future_stamps: u64,
+    /// Latency: receive − sent, µs.
+    pub latency: LatencyHistogram,
+    /// Corrected latency: receive − intended, µs.
+    pub latency_corrected: LatencyHistogram,
+    /// Connections lost.
+    pub disconnections: u64,
+    /// Time from the first to the last message received.
+    pub receive_span: Duration,
+}
+
+/// Opens the subscription; messages published after this returns are received.
+pub async fn subscribe<T: Transport>(
+    transport: &T,
+    plan: &CollectPlan,
+) -> Result<T::Subscriber, TransportError> {
+    transport.subscriber(&plan.identity, &plan.filters).await
+}
+
+/// Receives and measures until `stop` fires (or the plan's duration passes).
+pub async fn collect<S: Subscriber>(
+    mut subscriber: S,
+    plan: &CollectPlan,
+    live: Arc<CollectorLive>,
+    stop: CancellationToken,
+) -> CollectReport {
+    let mut seq = SequenceTracker::new();
+    let mut latency = LatencyHistogram::new();
+    let mut latency_corrected = LatencyHistogram::new();
+    let mut interval = LatencyHistogram::new();
+    let mut interval_corrected = LatencyHistogram::new();
+    let mut interval_received = 0u64;
+    let mut received = 0u64;
+    let mut unique = 0u64;
+    let mut undecodable: BTreeMap<String, u64> = BTreeMap::new();
+    let mut future_stamps = 0u64;
+    let mut disconnections = 0u64;
+    let mut first: Option<Instant> = None;
+    let mut last = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deadline = plan.duration.map(|d| tokio::time::Instant::now() + d);
+    let until_deadline = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(until_deadline);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = &mut until_deadline => break,
+            _ = tick.tick() => {
+                latency.add(&interval);
+                latency_corrected.add(&interval_corrected);
+                live.interval_tx.send_replace(IntervalStats {
+                    received: interval_received,
+                    p50_us: interval.percentile_us(50.0),
+                    p99_us: interval.percentile_us(99.0),
+                    gaps: seq.counts().gaps,
+                });
+                interval.clear();
+                interval_corrected.clear();
+                interval_received = 0;
+            }
+            message = subscriber.recv() => {
+                let message = match message {
+                    Ok(m) => m,
+                    Err(e) => {
+                        disconnections += 1;
+                        tracing::warn!("{e:#}; reconnecting");
+                        continue;
+                    }
+                };
+                received += 1;
+                interval_received += 1;
+                let now = Instant::now();
+                first.get_or_insert(now);
+                last = now;
+                let stamp = match plan.decoder.decode(&message.payload, &message.headers) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        *undecodable.entry(e.kind().to_string()).or_default() += 1;
+                        continue;
+                    }
+                };
+                match seq.observe(stamp.device, stamp.seq) {
+                    Arrival::Duplicate => continue,
+                    Arrival::New | Arrival::Late => {}
+                }
+                unique += 1;
+                if message.received_us < stamp.sent_us {
+                    future_stamps += 1;
+                } else {
+                    interval.record(message.received_us - stamp.sent_us);
+                    interval_corrected.record(message.received_us.saturating_sub(stamp.intended_us));
+                }
+                live.unique.store(unique, Ordering::SeqCst);
+                if unique >= live.drain_target.load(Ordering::Relaxed) {
+                    live.drained.notify_one();
+                }
+            }
+        }
+    }
+    latency.add(&interval);
+    latency_corrected.add(&interval_corrected);
+    let _ = subscriber.close().await;
+    CollectReport {
+        received,
+        seq: seq.counts(),
+        undecodable,
+        future_stamps,
+        latency,
+        latency_corrected,
+        disconnections,
+        receive_span: first.map_or(Duration::ZERO, |f| last.saturating_duration_since(f)),
+    }
+}

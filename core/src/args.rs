@@ -1,0 +1,308 @@
+//! Option groups every component shares: broker connection, credentials, TLS, stamp.
+//!
+//! Each option is a flag, an `IOTLOAD_*` environment variable and a key of the `--config`
+//! YAML file (merged by the binary). `resolve`-style methods here turn them into the
+//! typed settings the engine uses; they are the only place these values are checked.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::payload::CarrierKind;
+use crate::plan::{BrokerUrl, PlanError, Template, parse_duration};
+use crate::stamp::{JsonFields, TimeFormat};
+use crate::transport::ClientIdentity;
+#[cfg(feature = "mqtt")]
+use crate::transport::mqtt::{MqttSettings, MqttVersion, TlsSettings};
+
+/// How to reach and talk to the broker.
+#[derive(Debug, Clone, Args)]
+pub struct BrokerArgs {
+    /// Broker URL: mqtt://host:port, or mqtts://host:port for TLS.
+    ///
+    /// `iotload run` starts an embedded broker when this is not given.
+    #[arg(long, env = "IOTLOAD_BROKER", value_name = "URL")]
+    pub broker: Option<String>,
+
+    /// MQTT protocol version: 3.1.1 or 5.
+    #[arg(long, env = "IOTLOAD_MQTT_VERSION", value_name = "VERSION", default_value = "3.1.1")]
+    pub mqtt_version: String,
+
+    /// Quality of service for publishes and subscriptions: 0, 1 or 2.
+    #[arg(long, env = "IOTLOAD_QOS", value_name = "LEVEL", default_value_t = 0,
+          value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub qos: u8,
+
+    /// Keep-alive interval (e.g. 30s).
+    #[arg(long, env = "IOTLOAD_KEEP_ALIVE", value_name = "DURATION", default_value = "30s",
+          value_parser = parse_duration)]
+    pub keep_alive: Duration,
+
+    /// Resume persistent sessions instead of starting clean (clean start is the default).
+    #[arg(long, env = "IOTLOAD_NO_CLEAN_START")]
+    pub no_clean_start: bool,
+
+    /// Set the retain flag on published messages.
+    #[arg(long, env = "IOTLOAD_RETAIN")]
+    pub retain: bool,
+
+    /// User name; `{device}` is replaced by the device number.
+    #[arg(long, env = "IOTLOAD_USERNAME", value_name = "TEMPLATE")]
+    pub username: Option<String>,
+
+    /// Password; `{device}` is replaced by the device number.
+    ///
+    /// Prefer the IOTLOAD_PASSWORD variable or --password-file: command lines are visible
+    /// to other users of the machine.
+    #[arg(long, env = "IOTLOAD_PASSWORD", value_name = "TEMPLATE", hide_env_values = true)]
+    pub password: Option<String>,
+
+    /// File whose first line is the password (or password template).
+    #[arg(long, env = "IOTLOAD_PASSWORD_FILE", value_name = "PATH")]
+    pub password_file: Option<PathBuf>,
+
+    /// CSV file of per-device credentials: a header `username,password`, then one row per
+    /// device in device order.
+    #[arg(long, env = "IOTLOAD_CREDENTIALS_FILE", value_name = "PATH")]
+    pub credentials_file: Option<PathBuf>,
+
+    /// CA certificates (PEM) that sign the broker's certificate; the system roots if not given.
+    #[arg(long, env = "IOTLOAD_CA_FILE", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Client certificate (PEM) for mutual TLS; needs --key-file.
+    #[arg(long, env = "IOTLOAD_CERT_FILE", value_name = "PATH")]
+    pub cert_file: Option<PathBuf>,
+
+    /// Client private key (PEM) for mutual TLS; needs --cert-file.
+    #[arg(long, env = "IOTLOAD_KEY_FILE", value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+
+    /// Accept any broker certificate. For testing only: the connection can be intercepted.
+    #[arg(long, env = "IOTLOAD_INSECURE")]
+    pub insecure: bool,
+
+    /// How long to wait for the broker to accept a connection or subscription.
+    #[arg(long, env = "IOTLOAD_CONNECT_TIMEOUT", value_name = "DURATION", default_value = "10s",
+          value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Messages each connection queues before sending waits (the wait counts as send lag).
+    #[arg(long, env = "IOTLOAD_QUEUE_CAPACITY", value_name = "MESSAGES", default_value_t = 1024)]
+    pub queue_capacity: usize,
+
+    /// QoS 1/2 messages in flight per connection.
+    #[arg(long, env = "IOTLOAD_INFLIGHT", value_name = "MESSAGES", default_value_t = 100)]
+    pub inflight: u16,
+}
+
+impl BrokerArgs {
+    /// The broker URL, parsed; `None` when not given.
+    pub fn url(&self) -> Result<Option<BrokerUrl>, PlanError> {
+        self.broker.as_deref().map(BrokerUrl::parse).transpose()
+    }
+
+    /// The MQTT connection settings.
+    #[cfg(feature = "mqtt")]
+    pub fn mqtt_settings(&self) -> Result<MqttSettings, PlanError> {
+        let version = match self.mqtt_version.as_str() {
+            "3.1.1" | "311" | "4" => MqttVersion::V311,
+            "5" | "5.0" => MqttVersion::V5,
+            other => {
+                return Err(PlanError::BadValue {
+                    option: "--mqtt-version",
+                    reason: format!("`{other}` is not an MQTT version; use 3.1.1 or 5"),
+                });
+            }
+        };
+        Ok(MqttSettings {
+            version,
+            qos: self.qos,
+            keep_alive: self.keep_alive,
+            clean_start: !self.no_clean_start,
+            retain: self.retain,
+            tls: TlsSettings {
+                ca_file: self.ca_file.clone(),
+                cert_file: self.cert_file.clone(),
+                key_file: self.key_file.clone(),
+                insecure: self.insecure,
+            },
+            queue_capacity: self.queue_capacity.max(1),
+            inflight: self.inflight.max(1),
+            connect_timeout: self.connect_timeout,
+            ..MqttSettings::default()
+        })
+    }
+
+    /// How each client identifies itself.
+    pub fn credentials(&self) -> Result<Credentials, PlanError> {
+        if let Some(path) = &self.credentials_file {
+            return Credentials::from_csv(path);
+        }
+        let password = match &self.password_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| PlanError::File {
+                    option: "--password-file",
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                Some(text.lines().next().unwrap_or_default().to_string())
+            }
+            None => self.password.clone(),
+        };
+        let username = self.username.as_deref().map(Template::parse).transpose()?;
+        let password = password.as_deref().map(Template::parse).transpose()?;
+        Ok(Credentials::Templates { username, password })
+    }
+}
+
+/// Per-device credentials, resolved once.
+#[derive(Clone)]
+pub enum Credentials {
+    /// User name and password from templates (or none).
+    Templates {
+        /// User name template.
+        username: Option<Template>,
+        /// Password template.
+        password: Option<Template>,
+    },
+    /// One row per device, from a CSV file.
+    Table(Vec<(String, String)>),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Templates { username, password } => f
+                .debug_struct("Templates")
+                .field("username", &username.as_ref().map(Template::as_str))
+                .field("password", &password.as_ref().map(|_| "***"))
+                .finish(),
+            Credentials::Table(rows) => write!(f, "Table({} rows)", rows.len()),
+        }
+    }
+}
+
+impl Credentials {
+    fn from_csv(path: &std::path::Path) -> Result<Self, PlanError> {
+        let bad = |reason: String| PlanError::BadValue {
+            option: "--credentials-file",
+            reason: format!("{}: {reason}", path.display()),
+        };
+        let file = std::fs::File::open(path).map_err(|source| PlanError::File {
+            option: "--credentials-file",
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut reader = csv::Reader::from_reader(file);
+        let headers = reader.headers().map_err(|e| bad(e.to_string()))?.clone();
+        let col = |name: &str| headers.iter().position(|h| h.trim() == name);
+        let (Some(u), Some(p)) = (col("username"), col("password")) else {
+            return Err(bad("the first row must name the columns `username,password`".into()));
+        };
+        let mut rows = Vec::new();
+        for (i, record) in reader.records().enumerate() {
+            let record = record.map_err(|e| bad(format!("row {}: {e}", i + 2)))?;
+            let get = |c: usize| record.get(c).unwrap_or_default().to_string();
+            rows.push((get(u), get(p)));
+        }
+        if rows.is_empty() {
+            return Err(bad("no credential rows after the header".into()));
+        }
+        Ok(Self::Table(rows))
+    }
+
+    /// Whether there are enough rows for `devices` devices starting at `first`.
+    pub fn check_rows(&self, first: u32, devices: u32) -> Result<(), PlanError> {
+        if let Credentials::Table(rows) = self {
+            let need = first as usize + devices as usize;
+            if rows.len() < need {
+                return Err(PlanError::BadValue {
+                    option: "--credentials-file",
+                    reason: format!(
+                        "it has {} rows but devices {first}..{} need {need}; add rows or lower --devices",
+                        rows.len(),
+                        need - 1
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The identity of client `client_id` for device `device`.
+    pub fn identity(&self, client_id: String, device: u32) -> ClientIdentity {
+        match self {
+            Credentials::Templates { username, password } => ClientIdentity {
+                client_id,
+                username: username.as_ref().map(|t| t.render(device)),
+                password: password.as_ref().map(|t| t.render(device)),
+            },
+            Credentials::Table(rows) => {
+                let row = rows.get(device as usize);
+                ClientIdentity {
+                    client_id,
+                    username: row.map(|r| r.0.clone()),
+                    password: row.map(|r| r.1.clone()),
+                }
+            }
+        }
+    }
+}
+
+/// How the stamp is written and read.
+#[derive(Debug, Clone, Args)]
+pub struct StampArgs {
+    /// Where the stamp rides: json (fields of a JSON payload), binary (a 32-byte header),
+    /// or header (MQTT 5 user properties; needs --mqtt-version 5).
+    #[arg(long = "stamp", env = "IOTLOAD_STAMP", value_name = "CARRIER", default_value = "json")]
+    pub carrier: CarrierKind,
+
+    /// Names of the JSON stamp fields, in the order device,seq,intended,sent.
+    ///
+    /// Use your own schema's names so an iPaaS flow copies them, e.g.
+    /// `deviceId,seq,intended_us,lastUpdated`.
+    #[arg(long, env = "IOTLOAD_STAMP_FIELDS", value_name = "NAMES",
+          default_value = "device,seq,intended_us,sent_us")]
+    pub stamp_fields: String,
+
+    /// How the JSON carrier writes times: us (integer µs since the epoch) or iso8601
+    /// (e.g. 2026-11-25T01:02:03.123456Z). Either is read back.
+    #[arg(long, env = "IOTLOAD_TIME_FORMAT", value_name = "FORMAT", default_value = "us")]
+    pub time_format: String,
+}
+
+impl StampArgs {
+    /// The JSON field names.
+    pub fn fields(&self) -> Result<JsonFields, PlanError> {
+        let names: Vec<&str> = self.stamp_fields.split(',').map(str::trim).collect();
+        match names.as_slice() {
+            [d, s, i, t] if names.iter().all(|n| !n.is_empty()) => Ok(JsonFields {
+                device: d.to_string(),
+                seq: s.to_string(),
+                intended: i.to_string(),
+                sent: t.to_string(),
+            }),
+            _ => Err(PlanError::BadValue {
+                option: "--stamp-fields",
+                reason: format!(
+                    "`{}` must be four comma-separated names: device,seq,intended,sent",
+                    self.stamp_fields
+                ),
+            }),
+        }
+    }
+
+    /// The time format for the JSON carrier.
+    pub fn time_format(&self) -> Result<TimeFormat, PlanError> {
+        match self.time_format.as_str() {
+            "us" | "micros" => Ok(TimeFormat::Micros),
+            "iso8601" | "iso" => Ok(TimeFormat::Iso8601),
+            other => Err(PlanError::BadValue {
+                option: "--time-format",
+                reason: format!("`{other}` is not a time format; use us or iso8601"),
+            }),
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Message bodies and the carrier that puts the stamp into them.
+//!
+//! The loadgen encodes with the carrier the user chose; receivers detect the carrier of
+//! each message (binary magic, stamp headers, else JSON fields), so a collector needs no
+//! option to read what any loadgen sends.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use crate::plan::PlanError;
+use crate::stamp::{BinaryCarrier, HeaderCarrier, JsonCarrier, JsonFields, Stamp, StampError, TimeFormat};
+
+/// Where the stamp rides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CarrierKind {
+    /// Fields of a JSON object payload (the default: a real iPaaS copies named fields).
+    #[default]
+    Json,
+    /// A fixed 32-byte binary header before the body (fast, for echo-style responders).
+    Binary,
+    /// Protocol metadata (MQTT 5 user properties); the body stays untouched.
+    Header,
+}
+
+impl FromStr for CarrierKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "json" => Ok(Self::Json),
+            "binary" => Ok(Self::Binary),
+            "header" => Ok(Self::Header),
+            other => Err(format!("unknown stamp carrier `{other}`; use json, binary or header")),
+        }
+    }
+}
+
+/// The user's message body, before the stamp is added.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Body {
+    /// No body of the user's own.
+    #[default]
+    Empty,
+    /// A JSON object whose fields are sent along with the stamp.
+    Json(serde_json::Map<String, serde_json::Value>),
+    /// Any other bytes (text, binary).
+    Raw(Vec<u8>),
+}
+
+impl Body {
+    /// A JSON object if the bytes are one, else raw bytes.
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        if bytes.is_empty() {
+            return Self::Empty;
+        }
+        match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(serde_json::Value::Object(map)) => Self::Json(map),
+            _ => Self::Raw(bytes),
+        }
+    }
+
+    /// Reads a body file (`--payload-file`).
+    pub fn from_file(path: &Path) -> Result<Self, PlanError> {
+        std::fs::read(path)
+            .map(Self::from_bytes)
+            .map_err(|source| PlanError::File {
+                option: "--payload-file",
+                path: path.display().to_string(),
+                source,
+            })
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            Body::Empty => Vec::new(),
+            Body::Json(map) => serde_json::to_vec(map).expect("a JSON map always serialises"),
+            Body::Raw(b) => b.clone(),
+        }
+    }
+}
+
+/// Encodes stamps into outgoing messages with one carrier.
+#[derive(Debug)]
+pub struct StampEncoder {
+    carrier: CarrierKind,
+    json: JsonCarrier,
+    body: Vec<u8>,
+}
+
+impl StampEncoder {
+    /// Prepares the body once; `pad_to` is the minimum payload size in bytes.
+    pub fn new(
+        carrier: CarrierKind,
+        fields: JsonFields,
+        time_format: TimeFormat,
+        body: &Body,
+        pad_to: usize,
+    ) -> Result<Self, PlanError> {
+        let json = match (carrier, body) {
+            (CarrierKind::Json, Body::Raw(_)) => {
+                return Err(PlanError::BadValue {
+                    option: "--payload",
+                    reason: "the payload is not a JSON object, so the json stamp carrier cannot \
+                             add fields to it; give a JSON object or use --stamp binary or \
+                             --stamp header"
+                        .into(),
+                });
+            }
+            (CarrierKind::Json, Body::Json(map)) => {
+                JsonCarrier::new(fields, time_format, Some(map), pad_to)
+            }
+            _ => JsonCarrier::new(fields, time_format, None, pad_to),
+        };
+        let mut body_bytes = body.bytes();
+        let header = match carrier {
+            CarrierKind::Binary => BinaryCarrier::HEADER_LEN,
+            _ => 0,
+        };
+        if body_bytes.len() + header < pad_to {
+            body_bytes.resize(pad_to - header, b' ');
+        }
+        Ok(Self {
+            carrier,
+            json,
+            body: body_bytes,
+        })
+    }
+
+    /// The carrier in use.
+    pub fn carrier(&self) -> CarrierKind {
+        self.carrier
+    }
+
+    /// Writes the payload for `stamp` into `out` (cleared first) and the stamp headers
+    /// into `headers` (cleared first; left empty unless the carrier is `Header`).
+    pub fn encode(&self, stamp: &Stamp, out: &mut Vec<u8>, headers: &mut Vec<(String, String)>) {
+        headers.clear();
+        match self.carrier {
+            CarrierKind::Json => self.json.encode(stamp, out),
+            CarrierKind::Binary => BinaryCarrier::encode(stamp, &self.body, out),
+            CarrierKind::Header => {
+                out.clear();
+                out.extend_from_slice(&self.body);
+                *headers = HeaderCarrier::encode(stamp);
+            }
+        }
+    }
+}
+
+/// Reads stamps from incoming messages, whatever carrier they use.
+#[derive(Debug)]
+pub struct StampDecoder {
+    json: JsonCarrier,
+}
+
+impl StampDecoder {
+    /// A decoder that looks for the JSON stamp under `fields`.
+    pub fn new(fields: JsonFields) -> Self {
+        Self {
+            json: JsonCarrier::new(fields, TimeFormat::Micros, None, 0),
+        }
+    }
+
+    /// The stamp of one message: binary header if it starts with the magic, else stamp
+    /// headers if present, else JSON fields.
+    pub fn decode(&self, payload: &[u8], headers: &[(String, String)]) -> Result<Stamp, StampError> {
+        if payload.starts_with(b"IOTL") {
+            return BinaryCarrier::decode(payload);
+        }
+        if headers.iter().any(|(k, _)| k == HeaderCarrier::SEQ) {
+            return HeaderCarrier::decode(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        }
+        self.json.decode(payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp() -> Stamp {
+        Stamp {
+            device: 7,
+            seq: 3,
+            intended_us: 1_700_000_000_000_000,
+            sent_us: 1_700_000_000_000_123,
+        }
+    }
+
+    #[test]
+    fn every_carrier_round_trips_through_the_decoder() {
+        let decoder = StampDecoder::new(JsonFields::default());
+        for carrier in [CarrierKind::Json, CarrierKind::Binary, CarrierKind::Header] {
+            let body = Body::from_bytes(br#"{"temp":21.5}"#.to_vec());
+            let enc =
+                StampEncoder::new(carrier, JsonFields::default(), TimeFormat::Micros, &body, 200)
+                    .unwrap();
+            let (mut out, mut headers) = (Vec::new(), Vec::new());
+            enc.encode(&stamp(), &mut out, &mut headers);
+            assert!(out.len() >= 200, "{carrier:?} padded to {}", out.len());
+            assert_eq!(decoder.decode(&out, &headers).unwrap(), stamp(), "{carrier:?}");
+        }
+    }
+
+    #[test]
+    fn json_carrier_refuses_a_non_json_body() {
+        let body = Body::from_bytes(b"plain text".to_vec());
+        let err = StampEncoder::new(
+            CarrierKind::Json,
+            JsonFields::default(),
+            TimeFormat::Micros,
+            &body,
+            0,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--stamp binary"), "{err}");
+    }
+}

@@ -1,0 +1,237 @@
+//! The end-of-run summary: one struct, printed as a table or written as JSON.
+//!
+//! The JSON form is documented by `docs/summary.schema.json`; its `schema` field names the
+//! version so scripts can check what they read.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::recorder::LatencyStats;
+
+/// The `schema` value of this summary format.
+pub const SCHEMA: &str = "iotload-summary/1";
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// Always [`SCHEMA`].
+    pub schema: &'static str,
+    /// iotload's version.
+    pub tool_version: &'static str,
+    /// Which component ran: `run`, `loadgen`, `echo-ipaas` or `collector`.
+    pub component: String,
+    /// The broker (credentials redacted).
+    pub broker: String,
+    /// Start time, RFC 3339 UTC.
+    pub started_at: String,
+    /// Wall-clock seconds from start to the end of the drain.
+    pub elapsed_s: f64,
+    /// Whether a signal stopped the run early.
+    pub interrupted: bool,
+    /// What the devices sent (loadgen, run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadSection>,
+    /// What the reference iPaaS did (echo-ipaas, run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub echo: Option<EchoSection>,
+    /// What was received and how late (collector, run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receive: Option<ReceiveSection>,
+    /// Things that make the numbers less trustworthy, in plain words.
+    pub warnings: Vec<String>,
+}
+
+/// The publishing side of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadSection {
+    /// Emulated devices requested.
+    pub devices: u32,
+    /// Devices that connected.
+    pub connected: u32,
+    /// Messages per second per device requested.
+    pub rate_per_device: f64,
+    /// Messages the schedule planned.
+    pub planned: u64,
+    /// Messages handed to the broker client.
+    pub sent: u64,
+    /// Messages whose publish failed.
+    pub publish_errors: u64,
+    /// Connections lost during the run.
+    pub disconnections: u64,
+    /// Sent messages per second over the sending time.
+    pub sent_per_s: f64,
+    /// Lateness of sends behind their schedule.
+    pub send_lag_ms: LatencyStats,
+    /// Whether the tool fell behind its own schedule (send lag p99 above one period or 10 ms).
+    pub behind: bool,
+}
+
+/// The reference iPaaS of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct EchoSection {
+    /// Requests received.
+    pub received: u64,
+    /// Actions published.
+    pub published: u64,
+    /// Actions that could not be published.
+    pub errors: u64,
+}
+
+/// The receiving side of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReceiveSection {
+    /// Messages received, including duplicates.
+    pub received: u64,
+    /// Distinct (device, seq) pairs received.
+    pub unique: u64,
+    /// Messages never received: sent minus unique when the sender is known, else
+    /// sequence gaps.
+    pub lost: u64,
+    /// Messages received more than once.
+    pub duplicates: u64,
+    /// Messages that arrived after a later one of the same device.
+    pub reordered: u64,
+    /// Messages whose stamp could not be read, by kind.
+    pub undecodable: BTreeMap<String, u64>,
+    /// Messages whose send time lies after their receive time (clock skew).
+    pub future_stamps: u64,
+    /// Connections lost during the run.
+    pub disconnections: u64,
+    /// Received messages per second.
+    pub received_per_s: f64,
+    /// End-to-end latency: receive time minus actual send time.
+    pub latency_ms: LatencyStats,
+    /// Latency corrected for coordinated omission: receive time minus intended send time.
+    pub latency_corrected_ms: LatencyStats,
+}
+
+impl ReceiveSection {
+    /// Total undecodable messages.
+    pub fn undecodable_total(&self) -> u64 {
+        self.undecodable.values().sum()
+    }
+}
+
+impl RunSummary {
+    /// A summary with no sections yet.
+    pub fn new(component: &str, broker: String, started_at: String) -> Self {
+        Self {
+            schema: SCHEMA,
+            tool_version: env!("CARGO_PKG_VERSION"),
+            component: component.to_string(),
+            broker,
+            started_at,
+            elapsed_s: 0.0,
+            interrupted: false,
+            load: None,
+            echo: None,
+            receive: None,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a summary always serialises")
+    }
+
+    /// The human-readable table.
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "iotload {} · {} · {:.1} s{}",
+            self.component,
+            self.broker,
+            self.elapsed_s,
+            if self.interrupted { " · interrupted" } else { "" }
+        );
+        if let Some(l) = &self.load {
+            let _ = writeln!(
+                o,
+                "devices     {} connected of {} · {} msg/s each · {} planned",
+                l.connected, l.devices, l.rate_per_device, l.planned
+            );
+            let _ = writeln!(
+                o,
+                "sent        {} ({:.1}/s) · publish errors {} · disconnections {}",
+                l.sent, l.sent_per_s, l.publish_errors, l.disconnections
+            );
+            let _ = writeln!(
+                o,
+                "send lag    p50 {:.3} ms · p99 {:.3} ms · max {:.3} ms{}",
+                l.send_lag_ms.p50,
+                l.send_lag_ms.p99,
+                l.send_lag_ms.max,
+                if l.behind { "  (BEHIND SCHEDULE)" } else { "" }
+            );
+        }
+        if let Some(e) = &self.echo {
+            let _ = writeln!(
+                o,
+                "echo-ipaas  {} requests → {} actions · {} errors",
+                e.received, e.published, e.errors
+            );
+        }
+        if let Some(r) = &self.receive {
+            let _ = writeln!(
+                o,
+                "received    {} ({:.1}/s) · lost {} · dup {} · reordered {} · undecodable {}",
+                r.received,
+                r.received_per_s,
+                r.lost,
+                r.duplicates,
+                r.reordered,
+                r.undecodable_total()
+            );
+            let _ = writeln!(
+                o,
+                "\nlatency ms        min       p50       p90       p99     p99.9       max"
+            );
+            for (name, s) in [("raw", &r.latency_ms), ("corrected", &r.latency_corrected_ms)] {
+                let _ = writeln!(
+                    o,
+                    "{name:<10} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+                    s.min, s.p50, s.p90, s.p99, s.p999, s.max
+                );
+            }
+        }
+        for w in &self.warnings {
+            let _ = writeln!(o, "warning: {w}");
+        }
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_shows_counts_and_percentiles() {
+        let mut s = RunSummary::new("run", "mqtt://127.0.0.1:1883".into(), "now".into());
+        s.receive = Some(ReceiveSection {
+            received: 10,
+            unique: 10,
+            lost: 0,
+            duplicates: 0,
+            reordered: 0,
+            undecodable: BTreeMap::new(),
+            future_stamps: 0,
+            disconnections: 0,
+            received_per_s: 10.0,
+            latency_ms: LatencyStats {
+                count: 10,
+                p50: 1.25,
+                ..Default::default()
+            },
+            latency_corrected_ms: LatencyStats::default(),
+        });
+        let t = s.render();
+        assert!(t.contains("received    10 (10.0/s) · lost 0"), "{t}");
+        assert!(t.contains("raw            0.000     1.250"), "{t}");
+        assert!(s.to_json().contains("\"schema\": \"iotload-summary/1\""));
+    }
+}

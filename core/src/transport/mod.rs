@@ -1,0 +1,199 @@
+//! Where brokers plug in: the [`Transport`] trait and its errors.
+//!
+//! A broker family implements [`Transport`] once (in `transport/<name>.rs`); the load
+//! engine, measurement and storage are generic over it and never change when a broker is
+//! added. Dispatch on the URL scheme happens once at startup; the per-message path is
+//! monomorphised, with no boxing.
+
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
+
+use std::future::Future;
+
+use bytes::Bytes;
+
+use crate::plan::BrokerUrl;
+
+/// A boxed error from a broker client library.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What can go wrong talking to a broker.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The broker could not be reached or refused the connection.
+    #[error("cannot connect to {url} as `{client_id}`")]
+    Connect {
+        /// The broker (credentials redacted).
+        url: String,
+        /// The client id used.
+        client_id: String,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
+    /// The broker did not answer in time.
+    #[error("no answer from {url} within {waited_ms} ms while {doing}")]
+    Timeout {
+        /// The broker (credentials redacted).
+        url: String,
+        /// How long we waited.
+        waited_ms: u64,
+        /// What we were waiting for.
+        doing: &'static str,
+    },
+    /// The broker refused the credentials.
+    #[error("{url} refused the credentials of `{client_id}`: {reason}")]
+    Auth {
+        /// The broker (credentials redacted).
+        url: String,
+        /// The client id used.
+        client_id: String,
+        /// The broker's reason code.
+        reason: String,
+    },
+    /// A TLS file could not be used.
+    #[error("TLS setup failed for {file}: {reason}")]
+    Tls {
+        /// The file (CA, certificate or key) or setting at fault.
+        file: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// A subscription was refused.
+    #[error("{url} refused the subscription to `{filter}`")]
+    Subscribe {
+        /// The broker.
+        url: String,
+        /// The topic filter.
+        filter: String,
+    },
+    /// Publishing one message failed.
+    #[error("publish failed: {0}")]
+    Publish(#[source] BoxError),
+    /// The connection was lost; the client reconnects on its own.
+    #[error("connection to {url} lost")]
+    Disconnected {
+        /// The broker.
+        url: String,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
+    /// The options cannot be used with this broker.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The broker family was left out of this build.
+    #[error("this build has no {broker} support; rebuild with `--features {feature}`")]
+    NotBuilt {
+        /// The broker name.
+        broker: &'static str,
+        /// The cargo feature that adds it.
+        feature: &'static str,
+    },
+}
+
+impl TransportError {
+    /// Whether the broker was simply not there (wrong address, not started).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Connect { .. } | Self::Timeout { .. })
+    }
+}
+
+/// Who a client is: id and credentials, rendered per device.
+#[derive(Clone, Default)]
+pub struct ClientIdentity {
+    /// The client id (MQTT client identifier, consumer name, ...).
+    pub client_id: String,
+    /// User name, if the broker wants one.
+    pub username: Option<String>,
+    /// Password, if the broker wants one; never printed.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// One message to publish; borrowed so the hot path allocates nothing of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// Destination topic (subject, routing key, ...).
+    pub topic: &'a str,
+    /// Message body.
+    pub payload: &'a [u8],
+    /// Protocol metadata (MQTT 5 user properties, headers); empty for most carriers.
+    pub headers: &'a [(String, String)],
+}
+
+/// One message received, timestamped as soon as the client handed it over.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// The topic it arrived on.
+    pub topic: String,
+    /// Message body.
+    pub payload: Bytes,
+    /// Protocol metadata (MQTT 5 user properties, headers).
+    pub headers: Vec<(String, String)>,
+    /// Receive time in µs since the Unix epoch.
+    pub received_us: u64,
+}
+
+/// A broker family. Implemented once per broker.
+pub trait Transport: Send + Sync + 'static {
+    /// Lowercase protocol noun: the feature name, URL scheme and docs heading.
+    const NAME: &'static str;
+    /// A connection that publishes.
+    type Publisher: Publisher;
+    /// A connection that receives.
+    type Subscriber: Subscriber;
+
+    /// The broker this transport talks to.
+    fn url(&self) -> &BrokerUrl;
+
+    /// Opens one publishing connection (one per emulated device). Returns once the broker
+    /// has accepted it, so connection errors surface here.
+    fn publisher(
+        &self,
+        identity: &ClientIdentity,
+    ) -> impl Future<Output = Result<Self::Publisher, TransportError>> + Send;
+
+    /// Opens one receiving connection subscribed to `filters` (wildcards allowed). Returns
+    /// once the subscriptions are confirmed, so no message published afterwards is missed.
+    fn subscriber(
+        &self,
+        identity: &ClientIdentity,
+        filters: &[String],
+    ) -> impl Future<Output = Result<Self::Subscriber, TransportError>> + Send;
+}
+
+/// The sending half of a connection.
+pub trait Publisher: Send + 'static {
+    /// Hands one message to the client. Waits only when the client's own bounded queue is
+    /// full; the wait shows up as send lag.
+    fn publish(
+        &mut self,
+        message: Outgoing<'_>,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// Sends everything queued, then closes the connection.
+    fn close(self) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// How many times the connection was lost so far.
+    fn disconnections(&self) -> u64;
+}
+
+/// The receiving half of a connection.
+pub trait Subscriber: Send + 'static {
+    /// The next message. An error means the connection was lost; calling again reconnects.
+    fn recv(&mut self) -> impl Future<Output = Result<Incoming, TransportError>> + Send;
+
+    /// Closes the connection.
+    fn close(self) -> impl Future<Output = Result<(), TransportError>> + Send;
+}

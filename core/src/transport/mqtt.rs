@@ -1,0 +1,725 @@
+//! MQTT 3.1.1 and 5 over TCP or TLS, with rumqttc.
+//!
+//! Each publisher is one MQTT connection whose event loop runs in its own task; each
+//! subscriber polls its event loop inline, so a received message costs no extra hop.
+
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::{TlsConfiguration, Transport as NetTransport};
+use tokio::task::JoinHandle;
+
+use super::{ClientIdentity, Incoming, Outgoing, Publisher, Subscriber, Transport, TransportError};
+use crate::plan::BrokerUrl;
+use crate::stamp::now_us;
+
+/// MQTT protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MqttVersion {
+    /// MQTT 3.1.1.
+    #[default]
+    V311,
+    /// MQTT 5.
+    V5,
+}
+
+/// TLS files and checks for `mqtts://`.
+#[derive(Debug, Clone, Default)]
+pub struct TlsSettings {
+    /// CA certificates (PEM) that sign the broker's certificate; the system's roots if unset.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    pub key_file: Option<PathBuf>,
+    /// Accept any broker certificate (testing only).
+    pub insecure: bool,
+}
+
+/// Everything about an MQTT connection that is not in the URL or the client identity.
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    /// Protocol version.
+    pub version: MqttVersion,
+    /// Quality of service for publishes and subscriptions (0, 1 or 2).
+    pub qos: u8,
+    /// Keep-alive interval.
+    pub keep_alive: Duration,
+    /// Start with a clean session.
+    pub clean_start: bool,
+    /// Set the retain flag on publishes.
+    pub retain: bool,
+    /// TLS settings (used when the URL is `mqtts://`).
+    pub tls: TlsSettings,
+    /// Messages a client queues before `publish` waits.
+    pub queue_capacity: usize,
+    /// QoS 1/2 messages in flight per connection.
+    pub inflight: u16,
+    /// How long to wait for the broker to accept a connection or subscription.
+    pub connect_timeout: Duration,
+    /// Largest packet accepted or sent, in bytes.
+    pub max_packet_size: usize,
+}
+
+impl Default for MqttSettings {
+    fn default() -> Self {
+        Self {
+            version: MqttVersion::V311,
+            qos: 0,
+            keep_alive: Duration::from_secs(30),
+            clean_start: true,
+            retain: false,
+            tls: TlsSettings::default(),
+            queue_capacity: 1024,
+            inflight: 100,
+            connect_timeout: Duration::from_secs(10),
+            max_packet_size: 1 << 20,
+        }
+    }
+}
+
+/// The MQTT broker family.
+pub struct MqttTransport {
+    url: BrokerUrl,
+    settings: MqttSettings,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl MqttTransport {
+    /// Checks the settings and loads TLS files once, so every device shares them.
+    pub fn new(url: BrokerUrl, settings: MqttSettings) -> Result<Self, TransportError> {
+        if settings.qos > 2 {
+            return Err(TransportError::Unsupported(format!(
+                "QoS {} does not exist; use 0, 1 or 2",
+                settings.qos
+            )));
+        }
+        let tls = if url.tls {
+            Some(Arc::new(tls_config(&settings.tls)?))
+        } else {
+            None
+        };
+        Ok(Self { url, settings, tls })
+    }
+
+    fn qos(&self) -> rumqttc::QoS {
+        match self.settings.qos {
+            0 => rumqttc::QoS::AtMostOnce,
+            1 => rumqttc::QoS::AtLeastOnce,
+            _ => rumqttc::QoS::ExactlyOnce,
+        }
+    }
+
+    fn net_transport(&self) -> NetTransport {
+        match &self.tls {
+            Some(cfg) => NetTransport::tls_with_config(TlsConfiguration::Rustls(cfg.clone())),
+            None => NetTransport::tcp(),
+        }
+    }
+
+    fn credentials(&self, identity: &ClientIdentity) -> Option<(String, String)> {
+        let user = identity.username.clone().or_else(|| self.url.username.clone())?;
+        let pass = identity
+            .password
+            .clone()
+            .or_else(|| self.url.password.clone())
+            .unwrap_or_default();
+        Some((user, pass))
+    }
+
+    fn client(&self, identity: &ClientIdentity) -> Client {
+        let s = &self.settings;
+        match s.version {
+            MqttVersion::V311 => {
+                let mut o =
+                    rumqttc::MqttOptions::new(&identity.client_id, &self.url.host, self.url.port);
+                o.set_keep_alive(s.keep_alive.max(Duration::from_secs(1)))
+                    .set_clean_session(s.clean_start)
+                    .set_inflight(s.inflight.max(1))
+                    .set_max_packet_size(s.max_packet_size, s.max_packet_size)
+                    .set_transport(self.net_transport());
+                if let Some((u, p)) = self.credentials(identity) {
+                    o.set_credentials(u, p);
+                }
+                let (client, events) = rumqttc::AsyncClient::new(o, s.queue_capacity.max(1));
+                Client::V4(client, events)
+            }
+            MqttVersion::V5 => {
+                let mut o = rumqttc::v5::MqttOptions::new(
+                    &identity.client_id,
+                    &self.url.host,
+                    self.url.port,
+                );
+                o.set_keep_alive(s.keep_alive.max(Duration::from_secs(1)))
+                    .set_clean_start(s.clean_start)
+                    .set_outgoing_inflight_upper_limit(s.inflight.max(1))
+                    .set_max_packet_size(Some(s.max_packet_size as u32))
+                    .set_transport(self.net_transport());
+                if let Some((u, p)) = self.credentials(identity) {
+                    o.set_credentials(u, p);
+                }
+                let (client, events) = rumqttc::v5::AsyncClient::new(o, s.queue_capacity.max(1));
+                Client::V5(client, events)
+            }
+        }
+    }
+
+    /// Polls a fresh connection until the broker's CONNACK, with the connect timeout.
+    async fn connect(&self, client: &mut Client, client_id: &str) -> Result<(), TransportError> {
+        let waited = self.settings.connect_timeout;
+        let result = tokio::time::timeout(waited, async {
+            loop {
+                match client.poll().await {
+                    Ok(Polled::ConnAck) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.connect_error(e, client_id)),
+            Err(_) => Err(TransportError::Timeout {
+                url: self.url.to_string(),
+                waited_ms: waited.as_millis() as u64,
+                doing: "waiting for CONNACK",
+            }),
+        }
+    }
+
+    fn connect_error(&self, e: PollError, client_id: &str) -> TransportError {
+        let url = self.url.to_string();
+        match e {
+            PollError::Refused { auth: true, code } => TransportError::Auth {
+                url,
+                client_id: client_id.to_string(),
+                reason: code,
+            },
+            PollError::Tls(reason) => TransportError::Tls {
+                file: match &self.settings.tls.ca_file {
+                    Some(ca) => format!("the broker certificate (checked against {})", ca.display()),
+                    None => "the broker certificate (checked against the system roots)".into(),
+                },
+                reason,
+            },
+            other => TransportError::Connect {
+                url,
+                client_id: client_id.to_string(),
+                source: other.into(),
+            },
+        }
+    }
+}
+
+impl Transport for MqttTransport {
+    const NAME: &'static str = "mqtt";
+    type Publisher = MqttPublisher;
+    type Subscriber = MqttSubscriber;
+
+    fn url(&self) -> &BrokerUrl {
+        &self.url
+    }
+
+    async fn publisher(&self, identity: &ClientIdentity) -> Result<MqttPublisher, TransportError> {
+        let mut client = self.client(identity);
+        self.connect(&mut client, &identity.client_id).await?;
+        let disconnections = Arc::new(AtomicU64::new(0));
+        let (sender, mut events) = client.split();
+        let lost = disconnections.clone();
+        let driver = tokio::spawn(async move {
+            let mut failures = 0u32;
+            let mut closing = false;
+            loop {
+                match events.poll().await {
+                    Ok(Polled::DisconnectSent) => closing = true,
+                    Ok(_) => failures = 0,
+                    Err(PollError::RequestsDone) => break,
+                    Err(_) if closing => break,
+                    Err(_) => {
+                        lost.fetch_add(1, Ordering::Relaxed);
+                        failures = failures.saturating_add(1);
+                        tokio::time::sleep(backoff(failures)).await;
+                    }
+                }
+            }
+        });
+        Ok(MqttPublisher {
+            sender,
+            qos: self.qos(),
+            retain: self.settings.retain,
+            driver,
+            disconnections,
+        })
+    }
+
+    async fn subscriber(
+        &self,
+        identity: &ClientIdentity,
+        filters: &[String],
+    ) -> Result<MqttSubscriber, TransportError> {
+        let mut client = self.client(identity);
+        self.connect(&mut client, &identity.client_id).await?;
+        client.subscribe(filters, self.qos()).map_err(|e| TransportError::Connect {
+            url: self.url.to_string(),
+            client_id: identity.client_id.clone(),
+            source: e.into(),
+        })?;
+        let waited = self.settings.connect_timeout;
+        let mut early = std::collections::VecDeque::new();
+        let acked = tokio::time::timeout(waited, async {
+            loop {
+                match client.poll().await {
+                    Ok(Polled::SubAck { ok }) => return Ok(ok),
+                    Ok(Polled::Message(m)) => early.push_back(m),
+                    Ok(_) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await;
+        match acked {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
+                return Err(TransportError::Subscribe {
+                    url: self.url.to_string(),
+                    filter: filters.join(", "),
+                });
+            }
+            Ok(Err(e)) => return Err(self.connect_error(e, &identity.client_id)),
+            Err(_) => {
+                return Err(TransportError::Timeout {
+                    url: self.url.to_string(),
+                    waited_ms: waited.as_millis() as u64,
+                    doing: "waiting for SUBACK",
+                });
+            }
+        }
+        Ok(MqttSubscriber {
+            client,
+            filters: filters.to_vec(),
+            qos: self.qos(),
+            url: self.url.to_string(),
+            early,
+            failures: 0,
+            resubscribe: false,
+        })
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    let base_ms = 100u64.saturating_mul(1 << failures.min(6)).min(5_000);
+    // Spread reconnects of many devices so a restarted broker is not stormed.
+    let jitter = now_us() % (base_ms / 2 + 1);
+    Duration::from_millis(base_ms / 2 + jitter)
+}
+
+/// An MQTT connection that publishes; its event loop runs in a task of its own.
+pub struct MqttPublisher {
+    sender: Sender,
+    qos: rumqttc::QoS,
+    retain: bool,
+    driver: JoinHandle<()>,
+    disconnections: Arc<AtomicU64>,
+}
+
+impl Publisher for MqttPublisher {
+    async fn publish(&mut self, m: Outgoing<'_>) -> Result<(), TransportError> {
+        let result = match &self.sender {
+            Sender::V4(c) => c
+                .publish(m.topic, self.qos, self.retain, m.payload.to_vec())
+                .await
+                .map_err(|e| TransportError::Publish(e.into())),
+            Sender::V5(c) => {
+                let payload = Bytes::copy_from_slice(m.payload);
+                if m.headers.is_empty() {
+                    c.publish(m.topic, qos5(self.qos), self.retain, payload).await
+                } else {
+                    let props = rumqttc::v5::mqttbytes::v5::PublishProperties {
+                        user_properties: m.headers.to_vec(),
+                        ..Default::default()
+                    };
+                    c.publish_with_properties(m.topic, qos5(self.qos), self.retain, payload, props)
+                        .await
+                }
+                .map_err(|e| TransportError::Publish(e.into()))
+            }
+        };
+        result
+    }
+
+    async fn close(self) -> Result<(), TransportError> {
+        let sent = match &self.sender {
+            Sender::V4(c) => c.disconnect().await.is_ok(),
+            Sender::V5(c) => c.disconnect().await.is_ok(),
+        };
+        let mut driver = self.driver;
+        if !sent {
+            driver.abort();
+            return Ok(());
+        }
+        if tokio::time::timeout(Duration::from_secs(5), &mut driver).await.is_err() {
+            driver.abort();
+        }
+        Ok(())
+    }
+
+    fn disconnections(&self) -> u64 {
+        self.disconnections.load(Ordering::Relaxed)
+    }
+}
+
+/// An MQTT connection subscribed to topic filters.
+pub struct MqttSubscriber {
+    client: Client,
+    filters: Vec<String>,
+    qos: rumqttc::QoS,
+    url: String,
+    early: std::collections::VecDeque<Incoming>,
+    failures: u32,
+    resubscribe: bool,
+}
+
+impl Subscriber for MqttSubscriber {
+    async fn recv(&mut self) -> Result<Incoming, TransportError> {
+        if let Some(m) = self.early.pop_front() {
+            return Ok(m);
+        }
+        if self.failures > 0 {
+            tokio::time::sleep(backoff(self.failures)).await;
+        }
+        loop {
+            match self.client.poll().await {
+                Ok(Polled::Message(m)) => {
+                    self.failures = 0;
+                    return Ok(m);
+                }
+                Ok(Polled::ConnAck) if self.resubscribe => {
+                    // A clean session forgets subscriptions; renew them after a reconnect.
+                    self.resubscribe = false;
+                    let _ = self.client.subscribe(&self.filters, self.qos);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.failures = self.failures.saturating_add(1);
+                    self.resubscribe = true;
+                    return Err(TransportError::Disconnected {
+                        url: self.url.clone(),
+                        source: e.into(),
+                    });
+                }
+            }
+        }
+    }
+
+    async fn close(mut self) -> Result<(), TransportError> {
+        let _ = self.client.disconnect();
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while let Ok(p) = self.client.poll().await {
+                if matches!(p, Polled::DisconnectSent) {
+                    break;
+                }
+            }
+        })
+        .await;
+        Ok(())
+    }
+}
+
+fn qos5(q: rumqttc::QoS) -> rumqttc::v5::mqttbytes::QoS {
+    match q {
+        rumqttc::QoS::AtMostOnce => rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+        rumqttc::QoS::AtLeastOnce => rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        rumqttc::QoS::ExactlyOnce => rumqttc::v5::mqttbytes::QoS::ExactlyOnce,
+    }
+}
+
+/// A client of either protocol version together with its event loop.
+enum Client {
+    V4(rumqttc::AsyncClient, rumqttc::EventLoop),
+    V5(rumqttc::v5::AsyncClient, rumqttc::v5::EventLoop),
+}
+
+/// The request side of a client.
+enum Sender {
+    V4(rumqttc::AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+/// The event side of a client.
+enum Events {
+    V4(rumqttc::EventLoop),
+    V5(rumqttc::v5::EventLoop),
+}
+
+/// What one poll of an event loop produced, in protocol-neutral terms.
+enum Polled {
+    ConnAck,
+    SubAck { ok: bool },
+    Message(Incoming),
+    DisconnectSent,
+    Other,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PollError {
+    #[error("broker refused the connection: {code}")]
+    Refused { auth: bool, code: String },
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
+    #[error("{0}")]
+    Io(String),
+    #[error("client closed")]
+    RequestsDone,
+}
+
+impl Client {
+    fn split(self) -> (Sender, Events) {
+        match self {
+            Client::V4(c, e) => (Sender::V4(c), Events::V4(e)),
+            Client::V5(c, e) => (Sender::V5(c), Events::V5(e)),
+        }
+    }
+
+    async fn poll(&mut self) -> Result<Polled, PollError> {
+        match self {
+            Client::V4(_, e) => poll_v4(e).await,
+            Client::V5(_, e) => poll_v5(e).await,
+        }
+    }
+
+    fn subscribe(&self, filters: &[String], qos: rumqttc::QoS) -> Result<(), PollError> {
+        let err = |e: rumqttc::ClientError| PollError::Io(e.to_string());
+        match self {
+            Client::V4(c, _) => c
+                .try_subscribe_many(filters.iter().map(|f| rumqttc::SubscribeFilter::new(f.clone(), qos)))
+                .map_err(err),
+            Client::V5(c, _) => c
+                .try_subscribe_many(
+                    filters
+                        .iter()
+                        .map(|f| rumqttc::v5::mqttbytes::v5::Filter::new(f.clone(), qos5(qos))),
+                )
+                .map_err(|e| PollError::Io(e.to_string())),
+        }
+    }
+
+    fn disconnect(&self) -> Result<(), PollError> {
+        match self {
+            Client::V4(c, _) => c.try_disconnect().map_err(|e| PollError::Io(e.to_string())),
+            Client::V5(c, _) => c.try_disconnect().map_err(|e| PollError::Io(e.to_string())),
+        }
+    }
+}
+
+impl Events {
+    async fn poll(&mut self) -> Result<Polled, PollError> {
+        match self {
+            Events::V4(e) => poll_v4(e).await,
+            Events::V5(e) => poll_v5(e).await,
+        }
+    }
+}
+
+async fn poll_v4(events: &mut rumqttc::EventLoop) -> Result<Polled, PollError> {
+    use rumqttc::{ConnectionError as E, Event, Packet};
+    match events.poll().await {
+        Ok(Event::Incoming(Packet::Publish(p))) => Ok(Polled::Message(Incoming {
+            received_us: now_us(),
+            topic: p.topic,
+            payload: p.payload,
+            headers: Vec::new(),
+        })),
+        Ok(Event::Incoming(Packet::ConnAck(_))) => Ok(Polled::ConnAck),
+        Ok(Event::Incoming(Packet::SubAck(s))) => Ok(Polled::SubAck {
+            ok: s
+                .return_codes
+                .iter()
+                .all(|c| !matches!(c, rumqttc::SubscribeReasonCode::Failure)),
+        }),
+        Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => Ok(Polled::DisconnectSent),
+        Ok(_) => Ok(Polled::Other),
+        Err(E::RequestsDone) => Err(PollError::RequestsDone),
+        Err(E::ConnectionRefused(code)) => Err(PollError::Refused {
+            auth: matches!(
+                code,
+                rumqttc::ConnectReturnCode::BadUserNamePassword
+                    | rumqttc::ConnectReturnCode::NotAuthorized
+            ),
+            code: format!("{code:?}"),
+        }),
+        Err(E::Tls(e)) => Err(PollError::Tls(e.to_string())),
+        Err(e) => Err(classify_io(e.to_string())),
+    }
+}
+
+async fn poll_v5(events: &mut rumqttc::v5::EventLoop) -> Result<Polled, PollError> {
+    use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode as C, Packet, SubscribeReasonCode as S};
+    use rumqttc::v5::{ConnectionError as E, Event};
+    match events.poll().await {
+        Ok(Event::Incoming(Packet::Publish(p))) => {
+            let received_us = now_us();
+            Ok(Polled::Message(Incoming {
+                received_us,
+                topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                payload: p.payload,
+                headers: p.properties.map(|pr| pr.user_properties).unwrap_or_default(),
+            }))
+        }
+        Ok(Event::Incoming(Packet::ConnAck(_))) => Ok(Polled::ConnAck),
+        Ok(Event::Incoming(Packet::SubAck(s))) => Ok(Polled::SubAck {
+            ok: s.return_codes.iter().all(|c| matches!(c, S::Success(_))),
+        }),
+        Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => Ok(Polled::DisconnectSent),
+        Ok(_) => Ok(Polled::Other),
+        Err(E::RequestsDone) => Err(PollError::RequestsDone),
+        Err(E::ConnectionRefused(code)) => Err(PollError::Refused {
+            auth: matches!(code, C::BadUserNamePassword | C::NotAuthorized | C::BadAuthenticationMethod),
+            code: format!("{code:?}"),
+        }),
+        Err(E::Tls(e)) => Err(PollError::Tls(e.to_string())),
+        Err(e) => Err(classify_io(e.to_string())),
+    }
+}
+
+fn classify_io(text: String) -> PollError {
+    // rustls reports certificate problems as I/O errors of the TLS stream.
+    if text.contains("certificate") || text.contains("InvalidCertificate") {
+        PollError::Tls(text)
+    } else {
+        PollError::Io(text)
+    }
+}
+
+fn tls_config(s: &TlsSettings) -> Result<rustls::ClientConfig, TransportError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err("the TLS provider", e))?;
+    let builder = if s.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        match &s.ca_file {
+            Some(path) => {
+                let certs = read_certs(path)?;
+                if certs.is_empty() {
+                    return Err(tls_err(path, "no PEM certificate in the file"));
+                }
+                for c in certs {
+                    roots.add(c).map_err(|e| tls_err(path, e))?;
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                for c in found.certs {
+                    let _ = roots.add(c);
+                }
+                if roots.is_empty() {
+                    return Err(tls_err(
+                        "the system CA store",
+                        "no CA certificate found; give --ca-file",
+                    ));
+                }
+            }
+        }
+        builder.with_root_certificates(roots)
+    };
+    match (&s.cert_file, &s.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = read_certs(cert)?;
+            if chain.is_empty() {
+                return Err(tls_err(cert, "no PEM certificate in the file"));
+            }
+            let key_der = read_key(key)?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| tls_err(key, e))
+        }
+        (None, None) => Ok(builder.with_no_client_auth()),
+        (Some(_), None) => Err(tls_err("--cert-file", "a client certificate needs --key-file too")),
+        (None, Some(_)) => Err(tls_err("--key-file", "a client key needs --cert-file too")),
+    }
+}
+
+fn tls_err(file: impl AsRef<Path>, reason: impl std::fmt::Display) -> TransportError {
+    TransportError::Tls {
+        file: file.as_ref().display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn open(path: &Path) -> Result<BufReader<std::fs::File>, TransportError> {
+    std::fs::File::open(path)
+        .map(BufReader::new)
+        .map_err(|e| tls_err(path, format!("cannot open: {e}")))
+}
+
+fn read_certs(
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, TransportError> {
+    rustls_pemfile::certs(&mut open(path)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_err(path, format!("not a PEM certificate file: {e}")))
+}
+
+fn read_key(path: &Path) -> Result<rustls::pki_types::PrivateKeyDer<'static>, TransportError> {
+    rustls_pemfile::private_key(&mut open(path)?)
+        .map_err(|e| tls_err(path, format!("not a PEM key file: {e}")))?
+        .ok_or_else(|| tls_err(path, "no private key in the file"))
+}
+
+/// The verifier behind `--insecure`: accepts any certificate, still checks signatures.
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,151 @@
+//! The load generator's options and their checks.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use iotload_core::args::{BrokerArgs, StampArgs};
+use iotload_core::payload::{Body, StampEncoder};
+use iotload_core::plan::{PlanError, Rate, Template, parse_count, parse_duration};
+use iotload_core::schedule::Stop;
+
+use crate::LoadPlan;
+
+/// What the emulated devices send.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// Number of emulated devices, each with its own connection (accepts 10k).
+    #[arg(long, env = "IOTLOAD_DEVICES", value_name = "N", default_value = "100",
+          value_parser = parse_count)]
+    pub devices: u64,
+
+    /// Number of the first device, so several loadgen instances use distinct devices.
+    #[arg(long, env = "IOTLOAD_FIRST_DEVICE", value_name = "N", default_value_t = 0)]
+    pub first_device: u32,
+
+    /// Messages per second per device; fractional rates are allowed (0.2 = one every 5 s).
+    #[arg(long, env = "IOTLOAD_RATE", value_name = "MSG_PER_S", default_value_t = 10.0,
+          allow_negative_numbers = true)]
+    pub rate: f64,
+
+    /// How long each device sends (e.g. 30s, 2m).
+    #[arg(long, env = "IOTLOAD_DURATION", value_name = "DURATION", default_value = "10s",
+          value_parser = parse_duration)]
+    pub duration: std::time::Duration,
+
+    /// Messages per device; when given, replaces --duration.
+    #[arg(long, env = "IOTLOAD_COUNT", value_name = "N", value_parser = parse_count)]
+    pub count: Option<u64>,
+
+    /// Topic per device; `{device}` is the device number.
+    #[arg(long, env = "IOTLOAD_TOPIC", value_name = "TEMPLATE",
+          default_value = "iot/{device}/telemetry")]
+    pub topic: String,
+
+    /// Client id per device; `{device}` is the device number.
+    #[arg(long, env = "IOTLOAD_CLIENT_ID", value_name = "TEMPLATE", default_value = "dev-{device}")]
+    pub client_id: String,
+
+    /// Message body: a JSON object (the stamp fields are added to it) or any text.
+    #[arg(long, env = "IOTLOAD_PAYLOAD", value_name = "TEXT", conflicts_with = "payload_file")]
+    pub payload: Option<String>,
+
+    /// Read the message body from this file.
+    #[arg(long, env = "IOTLOAD_PAYLOAD_FILE", value_name = "PATH")]
+    pub payload_file: Option<PathBuf>,
+
+    /// Minimum message size; padding is added to reach it.
+    #[arg(long, env = "IOTLOAD_PAYLOAD_SIZE", value_name = "BYTES", default_value_t = 0)]
+    pub payload_size: usize,
+
+    /// New connections per second while devices connect, so thousands of devices do not
+    /// storm the broker.
+    #[arg(long, env = "IOTLOAD_CONNECT_RATE", value_name = "CONN_PER_S", default_value_t = 1000.0)]
+    pub connect_rate: f64,
+}
+
+impl LoadArgs {
+    /// Checks every value and builds the plan.
+    pub fn resolve(
+        &self,
+        broker: &BrokerArgs,
+        stamp: &StampArgs,
+        drain_timeout: Duration,
+    ) -> Result<LoadPlan, PlanError> {
+        let devices = u32::try_from(self.devices)
+            .ok()
+            .filter(|&d| d > 0)
+            .ok_or_else(|| PlanError::BadValue {
+                option: "--devices",
+                reason: format!("{} is not between 1 and {}", self.devices, u32::MAX),
+            })?;
+        if self.first_device.checked_add(devices).is_none() {
+            return Err(PlanError::BadValue {
+                option: "--first-device",
+                reason: "first device plus devices exceeds 4294967295".into(),
+            });
+        }
+        let rate = Rate::new(self.rate)?;
+        if !(self.connect_rate.is_finite() && self.connect_rate > 0.0) {
+            return Err(PlanError::BadValue {
+                option: "--connect-rate",
+                reason: format!("{} is not a positive rate; give e.g. 500", self.connect_rate),
+            });
+        }
+        let stop = match self.count {
+            Some(0) => {
+                return Err(PlanError::BadValue {
+                    option: "--count",
+                    reason: "0 messages per device sends nothing; give at least 1".into(),
+                });
+            }
+            Some(n) => Stop::Count(n),
+            None if self.duration.is_zero() => {
+                return Err(PlanError::BadValue {
+                    option: "--duration",
+                    reason: "a zero duration sends nothing; give e.g. 10s".into(),
+                });
+            }
+            None => Stop::After(self.duration),
+        };
+        let topic = Template::parse(&self.topic)?;
+        let client_id = Template::parse(&self.client_id)?;
+        if devices > 1 && !client_id.has_device() {
+            return Err(PlanError::BadValue {
+                option: "--client-id",
+                reason: format!(
+                    "`{}` gives every device the same client id, so the broker would \
+                     disconnect all but one; include {{device}}",
+                    self.client_id
+                ),
+            });
+        }
+        let body = match (&self.payload, &self.payload_file) {
+            (Some(text), _) => Body::from_bytes(text.clone().into_bytes()),
+            (None, Some(path)) => Body::from_file(path)?,
+            (None, None) => Body::Empty,
+        };
+        let encoder = StampEncoder::new(
+            stamp.carrier,
+            stamp.fields()?,
+            stamp.time_format()?,
+            &body,
+            self.payload_size,
+        )?;
+        let credentials = broker.credentials()?;
+        credentials.check_rows(self.first_device, devices)?;
+        Ok(LoadPlan {
+            devices,
+            first_device: self.first_device,
+            rate,
+            stop,
+            topic,
+            client_id,
+            credentials,
+            encoder: Arc::new(encoder),
+            connect_rate: self.connect_rate,
+            drain_timeout,
+        })
+    }
+}

@@ -1,0 +1,285 @@
+//! The load generator: emulated devices, each on its own connection, publishing stamped
+//! stimuli on an open-loop schedule.
+//!
+//! [`LoadArgs`] are the options, [`LoadArgs::resolve`] checks them into a [`LoadPlan`], and
+//! [`run`] connects the devices (at `--connect-rate`) and drives their schedules until the
+//! plan ends or `stop` is cancelled. Devices are split into a few shards, each one task
+//! with a timer heap, so ten thousand devices do not mean ten thousand timers.
+
+mod args;
+mod shard;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use iotload_core::args::Credentials;
+use iotload_core::payload::StampEncoder;
+use iotload_core::plan::{Rate, Template};
+use iotload_core::recorder::LatencyHistogram;
+use iotload_core::schedule::Stop;
+use iotload_core::transport::{Publisher, Transport, TransportError};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use args::LoadArgs;
+
+/// A checked description of what the devices do.
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    /// Number of devices.
+    pub devices: u32,
+    /// Number of the first device.
+    pub first_device: u32,
+    /// Messages per second per device.
+    pub rate: Rate,
+    /// When each device stops.
+    pub stop: Stop,
+    /// Topic per device.
+    pub topic: Template,
+    /// Client id per device.
+    pub client_id: Template,
+    /// Credentials per device.
+    pub credentials: Credentials,
+    /// The stamp carrier and body.
+    pub encoder: Arc<StampEncoder>,
+    /// New connections per second.
+    pub connect_rate: f64,
+    /// How long publishers may take to flush at the end.
+    pub drain_timeout: Duration,
+}
+
+impl LoadPlan {
+    /// Messages the whole fleet will send if nothing stops it early.
+    pub fn planned(&self) -> u64 {
+        iotload_core::schedule::total_messages(self.devices, self.rate.per_s(), self.stop)
+    }
+}
+
+/// Counters the progress line reads while devices run.
+#[derive(Debug, Default)]
+pub struct LoadStats {
+    /// Messages handed to the broker client so far.
+    pub sent: AtomicU64,
+    /// Publishes that failed so far.
+    pub errors: AtomicU64,
+    /// Devices connected so far.
+    pub connected: AtomicU64,
+}
+
+/// What the devices did.
+#[derive(Debug)]
+pub struct LoadReport {
+    /// Devices that connected.
+    pub connected: u32,
+    /// Devices that failed to connect.
+    pub connect_failures: u32,
+    /// The first connection error, if any device failed.
+    pub first_connect_error: Option<String>,
+    /// Messages handed to the broker client.
+    pub sent: u64,
+    /// Failed publishes.
+    pub errors: u64,
+    /// Connections lost during the run.
+    pub disconnections: u64,
+    /// Lateness of each send behind its schedule, µs.
+    pub send_lag: LatencyHistogram,
+    /// Time from the first due send to the last send.
+    pub send_elapsed: Duration,
+}
+
+/// Why the load generator could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadgenError {
+    /// Not a single device could connect.
+    #[error("no device could connect")]
+    NoDevice(#[source] TransportError),
+}
+
+/// Connects the devices, runs their schedules, then flushes and closes every connection.
+pub async fn run<T: Transport>(
+    transport: Arc<T>,
+    plan: &LoadPlan,
+    stats: Arc<LoadStats>,
+    stop: CancellationToken,
+) -> Result<LoadReport, LoadgenError> {
+    let (publishers, failures, first_error) =
+        connect_all(&transport, plan, &stats, &stop).await;
+    if publishers.is_empty() {
+        if let Some(e) = first_error {
+            return Err(LoadgenError::NoDevice(e));
+        }
+    }
+    let connected = publishers.len() as u32;
+    let first_connect_error = first_error.map(|e| format!("{e:#}"));
+
+    let shard_count = shard_count(publishers.len());
+    let mut shards: Vec<Vec<shard::Device<T::Publisher>>> =
+        (0..shard_count).map(|_| Vec::new()).collect();
+    for (i, (device, publisher)) in publishers.into_iter().enumerate() {
+        shards[i % shard_count].push(shard::Device::new(device, publisher, plan));
+    }
+    let clock = shard::Clock::start();
+    let mut tasks = JoinSet::new();
+    for devices in shards {
+        let stats = stats.clone();
+        let stop = stop.clone();
+        let encoder = plan.encoder.clone();
+        tasks.spawn(shard::drive(devices, clock, encoder, stats, stop));
+    }
+    let mut send_lag = LatencyHistogram::new();
+    let mut sent = 0;
+    let mut errors = 0;
+    let mut last_send = clock.instant;
+    let mut to_close = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let Ok(done) = done else { continue };
+        send_lag.add(&done.send_lag);
+        sent += done.sent;
+        errors += done.errors;
+        last_send = last_send.max(done.last_send);
+        to_close.extend(done.publishers);
+    }
+    let disconnections = to_close.iter().map(Publisher::disconnections).sum();
+    close_all(to_close, plan.drain_timeout).await;
+    Ok(LoadReport {
+        connected,
+        connect_failures: failures,
+        first_connect_error,
+        sent,
+        errors,
+        disconnections,
+        send_lag,
+        send_elapsed: last_send.saturating_duration_since(clock.instant),
+    })
+}
+
+fn shard_count(devices: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    devices.clamp(1, cores * 4)
+}
+
+/// The outcome of connecting the fleet.
+struct Fleet<P> {
+    publishers: Vec<(u32, P)>,
+    failures: u32,
+    first_error: Option<TransportError>,
+}
+
+impl<P> Fleet<P> {
+    fn absorb(&mut self, joined: Result<(u32, Result<P, TransportError>), tokio::task::JoinError>) {
+        match joined {
+            Ok((device, Ok(p))) => self.publishers.push((device, p)),
+            Ok((_, Err(e))) => {
+                self.failures += 1;
+                self.first_error.get_or_insert(e);
+            }
+            Err(_) => self.failures += 1,
+        }
+    }
+}
+
+/// Opens one connection per device, `connect_rate` per second, at most 256 at once.
+async fn connect_all<T: Transport>(
+    transport: &Arc<T>,
+    plan: &LoadPlan,
+    stats: &Arc<LoadStats>,
+    stop: &CancellationToken,
+) -> (Vec<(u32, T::Publisher)>, u32, Option<TransportError>) {
+    let limit = Arc::new(Semaphore::new(256));
+    let start = Instant::now();
+    let mut pending = JoinSet::new();
+    let mut fleet = Fleet {
+        publishers: Vec::with_capacity(plan.devices as usize),
+        failures: 0,
+        first_error: None,
+    };
+    for i in 0..plan.devices {
+        let due = start + Duration::from_secs_f64(f64::from(i) / plan.connect_rate);
+        tokio::select! {
+            _ = tokio::time::sleep_until(due.into()) => {}
+            _ = stop.cancelled() => break,
+        }
+        let Ok(permit) = limit.clone().acquire_owned().await else { break };
+        while let Some(r) = pending.try_join_next() {
+            fleet.absorb(r);
+        }
+        // Stop ramping when the first devices cannot connect: the broker is not there.
+        if fleet.first_error.is_some() && fleet.publishers.is_empty() {
+            break;
+        }
+        let device = plan.first_device + i;
+        let identity = plan
+            .credentials
+            .identity(plan.client_id.render(device), device);
+        let transport = transport.clone();
+        let stats = stats.clone();
+        pending.spawn(async move {
+            let result = transport.publisher(&identity).await;
+            if result.is_ok() {
+                stats.connected.fetch_add(1, Ordering::Relaxed);
+            }
+            drop(permit);
+            (device, result)
+        });
+    }
+    while let Some(r) = pending.join_next().await {
+        fleet.absorb(r);
+    }
+    fleet.publishers.sort_by_key(|(d, _)| *d);
+    (fleet.publishers, fleet.failures, fleet.first_error)
+}
+
+async fn close_all<P: Publisher>(publishers: Vec<P>, timeout: Duration) {
+    let mut closing = JoinSet::new();
+    for p in publishers {
+        closing.spawn(p.close());
+    }
+    let _ = tokio::time::timeout(timeout.max(Duration::from_millis(100)), async {
+        while closing.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+/// Makes sure the process may open a connection per device: raises the soft limit on open
+/// files if needed and allowed, else says how.
+pub fn ensure_open_files(devices: u32) -> Result<u64, PlanErrorFiles> {
+    let need = u64::from(devices) + 256;
+    let (soft, hard) = rlimit::Resource::NOFILE
+        .get()
+        .map_err(|e| PlanErrorFiles { need, soft: 0, hard: 0, reason: e.to_string() })?;
+    if soft >= need {
+        return Ok(soft);
+    }
+    if hard >= need {
+        if rlimit::Resource::NOFILE.set(need, hard).is_ok() {
+            return Ok(need);
+        }
+    }
+    Err(PlanErrorFiles {
+        need,
+        soft,
+        hard,
+        reason: "the hard limit is too low".into(),
+    })
+}
+
+/// The open-file limit is too low for the number of devices.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{need} open files are needed (one per device plus spare) but the limit is {soft} \
+     (hard {hard}): {reason}; raise it with `ulimit -n {need}` (as root, or in \
+     /etc/security/limits.conf) or lower --devices"
+)]
+pub struct PlanErrorFiles {
+    /// Files needed.
+    pub need: u64,
+    /// Current soft limit.
+    pub soft: u64,
+    /// Current hard limit.
+    pub hard: u64,
+    /// Why it could not be raised.
+    pub reason: String,
+}

@@ -1,0 +1,134 @@
+//! One shard of devices: a task with a timer heap that sends each device's messages when
+//! they are due, stamping intended and actual send times.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use iotload_core::payload::StampEncoder;
+use iotload_core::recorder::LatencyHistogram;
+use iotload_core::schedule::DeviceSchedule;
+use iotload_core::stamp::{Stamp, now_us};
+use iotload_core::transport::{Outgoing, Publisher};
+use tokio_util::sync::CancellationToken;
+
+use crate::{LoadPlan, LoadStats};
+
+/// The run's start on both clocks: `Instant` for scheduling, wall clock for stamps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    pub(crate) instant: Instant,
+    wall_us: u64,
+}
+
+impl Clock {
+    pub(crate) fn start() -> Self {
+        Self {
+            instant: Instant::now(),
+            wall_us: now_us(),
+        }
+    }
+}
+
+/// One emulated device in a shard.
+pub(crate) struct Device<P> {
+    id: u32,
+    topic: String,
+    schedule: DeviceSchedule,
+    publisher: P,
+}
+
+impl<P: Publisher> Device<P> {
+    pub(crate) fn new(id: u32, publisher: P, plan: &LoadPlan) -> Self {
+        let index = id - plan.first_device;
+        Self {
+            id,
+            topic: plan.topic.render(id),
+            schedule: DeviceSchedule::new(index, plan.devices, plan.rate.per_s(), plan.stop),
+            publisher,
+        }
+    }
+}
+
+/// What a shard did, handed back when it ends.
+pub(crate) struct ShardDone<P> {
+    pub(crate) publishers: Vec<P>,
+    pub(crate) send_lag: LatencyHistogram,
+    pub(crate) sent: u64,
+    pub(crate) errors: u64,
+    pub(crate) last_send: Instant,
+}
+
+/// Sends every due message of `devices` until all schedules end or `stop` fires.
+pub(crate) async fn drive<P: Publisher>(
+    mut devices: Vec<Device<P>>,
+    clock: Clock,
+    encoder: Arc<StampEncoder>,
+    stats: Arc<LoadStats>,
+    stop: CancellationToken,
+) -> ShardDone<P> {
+    // (due offset, seq, device slot); the smallest due time first.
+    let mut heap: BinaryHeap<Reverse<(Duration, u64, usize)>> = devices
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.schedule.messages() > 0)
+        .map(|(slot, d)| Reverse((d.schedule.due(0), 0, slot)))
+        .collect();
+    let mut send_lag = LatencyHistogram::new();
+    let (mut sent, mut errors) = (0u64, 0u64);
+    let mut last_send = clock.instant;
+    let mut payload = Vec::with_capacity(256);
+    let mut headers = Vec::new();
+    while let Some(&Reverse((due, seq, slot))) = heap.peek() {
+        let due_at = clock.instant + due;
+        if Instant::now() < due_at {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep_until(due_at.into()) => {}
+            }
+        } else if stop.is_cancelled() {
+            break;
+        }
+        heap.pop();
+        let device = &mut devices[slot];
+        let lag = Instant::now().saturating_duration_since(due_at);
+        send_lag.record(lag.as_micros() as u64);
+        let stamp = Stamp {
+            device: device.id,
+            seq,
+            intended_us: clock.wall_us + due.as_micros() as u64,
+            sent_us: now_us(),
+        };
+        encoder.encode(&stamp, &mut payload, &mut headers);
+        let message = Outgoing {
+            topic: &device.topic,
+            payload: &payload,
+            headers: &headers,
+        };
+        match device.publisher.publish(message).await {
+            Ok(()) => {
+                sent += 1;
+                stats.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                errors += 1;
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(device = device.id, "publish failed: {e}");
+            }
+        }
+        last_send = Instant::now();
+        if seq + 1 < device.schedule.messages() {
+            heap.push(Reverse((device.schedule.due(seq + 1), seq + 1, slot)));
+        }
+    }
+    ShardDone {
+        publishers: devices.into_iter().map(|d| d.publisher).collect(),
+        send_lag,
+        sent,
+        errors,
+        last_send,
+    }
+}

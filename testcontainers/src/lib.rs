@@ -1,0 +1,178 @@
+//! iotload's test kit: gives each integration test its own fresh, real server
+//! (today an MQTT broker run as a private `mosquitto` process on an ephemeral
+//! loopback port), plus helpers for tests that use the machine's shared
+//! servers instead. The API says nothing about *how* a server is started, so a
+//! container backend can be added later without touching any test.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), iotload_testkit::TestkitError> {
+//! let broker = iotload_testkit::MqttBroker::start().await?;
+//! let url = broker.url(); // "mqtt://127.0.0.1:PORT"
+//! # let _ = url;
+//! # Ok(())
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod fsutil;
+mod mqtt;
+mod pki;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use error::TestkitError;
+pub use mqtt::{MqttBroker, MqttBrokerOptions};
+pub use pki::TestPki;
+
+/// Environment variable naming the machine's shared MQTT broker.
+pub const MQTT_URL_ENV: &str = "IOTLOAD_TEST_MQTT_URL";
+
+/// The shared MQTT broker used when [`MQTT_URL_ENV`] is unset.
+pub const DEFAULT_MQTT_URL: &str = "mqtt://127.0.0.1:1883";
+
+/// How long [`require_server`] waits for a TCP connection.
+const REQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The machine's shared servers: address from env `IOTLOAD_TEST_MQTT_URL`,
+/// default "mqtt://127.0.0.1:1883".
+pub fn machine_mqtt_url() -> String {
+    std::env::var(MQTT_URL_ENV)
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_MQTT_URL.to_owned())
+}
+
+/// Whether a server is reachable (TCP connect within 2 s). `addr` may be
+/// `host:port` or a URL such as `mqtt://host:port/…`. If it is not reachable:
+/// when env `CI` is `true`, panic with a message naming the server, the address
+/// and how to start it (`start_hint`); otherwise return `false` so the caller
+/// can print "skipped: …" and return.
+///
+/// # Panics
+///
+/// When the server is unreachable and `CI=true`, so that CI never silently
+/// skips a test.
+pub async fn require_server(name: &str, addr: &str, start_hint: &str) -> bool {
+    let target = host_port(addr);
+    let outcome =
+        tokio::time::timeout(REQUIRE_TIMEOUT, tokio::net::TcpStream::connect(target)).await;
+    let reason = match outcome {
+        Ok(Ok(_stream)) => return true,
+        Ok(Err(err)) => err.to_string(),
+        Err(_elapsed) => format!("no TCP connection within {REQUIRE_TIMEOUT:?}"),
+    };
+    let message =
+        format!("{name} is not reachable at {addr} ({reason}); start it with: {start_hint}");
+    if is_ci() {
+        panic!("{message} (CI=true, so this test may not be skipped)");
+    }
+    tracing::warn!("{message}");
+    false
+}
+
+/// Whether env `CI` says this is a CI run.
+fn is_ci() -> bool {
+    std::env::var("CI")
+        .map(|value| value.eq_ignore_ascii_case("true") || value == "1")
+        .unwrap_or(false)
+}
+
+/// The `host:port` part of `addr`, which may be a URL with scheme, user info
+/// and path.
+fn host_port(addr: &str) -> &str {
+    let rest = addr.split_once("://").map_or(addr, |(_, rest)| rest);
+    let rest = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    rest.rsplit_once('@').map_or(rest, |(_, host)| host)
+}
+
+/// A topic prefix unique to this test process and call, so tests sharing a
+/// broker never see each other's messages. It contains no MQTT wildcard and
+/// no trailing `/`, e.g. `iotload/telemetry/4242-1a2b3c-7`.
+pub fn unique_topic(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let prefix = prefix.trim_end_matches('/').replace(['+', '#'], "_");
+    let id = format!("{}-{nanos:x}-{n}", std::process::id());
+    if prefix.is_empty() {
+        id
+    } else {
+        format!("{prefix}/{id}")
+    }
+}
+
+/// A free loopback TCP port (bind 127.0.0.1:0, read the port, release).
+///
+/// # Panics
+///
+/// When the loopback interface cannot bind any port at all, in which case no
+/// network test could run anyway.
+pub fn free_port() -> u16 {
+    match try_free_port() {
+        Ok(port) => port,
+        Err(err) => panic!("cannot find a free port on 127.0.0.1: {err}"),
+    }
+}
+
+/// [`free_port`] without the panic.
+pub(crate) fn try_free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_strips_url_parts() {
+        assert_eq!(host_port("127.0.0.1:1883"), "127.0.0.1:1883");
+        assert_eq!(host_port("mqtt://127.0.0.1:1883"), "127.0.0.1:1883");
+        assert_eq!(
+            host_port("mqtts://u:p@localhost:8883/x?y"),
+            "localhost:8883"
+        );
+    }
+
+    #[test]
+    fn unique_topics_differ_and_keep_prefix() {
+        let a = unique_topic("iotload/t/");
+        let b = unique_topic("iotload/t");
+        assert_ne!(a, b);
+        assert!(a.starts_with("iotload/t/"), "{a}");
+        assert!(!a.contains("//") && !a.ends_with('/'), "{a}");
+        assert!(!unique_topic("a/+/#").contains(['+', '#']));
+    }
+
+    #[test]
+    fn free_port_is_bindable() {
+        let port = free_port();
+        assert_ne!(port, 0);
+        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    }
+
+    #[test]
+    fn machine_url_has_a_scheme() {
+        assert!(machine_mqtt_url().contains("://"));
+    }
+
+    #[tokio::test]
+    async fn require_server_on_a_closed_port_skips_or_panics_in_ci() {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let result =
+            tokio::spawn(async move { require_server("nothing", &addr, "nothing to start").await })
+                .await;
+        if is_ci() {
+            assert!(result.unwrap_err().is_panic());
+        } else {
+            assert!(!result.unwrap());
+        }
+    }
+}
