@@ -49,7 +49,6 @@ pub enum PlanError {
 
 /// Which broker family a URL names; one variant per transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum BrokerKind {
     /// MQTT 3.1.1 / 5 (`mqtt://`, `mqtts://`, `tcp://`, `ssl://`).
     Mqtt,

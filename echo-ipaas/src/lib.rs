@@ -85,6 +85,13 @@ impl EchoArgs {
     }
 }
 
+impl EchoPlan {
+    /// The action topic template, as written.
+    pub fn route_text(&self) -> &str {
+        self.route.template()
+    }
+}
+
 /// Counters of the echo, readable while it runs.
 #[derive(Debug, Default)]
 pub struct EchoStats {

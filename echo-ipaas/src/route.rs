@@ -26,6 +26,11 @@ impl Route {
         Ok(Self { filters, to })
     }
 
+    /// The action topic template as written.
+    pub fn template(&self) -> &str {
+        self.to.as_str()
+    }
+
     /// The action topic for a request topic, or `None` when no filter matches it.
     pub fn action_topic(&self, topic: &str) -> Option<String> {
         self.filters

@@ -1,0 +1,204 @@
+//! The command line: one subcommand per component, shared option groups, and the merge of
+//! flags, `IOTLOAD_*` environment variables, the `--config` YAML file and defaults.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use collector::CollectorArgs;
+use echo_ipaas::EchoArgs;
+use iotload_core::args::{BrokerArgs, StampArgs};
+use iotload_core::plan::parse_duration;
+use loadgen::LoadArgs;
+
+use crate::config_file;
+
+/// Load-test and latency tool for IoT pipelines.
+///
+/// Emulated devices publish stamped stimuli, an iPaaS (the built-in echo, or yours) turns
+/// them into actions, and the collector measures end-to-end latency, loss, duplicates and
+/// reordering. Every option is also an IOTLOAD_<OPTION> environment variable and a key of
+/// the --config YAML file; flags win over the environment, which wins over the file.
+#[derive(Debug, Parser)]
+#[command(name = "iotload", version, propagate_version = true, max_term_width = 100)]
+pub(crate) struct Cli {
+    /// YAML file of option values; keys are option names (`rate: 10`, `qos: 1`), optionally
+    /// grouped under a subcommand name (`loadgen: {devices: 50}`).
+    #[arg(long, global = true, env = "IOTLOAD_CONFIG", value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Print the resolved plan and where each value came from, then exit without connecting.
+    #[arg(long, global = true, env = "IOTLOAD_DRY_RUN")]
+    pub(crate) dry_run: bool,
+
+    /// What to run.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+
+    /// Values that the config file supplied, by option id (for --dry-run).
+    #[arg(skip)]
+    pub(crate) from_file: BTreeSet<String>,
+
+    /// The matches of the chosen subcommand (for --dry-run).
+    #[arg(skip)]
+    pub(crate) matches: Option<ArgMatches>,
+}
+
+/// The components.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Devices, echo iPaaS and collector in one process, on an embedded broker unless
+    /// --broker is given: the whole latency loop in one command.
+    Run(RunArgs),
+    /// Emulated devices publishing stamped stimuli.
+    Loadgen(LoadgenArgs),
+    /// The reference iPaaS: republishes each request as an action with the stamp copied.
+    EchoIpaas(EchoIpaasArgs),
+    /// Receives actions and measures latency, loss, duplicates and reordering.
+    Collector(CollectorCmdArgs),
+}
+
+impl Command {
+    /// The subcommand's name.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Command::Run(_) => "run",
+            Command::Loadgen(_) => "loadgen",
+            Command::EchoIpaas(_) => "echo-ipaas",
+            Command::Collector(_) => "collector",
+        }
+    }
+}
+
+/// Where results go and how the end of a run is handled.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct OutputArgs {
+    /// Also write the summary as JSON to this file (schema: docs/summary.schema.json).
+    #[arg(long, env = "IOTLOAD_JSON", value_name = "PATH")]
+    pub(crate) json: Option<PathBuf>,
+
+    /// After sending ends (or Ctrl-C), how long to wait for messages still in flight.
+    #[arg(long, env = "IOTLOAD_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "2s",
+          value_parser = parse_duration)]
+    pub(crate) drain_timeout: Duration,
+
+    /// Progress line: auto (live line on a terminal, a plain line every 5 s otherwise),
+    /// always, or never.
+    #[arg(long, env = "IOTLOAD_PROGRESS", value_name = "WHEN", default_value = "auto",
+          value_parser = ["auto", "always", "never"])]
+    pub(crate) progress: String,
+}
+
+/// Options of `iotload run`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) broker: BrokerArgs,
+    #[command(flatten)]
+    pub(crate) load: LoadArgs,
+    #[command(flatten)]
+    pub(crate) stamp: StampArgs,
+    /// Action topic template; `{device}` is the device number. The collector listens here.
+    #[arg(long, env = "IOTLOAD_ACTION_TOPIC", value_name = "TEMPLATE",
+          default_value = "iot/{device}/action")]
+    pub(crate) action_topic: String,
+    /// Processing time the built-in echo iPaaS adds to each message (e.g. 50ms).
+    #[arg(long, env = "IOTLOAD_DELAY", value_name = "DURATION", default_value = "0s",
+          value_parser = parse_duration)]
+    pub(crate) delay: Duration,
+    /// Do not start the built-in echo: a real iPaaS between the request and action topics
+    /// answers instead, and latency is still measured on one clock.
+    #[arg(long, env = "IOTLOAD_EXTERNAL_IPAAS")]
+    pub(crate) external_ipaas: bool,
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
+}
+
+/// Options of `iotload loadgen`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct LoadgenArgs {
+    #[command(flatten)]
+    pub(crate) broker: BrokerArgs,
+    #[command(flatten)]
+    pub(crate) load: LoadArgs,
+    #[command(flatten)]
+    pub(crate) stamp: StampArgs,
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
+}
+
+/// Options of `iotload echo-ipaas`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct EchoIpaasArgs {
+    #[command(flatten)]
+    pub(crate) broker: BrokerArgs,
+    #[command(flatten)]
+    pub(crate) echo: EchoArgs,
+    /// Stop after this long (e.g. 10m); until Ctrl-C or SIGTERM when not given.
+    #[arg(long, env = "IOTLOAD_DURATION", value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) duration: Option<Duration>,
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
+}
+
+/// Options of `iotload collector`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CollectorCmdArgs {
+    #[command(flatten)]
+    pub(crate) broker: BrokerArgs,
+    #[command(flatten)]
+    pub(crate) collect: CollectorArgs,
+    #[command(flatten)]
+    pub(crate) stamp: StampArgs,
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
+}
+
+/// Why parsing ended without a command to run.
+pub(crate) enum ParseExit {
+    /// clap's own message (also --help and --version).
+    Clap(clap::Error),
+    /// The config file is unusable.
+    Config(anyhow::Error),
+}
+
+/// Parses the command line, filling unset options from the config file.
+pub(crate) fn parse(argv: Vec<OsString>) -> Result<Cli, ParseExit> {
+    let mut command = Cli::command();
+    let mut from_file = BTreeSet::new();
+    if let Some(path) = config_file::locate(&argv) {
+        let file = config_file::load(&path).map_err(ParseExit::Config)?;
+        command = file
+            .apply(command, &mut from_file)
+            .map_err(ParseExit::Config)?;
+    }
+    let matches = command.try_get_matches_from(argv).map_err(ParseExit::Clap)?;
+    let mut cli = Cli::from_arg_matches(&matches).map_err(ParseExit::Clap)?;
+    cli.from_file = from_file;
+    cli.matches = matches.subcommand().map(|(_, m)| m.clone());
+    Ok(cli)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_option_has_an_iotload_env_name_and_help() {
+        let cmd = Cli::command();
+        for sub in cmd.get_subcommands() {
+            for arg in sub.get_arguments() {
+                if arg.get_id() == "help" || arg.get_id() == "version" {
+                    continue;
+                }
+                let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+                let long = arg.get_long().unwrap_or_default();
+                let expected = format!("IOTLOAD_{}", long.replace('-', "_").to_uppercase());
+                assert_eq!(env.as_deref(), Some(expected.as_str()), "{} --{long}", sub.get_name());
+                assert!(arg.get_help().is_some(), "{} --{long} has no help", sub.get_name());
+            }
+        }
+    }
+}

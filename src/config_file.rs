@@ -1,0 +1,133 @@
+//! The `--config` YAML file: its values become the defaults of the options it names, so
+//! flags and environment variables still win over it.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Command;
+use serde_json::Value;
+
+/// Finds `--config PATH` (or `--config=PATH`, or IOTLOAD_CONFIG) before clap parses.
+pub(crate) fn locate(argv: &[OsString]) -> Option<PathBuf> {
+    let mut args = argv.iter().skip(1);
+    while let Some(a) = args.next() {
+        let a = a.to_string_lossy();
+        if a == "--" {
+            break;
+        }
+        if a == "--config" {
+            return args.next().map(PathBuf::from);
+        }
+        if let Some(p) = a.strip_prefix("--config=") {
+            return Some(PathBuf::from(p));
+        }
+    }
+    std::env::var_os("IOTLOAD_CONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// A parsed config file.
+pub(crate) struct ConfigFile {
+    path: PathBuf,
+    root: serde_json::Map<String, Value>,
+}
+
+/// Reads and parses the YAML file.
+pub(crate) fn load(path: &Path) -> anyhow::Result<ConfigFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let value: Value = serde_saphyr::from_str(&text)
+        .with_context(|| format!("config file {} is not valid YAML", path.display()))?;
+    let root = match value {
+        Value::Object(map) => map,
+        Value::Null => serde_json::Map::new(),
+        _ => bail!(
+            "config file {} must be a mapping of option names to values, e.g. `rate: 10`",
+            path.display()
+        ),
+    };
+    Ok(ConfigFile {
+        path: path.to_path_buf(),
+        root,
+    })
+}
+
+impl ConfigFile {
+    /// Makes the file's values the defaults of the named options of every subcommand.
+    /// Records the ids of options it set in `from_file`.
+    pub(crate) fn apply(&self, mut command: Command, from_file: &mut BTreeSet<String>) -> anyhow::Result<Command> {
+        let sub_names: Vec<String> = command
+            .get_subcommands()
+            .map(|s| s.get_name().to_string())
+            .collect();
+        let mut known = BTreeSet::new();
+        for sub in &sub_names {
+            let section = self.root.get(sub).and_then(Value::as_object);
+            let mut values: Vec<(String, &Value)> = Vec::new();
+            for (key, value) in &self.root {
+                if !sub_names.contains(key) {
+                    values.push((normalise(key), value));
+                }
+            }
+            for (key, value) in section.into_iter().flatten() {
+                values.push((normalise(key), value));
+            }
+            let Some(sc) = command.find_subcommand(sub) else { continue };
+            let ids: Vec<(String, String)> = sc
+                .get_arguments()
+                .filter_map(|a| a.get_long().map(|l| (l.to_string(), a.get_id().to_string())))
+                .collect();
+            for (key, value) in values {
+                let Some((_, id)) = ids.iter().find(|(long, _)| *long == key) else {
+                    continue;
+                };
+                known.insert(key.clone());
+                let texts = scalars(value).with_context(|| {
+                    format!("config file {}: key `{key}`", self.path.display())
+                })?;
+                from_file.insert(id.clone());
+                let id = id.clone();
+                command = command.mut_subcommand(sub, |sc| {
+                    sc.mut_arg(&id, |a| a.default_values(texts.clone()))
+                });
+            }
+        }
+        for key in self.root.keys() {
+            let k = normalise(key);
+            if !sub_names.contains(key) && !known.contains(&k) && k != "config" {
+                bail!(
+                    "config file {}: unknown option `{key}`; keys are option names such as \
+                     `rate`, `devices`, `broker` (see `iotload run --help`)",
+                    self.path.display()
+                );
+            }
+        }
+        Ok(command)
+    }
+}
+
+fn normalise(key: &str) -> String {
+    key.replace('_', "-")
+}
+
+fn scalars(value: &Value) -> anyhow::Result<Vec<String>> {
+    match value {
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Number(n) => Ok(vec![n.to_string()]),
+        Value::Bool(b) => Ok(vec![b.to_string()]),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::Array(_) | Value::Object(_) | Value::Null => {
+                    bail!("list items must be plain values")
+                }
+                other => Ok(scalars(other)?.remove(0)),
+            })
+            .collect(),
+        Value::Null => bail!("has no value"),
+        Value::Object(_) => bail!("must be a plain value or a list, not a mapping"),
+    }
+}

@@ -1,0 +1,442 @@
+//! Runs the chosen component (or the whole loop) on the broker the URL names, and turns
+//! what happened into the summary and the exit code.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use iotload_core::args::BrokerArgs;
+use iotload_core::plan::{BrokerKind, BrokerUrl, Template};
+use iotload_core::shutdown::Shutdown;
+use iotload_core::summary::RunSummary;
+use iotload_core::transport::Transport;
+use iotload_core::transport::mqtt::MqttTransport;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command, OutputArgs, RunArgs};
+use crate::progress::{self, Sources};
+use crate::summary_build::{echo_section, load_section, receive_section};
+
+/// Builds the transport the URL names and runs `$body` with it bound to `$t`: the one
+/// place a new broker family adds a match arm.
+macro_rules! with_transport {
+    ($broker:expr, $url:expr, |$t:ident| $body:expr) => {
+        match $url.kind {
+            BrokerKind::Mqtt => {
+                let $t = mqtt($broker, $url)?;
+                $body
+            }
+        }
+    };
+}
+
+/// How a command ended.
+pub(crate) struct Outcome {
+    interrupted: bool,
+}
+
+impl Outcome {
+    /// 0 ok, 130 interrupted.
+    pub(crate) fn exit_code(&self) -> u8 {
+        if self.interrupted { 130 } else { 0 }
+    }
+}
+
+/// A hint for errors with a known fix.
+pub(crate) fn hint_for(err: &anyhow::Error) -> Option<&'static str> {
+    let text = format!("{err:#}");
+    if text.contains("cannot connect to") || text.contains("no answer from") {
+        Some(
+            "check that the broker runs and the address is right (e.g. `service mosquitto \
+             start`); `iotload run` without --broker uses an embedded broker",
+        )
+    } else if text.contains("TLS setup failed") {
+        Some(
+            "check --ca-file (the CA that signed the broker's certificate) and that the URL's \
+             host matches the certificate; --insecure skips the check for testing",
+        )
+    } else {
+        None
+    }
+}
+
+/// Runs the command the user chose.
+pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
+    if cli.dry_run {
+        print_dry_run(&cli)?;
+        return Ok(Outcome { interrupted: false });
+    }
+    let shutdown = Shutdown::new();
+    let _signals = shutdown.listen_for_signals();
+    match cli.command {
+        Command::Run(args) => run_loop(args, shutdown).await,
+        Command::Loadgen(a) => {
+            let url = required_url(&a.broker)?;
+            let plan = a.load.resolve(&a.broker, &a.stamp, a.output.drain_timeout)?;
+            loadgen::ensure_open_files(plan.devices)?;
+            with_transport!(&a.broker, url, |t| run_loadgen(t, plan, &a.output, shutdown).await)
+        }
+        Command::EchoIpaas(a) => {
+            let url = required_url(&a.broker)?;
+            let plan = a.echo.resolve(&a.broker)?;
+            with_transport!(&a.broker, url, |t| run_echo(t, plan, a.duration, &a.output, shutdown).await)
+        }
+        Command::Collector(a) => {
+            let url = required_url(&a.broker)?;
+            let plan = a.collect.resolve(&a.broker, &a.stamp)?;
+            with_transport!(&a.broker, url, |t| run_collector(t, plan, &a.output, shutdown).await)
+        }
+    }
+}
+
+fn required_url(broker: &BrokerArgs) -> anyhow::Result<BrokerUrl> {
+    broker.url()?.ok_or_else(|| {
+        anyhow!("--broker is required (e.g. --broker mqtt://127.0.0.1:1883, or IOTLOAD_BROKER)")
+    })
+}
+
+fn mqtt(broker: &BrokerArgs, url: BrokerUrl) -> anyhow::Result<Arc<MqttTransport>> {
+    Ok(Arc::new(MqttTransport::new(url, broker.mqtt_settings()?)?))
+}
+
+fn started_at() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn finish(summary: &RunSummary, output: &OutputArgs) -> anyhow::Result<()> {
+    print!("{}", summary.render());
+    if let Some(path) = &output.json {
+        std::fs::write(path, summary.to_json() + "\n")
+            .with_context(|| format!("cannot write the JSON summary to {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// `iotload run`: collector and echo subscribe first, then the devices send.
+async fn run_loop(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<Outcome> {
+    let plan = args
+        .load
+        .resolve(&args.broker, &args.stamp, args.output.drain_timeout)?;
+    loadgen::ensure_open_files(plan.devices)?;
+    let url = match args.broker.url()? {
+        Some(url) => url,
+        None => start_embedded(&args.broker, plan.devices)?,
+    };
+    with_transport!(&args.broker, url, |t| run_loop_on(t, args, plan, shutdown).await)
+}
+
+#[cfg(feature = "embedded-broker")]
+fn start_embedded(broker: &BrokerArgs, devices: u32) -> anyhow::Result<BrokerUrl> {
+    let embedded = iotload_core::embedded_broker::EmbeddedBroker::start(devices as usize + 16)
+        .context("starting the embedded MQTT broker")?;
+    let url = match broker.mqtt_settings()?.version {
+        iotload_core::transport::mqtt::MqttVersion::V311 => embedded.url_v311(),
+        iotload_core::transport::mqtt::MqttVersion::V5 => embedded.url_v5(),
+    };
+    eprintln!("no --broker given: using the embedded MQTT broker at {url}");
+    Ok(BrokerUrl::parse(&url)?)
+}
+
+#[cfg(not(feature = "embedded-broker"))]
+fn start_embedded(_: &BrokerArgs, _: u32) -> anyhow::Result<BrokerUrl> {
+    Err(anyhow!(
+        "--broker is required: this build has no embedded broker (rebuild with --features embedded-broker)"
+    ))
+}
+
+async fn run_loop_on<T: Transport>(
+    transport: Arc<T>,
+    args: RunArgs,
+    plan: loadgen::LoadPlan,
+    shutdown: Shutdown,
+) -> anyhow::Result<Outcome> {
+    let started = started_at();
+    let clock = Instant::now();
+    let action = Template::parse(&args.action_topic)?;
+    let collect_args = collector::CollectorArgs {
+        topics: vec![action.to_filter()],
+        duration: None,
+        client_id: format!("iotload-collector-{}", std::process::id()),
+    };
+    let collect_plan = collect_args.resolve(&args.broker, &args.stamp)?;
+    let subscriber = collector::subscribe(transport.as_ref(), &collect_plan)
+        .await
+        .context("connecting the collector")?;
+    let echo = if args.external_ipaas {
+        None
+    } else {
+        let echo_args = echo_ipaas::EchoArgs {
+            from: vec![plan.topic.to_filter()],
+            to: args.action_topic.clone(),
+            delay: args.delay,
+            client_id: format!("iotload-echo-{}", std::process::id()),
+        };
+        let echo_plan = echo_args.resolve(&args.broker)?;
+        let conns = echo_ipaas::connect(transport.as_ref(), &echo_plan)
+            .await
+            .context("connecting the echo iPaaS")?;
+        Some((echo_plan, conns))
+    };
+
+    let consume = shutdown.consume().clone();
+    let live = Arc::new(collector::CollectorLive::default());
+    let load_stats = Arc::new(loadgen::LoadStats::default());
+    let echo_stats = Arc::new(echo_ipaas::EchoStats::default());
+    let collector_task = {
+        let live = live.clone();
+        let stop = consume.clone();
+        tokio::spawn(async move { collector::collect(subscriber, &collect_plan, live, stop).await })
+    };
+    let echo_task = echo.map(|(echo_plan, conns)| {
+        let stats = echo_stats.clone();
+        let stop = consume.clone();
+        tokio::spawn(async move { echo_ipaas::serve::<T>(conns, &echo_plan, stats, stop).await })
+    });
+    let progress_stop = CancellationToken::new();
+    let progress = progress::spawn(
+        &args.output.progress,
+        Sources {
+            load: Some(load_stats.clone()),
+            echo: echo_task.as_ref().map(|_| echo_stats.clone()),
+            collector: Some(live.clone()),
+        },
+        progress_stop.clone(),
+    );
+
+    let load = loadgen::run(transport.clone(), &plan, load_stats, shutdown.produce().clone()).await;
+    // Drain: wait until every sent message arrived, the drain timeout, or a second signal.
+    let mut warnings = Vec::new();
+    if let Ok(report) = &load {
+        let drained = tokio::select! {
+            _ = live.wait_for(report.sent) => true,
+            _ = tokio::time::sleep(args.output.drain_timeout) => false,
+            _ = consume.cancelled() => false,
+        };
+        if !drained {
+            warnings.push(format!(
+                "the drain ended before every message arrived (--drain-timeout {})",
+                humantime_str(args.output.drain_timeout)
+            ));
+        }
+    }
+    consume.cancel();
+    progress_stop.cancel();
+    let _ = progress.await;
+    let collected = collector_task.await.context("the collector task failed")?;
+    if let Some(t) = echo_task {
+        let _ = t.await;
+    }
+    let load = load.context("running the devices")?;
+
+    let mut summary = RunSummary::new("run", transport.url().to_string(), started);
+    summary.interrupted = shutdown.interrupted();
+    summary.load = Some(load_section(&plan, &load, &mut warnings));
+    if !args.external_ipaas {
+        summary.echo = Some(echo_section(&echo_stats));
+    }
+    summary.receive = Some(receive_section(&collected, Some(load.sent), &mut warnings));
+    summary.elapsed_s = clock.elapsed().as_secs_f64();
+    summary.warnings = warnings;
+    finish(&summary, &args.output)?;
+    Ok(Outcome {
+        interrupted: summary.interrupted,
+    })
+}
+
+async fn run_loadgen<T: Transport>(
+    transport: Arc<T>,
+    plan: loadgen::LoadPlan,
+    output: &OutputArgs,
+    shutdown: Shutdown,
+) -> anyhow::Result<Outcome> {
+    let started = started_at();
+    let clock = Instant::now();
+    let stats = Arc::new(loadgen::LoadStats::default());
+    let progress_stop = CancellationToken::new();
+    let progress = progress::spawn(
+        &output.progress,
+        Sources {
+            load: Some(stats.clone()),
+            ..Sources::default()
+        },
+        progress_stop.clone(),
+    );
+    let report = loadgen::run(transport.clone(), &plan, stats, shutdown.produce().clone()).await;
+    progress_stop.cancel();
+    let _ = progress.await;
+    let report = report.context("running the devices")?;
+    let mut warnings = Vec::new();
+    let mut summary = RunSummary::new("loadgen", transport.url().to_string(), started);
+    summary.interrupted = shutdown.interrupted();
+    summary.load = Some(load_section(&plan, &report, &mut warnings));
+    summary.elapsed_s = clock.elapsed().as_secs_f64();
+    summary.warnings = warnings;
+    finish(&summary, output)?;
+    Ok(Outcome {
+        interrupted: summary.interrupted,
+    })
+}
+
+async fn run_echo<T: Transport>(
+    transport: Arc<T>,
+    plan: echo_ipaas::EchoPlan,
+    duration: Option<Duration>,
+    output: &OutputArgs,
+    shutdown: Shutdown,
+) -> anyhow::Result<Outcome> {
+    let started = started_at();
+    let clock = Instant::now();
+    let conns = echo_ipaas::connect(transport.as_ref(), &plan)
+        .await
+        .context("connecting the echo iPaaS")?;
+    eprintln!("echo-ipaas: {:?} → {}; Ctrl-C to stop", plan.from, plan.route_text());
+    let stats = Arc::new(echo_ipaas::EchoStats::default());
+    let stop = shutdown.produce().clone();
+    if let Some(d) = duration {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            stop.cancel();
+        });
+    }
+    let progress_stop = CancellationToken::new();
+    let progress = progress::spawn(
+        &output.progress,
+        Sources {
+            echo: Some(stats.clone()),
+            ..Sources::default()
+        },
+        progress_stop.clone(),
+    );
+    echo_ipaas::serve::<T>(conns, &plan, stats.clone(), stop).await;
+    progress_stop.cancel();
+    let _ = progress.await;
+    let mut summary = RunSummary::new("echo-ipaas", transport.url().to_string(), started);
+    summary.interrupted = shutdown.interrupted();
+    summary.echo = Some(echo_section(&stats));
+    summary.elapsed_s = clock.elapsed().as_secs_f64();
+    finish(&summary, output)?;
+    Ok(Outcome {
+        interrupted: summary.interrupted,
+    })
+}
+
+async fn run_collector<T: Transport>(
+    transport: Arc<T>,
+    plan: collector::CollectPlan,
+    output: &OutputArgs,
+    shutdown: Shutdown,
+) -> anyhow::Result<Outcome> {
+    let started = started_at();
+    let clock = Instant::now();
+    let subscriber = collector::subscribe(transport.as_ref(), &plan)
+        .await
+        .context("connecting the collector")?;
+    eprintln!("collector: listening on {:?}", plan.filters);
+    let live = Arc::new(collector::CollectorLive::default());
+    let progress_stop = CancellationToken::new();
+    let progress = progress::spawn(
+        &output.progress,
+        Sources {
+            collector: Some(live.clone()),
+            ..Sources::default()
+        },
+        progress_stop.clone(),
+    );
+    let report = collector::collect(subscriber, &plan, live, shutdown.produce().clone()).await;
+    progress_stop.cancel();
+    let _ = progress.await;
+    let mut warnings = Vec::new();
+    let mut summary = RunSummary::new("collector", transport.url().to_string(), started);
+    summary.interrupted = shutdown.interrupted();
+    summary.receive = Some(receive_section(&report, None, &mut warnings));
+    summary.elapsed_s = clock.elapsed().as_secs_f64();
+    summary.warnings = warnings;
+    finish(&summary, output)?;
+    Ok(Outcome {
+        interrupted: summary.interrupted,
+    })
+}
+
+fn humantime_str(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+/// `--dry-run`: every option of the chosen subcommand with its value and source.
+fn print_dry_run(cli: &Cli) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    use clap::parser::ValueSource;
+    let name = cli.command.name();
+    let Some(matches) = &cli.matches else {
+        return Ok(());
+    };
+    println!("iotload {name} (dry run: nothing is connected)");
+    let command = Cli::command();
+    let Some(sub) = command.find_subcommand(name) else {
+        return Ok(());
+    };
+    for arg in sub.get_arguments() {
+        let id = arg.get_id().as_str();
+        let Some(long) = arg.get_long() else { continue };
+        if matches!(id, "help" | "version" | "dry_run") {
+            continue;
+        }
+        let values: Vec<String> = matches
+            .get_raw(id)
+            .map(|v| v.map(|s| s.to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let mut value = values.join(",");
+        if long.contains("password") && !value.is_empty() {
+            value = "***".into();
+        }
+        if long == "broker" {
+            value = iotload_core::plan::redact_url(&value);
+        }
+        let source = match matches.value_source(id) {
+            Some(ValueSource::CommandLine) => "flag".to_string(),
+            Some(ValueSource::EnvVariable) => format!(
+                "env {}",
+                arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default()
+            ),
+            Some(ValueSource::DefaultValue) if cli.from_file.contains(id) => "config file".into(),
+            Some(ValueSource::DefaultValue) => "default".into(),
+            _ => "unset".into(),
+        };
+        println!("  --{long:<20} {value:<32} ({source})");
+    }
+    let plan_line = match &cli.command {
+        Command::Run(a) => {
+            let plan = a.load.resolve(&a.broker, &a.stamp, a.output.drain_timeout)?;
+            Some(describe_load(&plan, a.broker.url()?))
+        }
+        Command::Loadgen(a) => {
+            let plan = a.load.resolve(&a.broker, &a.stamp, a.output.drain_timeout)?;
+            Some(describe_load(&plan, Some(required_url(&a.broker)?)))
+        }
+        Command::EchoIpaas(a) => {
+            let plan = a.echo.resolve(&a.broker)?;
+            required_url(&a.broker)?;
+            Some(format!("echo {:?} → {}", plan.from, plan.route_text()))
+        }
+        Command::Collector(a) => {
+            let plan = a.collect.resolve(&a.broker, &a.stamp)?;
+            required_url(&a.broker)?;
+            Some(format!("collect from {:?}", plan.filters))
+        }
+    };
+    if let Some(line) = plan_line {
+        println!("plan: {line}");
+    }
+    Ok(())
+}
+
+fn describe_load(plan: &loadgen::LoadPlan, url: Option<BrokerUrl>) -> String {
+    format!(
+        "{} devices × {} msg/s, {} messages in total, topic {}, to {}",
+        plan.devices,
+        plan.rate.per_s(),
+        plan.planned(),
+        plan.topic.as_str(),
+        url.map_or_else(|| "the embedded broker".to_string(), |u| u.to_string())
+    )
+}

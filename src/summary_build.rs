@@ -1,0 +1,97 @@
+//! Turns the components' reports into the run summary's sections.
+
+use std::time::Duration;
+
+use collector::CollectReport;
+use echo_ipaas::EchoStats;
+use iotload_core::summary::{EchoSection, LoadSection, ReceiveSection};
+use loadgen::{LoadPlan, LoadReport};
+use std::sync::atomic::Ordering;
+
+/// The send lag above which the tool says it fell behind its own schedule.
+const BEHIND_LAG_MS: f64 = 10.0;
+
+pub(crate) fn load_section(plan: &LoadPlan, report: &LoadReport, warnings: &mut Vec<String>) -> LoadSection {
+    let send_lag_ms = report.send_lag.stats_ms();
+    let behind = send_lag_ms.p99 > BEHIND_LAG_MS;
+    if behind {
+        warnings.push(format!(
+            "iotload fell behind its schedule (send lag p99 {:.3} ms > {BEHIND_LAG_MS} ms): \
+             the load is lower than planned; use fewer devices or a lower rate per process, \
+             or more processes",
+            send_lag_ms.p99
+        ));
+    }
+    if report.connect_failures > 0 {
+        warnings.push(format!(
+            "{} of {} devices could not connect (first error: {})",
+            report.connect_failures,
+            plan.devices,
+            report.first_connect_error.as_deref().unwrap_or("unknown")
+        ));
+    }
+    if report.errors > 0 {
+        warnings.push(format!("{} publishes failed", report.errors));
+    }
+    let secs = report.send_elapsed.as_secs_f64();
+    LoadSection {
+        devices: plan.devices,
+        connected: report.connected,
+        rate_per_device: plan.rate.per_s(),
+        planned: plan.planned(),
+        sent: report.sent,
+        publish_errors: report.errors,
+        disconnections: report.disconnections,
+        sent_per_s: if secs > 0.0 { report.sent as f64 / secs } else { report.sent as f64 },
+        send_lag_ms,
+        behind,
+    }
+}
+
+pub(crate) fn echo_section(stats: &EchoStats) -> EchoSection {
+    EchoSection {
+        received: stats.received.load(Ordering::Relaxed),
+        published: stats.published.load(Ordering::Relaxed),
+        errors: stats.errors.load(Ordering::Relaxed),
+    }
+}
+
+/// `sent`: messages known to have been sent (same process), so tail loss counts too.
+pub(crate) fn receive_section(
+    report: &CollectReport,
+    sent: Option<u64>,
+    warnings: &mut Vec<String>,
+) -> ReceiveSection {
+    let lost = match sent {
+        Some(sent) => sent.saturating_sub(report.seq.unique),
+        None => report.seq.gaps,
+    };
+    let undecodable: u64 = report.undecodable.values().sum();
+    if undecodable > 0 {
+        warnings.push(format!(
+            "{undecodable} messages had no readable stamp (by kind: {:?}); check --stamp and \
+             --stamp-fields, and that the iPaaS copies the stamp fields",
+            report.undecodable
+        ));
+    }
+    if report.future_stamps > 0 {
+        warnings.push(format!(
+            "{} messages were stamped after they were received: the sender's clock is ahead",
+            report.future_stamps
+        ));
+    }
+    let span = report.receive_span.max(Duration::from_millis(1)).as_secs_f64();
+    ReceiveSection {
+        received: report.received,
+        unique: report.seq.unique,
+        lost,
+        duplicates: report.seq.duplicates,
+        reordered: report.seq.reordered,
+        undecodable: report.undecodable.clone(),
+        future_stamps: report.future_stamps,
+        disconnections: report.disconnections,
+        received_per_s: report.received as f64 / span,
+        latency_ms: report.latency.stats_ms(),
+        latency_corrected_ms: report.latency_corrected.stats_ms(),
+    }
+}
