@@ -84,8 +84,8 @@ pub(crate) struct OutputArgs {
           value_parser = parse_duration)]
     pub(crate) drain_timeout: Duration,
 
-    /// Progress line: auto (live line on a terminal, a plain line every 5 s otherwise),
-    /// always, or never.
+    /// Progress line on stderr: auto (redrawn every second on a terminal, a plain line every
+    /// 5 s otherwise), always (a line every second), or never.
     #[arg(long, env = "IOTLOAD_PROGRESS", value_name = "WHEN", default_value = "auto",
           value_parser = ["auto", "always", "never"])]
     pub(crate) progress: String,

@@ -57,7 +57,7 @@ pub(crate) fn load(path: &Path) -> anyhow::Result<ConfigFile> {
 
 impl ConfigFile {
     /// Makes the file's values the defaults of the named options of every subcommand.
-    /// Records the ids of options it set in `from_file`.
+    /// Records `subcommand:option-id` of every option it set in `from_file`.
     pub(crate) fn apply(&self, mut command: Command, from_file: &mut BTreeSet<String>) -> anyhow::Result<Command> {
         let sub_names: Vec<String> = command
             .get_subcommands()
@@ -88,7 +88,7 @@ impl ConfigFile {
                 let texts = scalars(value).with_context(|| {
                     format!("config file {}: key `{key}`", self.path.display())
                 })?;
-                from_file.insert(id.clone());
+                from_file.insert(format!("{sub}:{id}"));
                 let id = id.clone();
                 command = command.mut_subcommand(sub, |sc| {
                     sc.mut_arg(&id, |a| a.default_values(texts.clone()))

@@ -398,7 +398,7 @@ fn print_dry_run(cli: &Cli) -> anyhow::Result<()> {
                 "env {}",
                 arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default()
             ),
-            Some(ValueSource::DefaultValue) if cli.from_file.contains(id) => "config file".into(),
+            Some(ValueSource::DefaultValue) if cli.from_file.contains(&format!("{name}:{id}")) => "config file".into(),
             Some(ValueSource::DefaultValue) => "default".into(),
             _ => "unset".into(),
         };

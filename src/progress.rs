@@ -27,7 +27,11 @@ pub(crate) fn spawn(mode: &str, sources: Sources, stop: CancellationToken) -> to
         "always" => true,
         _ => true,
     };
-    let every = if tty { Duration::from_secs(1) } else { Duration::from_secs(5) };
+    let every = if tty || mode == "always" {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(5)
+    };
     tokio::spawn(async move {
         if !enabled {
             return;

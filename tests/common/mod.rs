@@ -1,0 +1,169 @@
+//! Helpers for the end-to-end tests: run the real `iotload` binary and read its summary.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::Lines;
+use tokio::process::{Child, ChildStderr, Command};
+
+/// The `iotload` binary under test, with no IOTLOAD_* variables inherited.
+pub fn iotload() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iotload"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("IOTLOAD_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("IOTLOAD_PROGRESS", "never")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// The finished output of a command.
+pub struct Finished {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `iotload ARGS` to the end.
+pub async fn run(args: &[&str]) -> Finished {
+    finish(iotload().args(args)).await
+}
+
+pub async fn finish(cmd: &mut Command) -> Finished {
+    let out = cmd.output().await.expect("iotload starts");
+    Finished {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A temp dir with a JSON summary path inside.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    pub fn json(&self) -> String {
+        self.path("summary.json").display().to_string()
+    }
+    pub fn summary(&self) -> Value {
+        read_json(&self.path("summary.json"))
+    }
+}
+
+pub fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("summary {} missing: {e}", path.display()));
+    serde_json::from_str(&text).expect("summary is JSON")
+}
+
+/// Checks a summary against the committed schema.
+pub fn assert_valid_summary(summary: &Value) {
+    let schema: Value = serde_json::from_str(include_str!("../../docs/summary.schema.json"))
+        .expect("schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let errors: Vec<String> = validator.iter_errors(summary).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "summary violates the schema: {errors:#?}\n{summary:#}");
+}
+
+pub fn u(v: &Value, path: &str) -> u64 {
+    v.pointer(path)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("{path} missing in {v:#}"))
+}
+
+pub fn f(v: &Value, path: &str) -> f64 {
+    v.pointer(path)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{path} missing in {v:#}"))
+}
+
+/// A unique topic prefix so tests sharing a broker never see each other's messages.
+pub fn prefix(name: &str) -> String {
+    iotload_testkit::unique_topic(name)
+}
+
+/// A running `iotload` whose stderr lines a test can wait on.
+pub struct Proc {
+    pub child: Child,
+    lines: Lines<BufReader<ChildStderr>>,
+    pub seen: Vec<String>,
+}
+
+/// Spawns `iotload ARGS` with stdout and stderr piped.
+pub fn spawn(args: &[&str]) -> Proc {
+    let mut child = iotload()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("iotload starts");
+    let stderr = child.stderr.take().expect("stderr piped");
+    Proc {
+        child,
+        lines: BufReader::new(stderr).lines(),
+        seen: Vec::new(),
+    }
+}
+
+impl Proc {
+    /// Reads stderr until a line contains `needle`.
+    pub async fn wait_for(&mut self, needle: &str) {
+        self.wait_until(|l| l.contains(needle), needle).await;
+    }
+
+    /// Reads stderr until a line satisfies `pred`.
+    pub async fn wait_until(&mut self, pred: impl Fn(&str) -> bool, what: &str) {
+        while let Ok(Some(line)) = self.lines.next_line().await {
+            let hit = pred(&line);
+            self.seen.push(line);
+            if hit {
+                return;
+            }
+        }
+        panic!("stderr ended without `{what}`: {:#?}", self.seen);
+    }
+
+    /// Sends SIGINT, as Ctrl-C would.
+    pub fn interrupt(&self) {
+        let pid = self.child.id().expect("child runs");
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the exit code, reading the rest of stderr meanwhile.
+    pub async fn exit_code(mut self) -> Option<i32> {
+        while let Ok(Some(line)) = self.lines.next_line().await {
+            self.seen.push(line);
+        }
+        self.child.wait().await.expect("child ends").code()
+    }
+}
+
+/// Whether a progress line shows at least `n` messages received.
+pub fn received_at_least(line: &str, n: u64) -> bool {
+    line.split("received ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|count| count.parse::<u64>().ok())
+        .is_some_and(|count| count >= n)
+}
+
