@@ -19,10 +19,15 @@ use crate::config_file;
 ///
 /// Emulated devices publish stamped stimuli, an iPaaS (the built-in echo, or yours) turns
 /// them into actions, and the collector measures end-to-end latency, loss, duplicates and
-/// reordering. Every option is also an IOTLOAD_<OPTION> environment variable and a key of
+/// reordering. Every option is also an environment variable (IOTLOAD_RATE for --rate) and a key of
 /// the --config YAML file; flags win over the environment, which wins over the file.
 #[derive(Debug, Parser)]
-#[command(name = "iotload", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "iotload",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub(crate) struct Cli {
     /// YAML file of option values; keys are option names (`rate: 10`, `qos: 1`), optionally
     /// grouped under a subcommand name (`loadgen: {devices: 50}`).
@@ -101,8 +106,12 @@ pub(crate) struct RunArgs {
     #[command(flatten)]
     pub(crate) stamp: StampArgs,
     /// Action topic template; `{device}` is the device number. The collector listens here.
-    #[arg(long, env = "IOTLOAD_ACTION_TOPIC", value_name = "TEMPLATE",
-          default_value = "iot/{device}/action")]
+    #[arg(
+        long,
+        env = "IOTLOAD_ACTION_TOPIC",
+        value_name = "TEMPLATE",
+        default_value = "iot/{device}/action"
+    )]
     pub(crate) action_topic: String,
     /// Processing time the built-in echo iPaaS adds to each message (e.g. 50ms).
     #[arg(long, env = "IOTLOAD_DELAY", value_name = "DURATION", default_value = "0s",
@@ -174,7 +183,9 @@ pub(crate) fn parse(argv: Vec<OsString>) -> Result<Cli, ParseExit> {
             .apply(command, &mut from_file)
             .map_err(ParseExit::Config)?;
     }
-    let matches = command.try_get_matches_from(argv).map_err(ParseExit::Clap)?;
+    let matches = command
+        .try_get_matches_from(argv)
+        .map_err(ParseExit::Clap)?;
     let mut cli = Cli::from_arg_matches(&matches).map_err(ParseExit::Clap)?;
     cli.from_file = from_file;
     cli.matches = matches.subcommand().map(|(_, m)| m.clone());
@@ -196,8 +207,17 @@ mod tests {
                 let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
                 let long = arg.get_long().unwrap_or_default();
                 let expected = format!("IOTLOAD_{}", long.replace('-', "_").to_uppercase());
-                assert_eq!(env.as_deref(), Some(expected.as_str()), "{} --{long}", sub.get_name());
-                assert!(arg.get_help().is_some(), "{} --{long} has no help", sub.get_name());
+                assert_eq!(
+                    env.as_deref(),
+                    Some(expected.as_str()),
+                    "{} --{long}",
+                    sub.get_name()
+                );
+                assert!(
+                    arg.get_help().is_some(),
+                    "{} --{long} has no help",
+                    sub.get_name()
+                );
             }
         }
     }

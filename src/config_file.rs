@@ -58,7 +58,11 @@ pub(crate) fn load(path: &Path) -> anyhow::Result<ConfigFile> {
 impl ConfigFile {
     /// Makes the file's values the defaults of the named options of every subcommand.
     /// Records `subcommand:option-id` of every option it set in `from_file`.
-    pub(crate) fn apply(&self, mut command: Command, from_file: &mut BTreeSet<String>) -> anyhow::Result<Command> {
+    pub(crate) fn apply(
+        &self,
+        mut command: Command,
+        from_file: &mut BTreeSet<String>,
+    ) -> anyhow::Result<Command> {
         let sub_names: Vec<String> = command
             .get_subcommands()
             .map(|s| s.get_name().to_string())
@@ -75,19 +79,23 @@ impl ConfigFile {
             for (key, value) in section.into_iter().flatten() {
                 values.push((normalise(key), value));
             }
-            let Some(sc) = command.find_subcommand(sub) else { continue };
+            let Some(sc) = command.find_subcommand(sub) else {
+                continue;
+            };
             let ids: Vec<(String, String)> = sc
                 .get_arguments()
-                .filter_map(|a| a.get_long().map(|l| (l.to_string(), a.get_id().to_string())))
+                .filter_map(|a| {
+                    a.get_long()
+                        .map(|l| (l.to_string(), a.get_id().to_string()))
+                })
                 .collect();
             for (key, value) in values {
                 let Some((_, id)) = ids.iter().find(|(long, _)| *long == key) else {
                     continue;
                 };
                 known.insert(key.clone());
-                let texts = scalars(value).with_context(|| {
-                    format!("config file {}: key `{key}`", self.path.display())
-                })?;
+                let texts = scalars(value)
+                    .with_context(|| format!("config file {}: key `{key}`", self.path.display()))?;
                 from_file.insert(format!("{sub}:{id}"));
                 let id = id.clone();
                 command = command.mut_subcommand(sub, |sc| {

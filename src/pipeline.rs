@@ -72,19 +72,30 @@ pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Run(args) => run_loop(args, shutdown).await,
         Command::Loadgen(a) => {
             let url = required_url(&a.broker)?;
-            let plan = a.load.resolve(&a.broker, &a.stamp, a.output.drain_timeout)?;
+            let plan = a
+                .load
+                .resolve(&a.broker, &a.stamp, a.output.drain_timeout)?;
             loadgen::ensure_open_files(plan.devices)?;
-            with_transport!(&a.broker, url, |t| run_loadgen(t, plan, &a.output, shutdown).await)
+            with_transport!(&a.broker, url, |t| run_loadgen(
+                t, plan, &a.output, shutdown
+            )
+            .await)
         }
         Command::EchoIpaas(a) => {
             let url = required_url(&a.broker)?;
             let plan = a.echo.resolve(&a.broker)?;
-            with_transport!(&a.broker, url, |t| run_echo(t, plan, a.duration, &a.output, shutdown).await)
+            with_transport!(&a.broker, url, |t| run_echo(
+                t, plan, a.duration, &a.output, shutdown
+            )
+            .await)
         }
         Command::Collector(a) => {
             let url = required_url(&a.broker)?;
             let plan = a.collect.resolve(&a.broker, &a.stamp)?;
-            with_transport!(&a.broker, url, |t| run_collector(t, plan, &a.output, shutdown).await)
+            with_transport!(&a.broker, url, |t| run_collector(
+                t, plan, &a.output, shutdown
+            )
+            .await)
         }
     }
 }
@@ -122,7 +133,8 @@ async fn run_loop(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<Outcome> 
         Some(url) => url,
         None => start_embedded(&args.broker, plan.devices)?,
     };
-    with_transport!(&args.broker, url, |t| run_loop_on(t, args, plan, shutdown).await)
+    with_transport!(&args.broker, url, |t| run_loop_on(t, args, plan, shutdown)
+        .await)
 }
 
 #[cfg(feature = "embedded-broker")]
@@ -203,7 +215,13 @@ async fn run_loop_on<T: Transport>(
         progress_stop.clone(),
     );
 
-    let load = loadgen::run(transport.clone(), &plan, load_stats, shutdown.produce().clone()).await;
+    let load = loadgen::run(
+        transport.clone(),
+        &plan,
+        load_stats,
+        shutdown.produce().clone(),
+    )
+    .await;
     // Drain: wait until every sent message arrived, the drain timeout, or a second signal.
     let mut warnings = Vec::new();
     if let Ok(report) = &load {
@@ -289,7 +307,11 @@ async fn run_echo<T: Transport>(
     let conns = echo_ipaas::connect(transport.as_ref(), &plan)
         .await
         .context("connecting the echo iPaaS")?;
-    eprintln!("echo-ipaas: {:?} → {}; Ctrl-C to stop", plan.from, plan.route_text());
+    eprintln!(
+        "echo-ipaas: {:?} → {}; Ctrl-C to stop",
+        plan.from,
+        plan.route_text()
+    );
     let stats = Arc::new(echo_ipaas::EchoStats::default());
     let stop = shutdown.produce().clone();
     if let Some(d) = duration {
@@ -396,9 +418,13 @@ fn print_dry_run(cli: &Cli) -> anyhow::Result<()> {
             Some(ValueSource::CommandLine) => "flag".to_string(),
             Some(ValueSource::EnvVariable) => format!(
                 "env {}",
-                arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default()
+                arg.get_env()
+                    .map(|e| e.to_string_lossy().into_owned())
+                    .unwrap_or_default()
             ),
-            Some(ValueSource::DefaultValue) if cli.from_file.contains(&format!("{name}:{id}")) => "config file".into(),
+            Some(ValueSource::DefaultValue) if cli.from_file.contains(&format!("{name}:{id}")) => {
+                "config file".into()
+            }
             Some(ValueSource::DefaultValue) => "default".into(),
             _ => "unset".into(),
         };
@@ -406,11 +432,15 @@ fn print_dry_run(cli: &Cli) -> anyhow::Result<()> {
     }
     let plan_line = match &cli.command {
         Command::Run(a) => {
-            let plan = a.load.resolve(&a.broker, &a.stamp, a.output.drain_timeout)?;
+            let plan = a
+                .load
+                .resolve(&a.broker, &a.stamp, a.output.drain_timeout)?;
             Some(describe_load(&plan, a.broker.url()?))
         }
         Command::Loadgen(a) => {
-            let plan = a.load.resolve(&a.broker, &a.stamp, a.output.drain_timeout)?;
+            let plan = a
+                .load
+                .resolve(&a.broker, &a.stamp, a.output.drain_timeout)?;
             Some(describe_load(&plan, Some(required_url(&a.broker)?)))
         }
         Command::EchoIpaas(a) => {

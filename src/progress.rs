@@ -20,7 +20,11 @@ pub(crate) struct Sources {
 }
 
 /// Prints progress until `stop` fires; `mode` is auto, always or never.
-pub(crate) fn spawn(mode: &str, sources: Sources, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn(
+    mode: &str,
+    sources: Sources,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     let tty = std::io::stderr().is_terminal();
     let enabled = match mode {
         "never" => false,
@@ -63,7 +67,10 @@ pub(crate) fn spawn(mode: &str, sources: Sources, stop: CancellationToken) -> to
                 last_sent = sent;
             }
             if let Some(e) = &sources.echo {
-                line.push_str(&format!(" · echoed {}", e.published.load(Ordering::Relaxed)));
+                line.push_str(&format!(
+                    " · echoed {}",
+                    e.published.load(Ordering::Relaxed)
+                ));
             }
             if let (Some(c), Some(rx)) = (&sources.collector, interval.as_mut()) {
                 let i = *rx.borrow_and_update();

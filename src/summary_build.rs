@@ -11,7 +11,11 @@ use std::sync::atomic::Ordering;
 /// The send lag above which the tool says it fell behind its own schedule.
 const BEHIND_LAG_MS: f64 = 10.0;
 
-pub(crate) fn load_section(plan: &LoadPlan, report: &LoadReport, warnings: &mut Vec<String>) -> LoadSection {
+pub(crate) fn load_section(
+    plan: &LoadPlan,
+    report: &LoadReport,
+    warnings: &mut Vec<String>,
+) -> LoadSection {
     let send_lag_ms = report.send_lag.stats_ms();
     let behind = send_lag_ms.p99 > BEHIND_LAG_MS;
     if behind {
@@ -42,7 +46,11 @@ pub(crate) fn load_section(plan: &LoadPlan, report: &LoadReport, warnings: &mut 
         sent: report.sent,
         publish_errors: report.errors,
         disconnections: report.disconnections,
-        sent_per_s: if secs > 0.0 { report.sent as f64 / secs } else { report.sent as f64 },
+        sent_per_s: if secs > 0.0 {
+            report.sent as f64 / secs
+        } else {
+            report.sent as f64
+        },
         send_lag_ms,
         behind,
     }
@@ -80,7 +88,10 @@ pub(crate) fn receive_section(
             report.future_stamps
         ));
     }
-    let span = report.receive_span.max(Duration::from_millis(1)).as_secs_f64();
+    let span = report
+        .receive_span
+        .max(Duration::from_millis(1))
+        .as_secs_f64();
     ReceiveSection {
         received: report.received,
         unique: report.seq.unique,

@@ -13,9 +13,23 @@ async fn exact_counts_at_qos1(broker: Option<&str>, topic_prefix: &str) {
     let client = format!("{topic_prefix}-{{device}}").replace('/', "-");
     let json = scratch.json();
     let mut args = vec![
-        "run", "--devices", "20", "--rate", "25", "--duration", "2s", "--qos", "1",
-        "--topic", &topic, "--action-topic", &action, "--client-id", &client,
-        "--json", &json,
+        "run",
+        "--devices",
+        "20",
+        "--rate",
+        "25",
+        "--duration",
+        "2s",
+        "--qos",
+        "1",
+        "--topic",
+        &topic,
+        "--action-topic",
+        &action,
+        "--client-id",
+        &client,
+        "--json",
+        &json,
     ];
     if let Some(url) = broker {
         args.extend(["--broker", url]);
@@ -49,7 +63,13 @@ async fn run_on_a_private_mosquitto_receives_every_message_at_qos1() {
 async fn run_on_the_machine_mosquitto_receives_every_message_at_qos1() {
     let url = iotload_testkit::machine_mqtt_url();
     let addr = url.trim_start_matches("mqtt://").to_string();
-    if !iotload_testkit::require_server("mosquitto", &addr, "mosquitto -d -c /etc/mosquitto/mosquitto.conf").await {
+    if !iotload_testkit::require_server(
+        "mosquitto",
+        &addr,
+        "mosquitto -d -c /etc/mosquitto/mosquitto.conf",
+    )
+    .await
+    {
         eprintln!("skipped: no mosquitto at {addr}");
         return;
     }
@@ -62,8 +82,19 @@ async fn echo_delay_of_50ms_shows_as_p50_between_50_and_55ms() {
     let scratch = Scratch::new();
     let json = scratch.json();
     let out = run(&[
-        "run", "--broker", &broker.url(), "--devices", "10", "--rate", "20", "--duration",
-        "2s", "--delay", "50ms", "--json", &json,
+        "run",
+        "--broker",
+        &broker.url(),
+        "--devices",
+        "10",
+        "--rate",
+        "20",
+        "--duration",
+        "2s",
+        "--delay",
+        "50ms",
+        "--json",
+        &json,
     ])
     .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -79,8 +110,20 @@ async fn every_message_is_lost_when_no_ipaas_answers() {
     let scratch = Scratch::new();
     let json = scratch.json();
     let out = run(&[
-        "run", "--broker", &broker.url(), "--external-ipaas", "--devices", "5", "--rate",
-        "10", "--duration", "1s", "--drain-timeout", "300ms", "--json", &json,
+        "run",
+        "--broker",
+        &broker.url(),
+        "--external-ipaas",
+        "--devices",
+        "5",
+        "--rate",
+        "10",
+        "--duration",
+        "1s",
+        "--drain-timeout",
+        "300ms",
+        "--json",
+        &json,
     ])
     .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -98,18 +141,38 @@ async fn messages_before_a_late_ipaas_starts_count_as_lost() {
     let json = scratch.json();
     let url = broker.url();
     let mut run = spawn(&[
-        "run", "--broker", &url, "--external-ipaas", "--devices", "4", "--rate", "50",
-        "--count", "150", "--progress", "always", "--json", &json,
+        "run",
+        "--broker",
+        &url,
+        "--external-ipaas",
+        "--devices",
+        "4",
+        "--rate",
+        "50",
+        "--count",
+        "150",
+        "--progress",
+        "always",
+        "--json",
+        &json,
     ]);
     // Sending has started once the progress line counts sent messages.
-    run.wait_until(|l| l.contains("sent ") && !l.contains("sent 0 "), "sent > 0").await;
+    run.wait_until(
+        |l| l.contains("sent ") && !l.contains("sent 0 "),
+        "sent > 0",
+    )
+    .await;
     let mut echo = spawn(&["echo-ipaas", "--broker", &url, "--progress", "never"]);
     echo.wait_for("echo-ipaas:").await;
     assert_eq!(run.exit_code().await, Some(0));
     echo.interrupt();
     let _ = echo.exit_code().await;
     let s = scratch.summary();
-    let (sent, unique, lost) = (u(&s, "/load/sent"), u(&s, "/receive/unique"), u(&s, "/receive/lost"));
+    let (sent, unique, lost) = (
+        u(&s, "/load/sent"),
+        u(&s, "/receive/unique"),
+        u(&s, "/receive/lost"),
+    );
     assert_eq!(sent, 600);
     assert!(lost > 0 && unique > 0, "{s:#}");
     assert_eq!(lost + unique, sent);
@@ -122,22 +185,51 @@ async fn separate_loadgen_echo_and_collector_processes_measure_every_message() {
     let scratch = Scratch::new();
     let json = scratch.json();
     let mut collector = spawn(&[
-        "collector", "--broker", &url, "--qos", "1", "--progress", "always", "--json", &json,
+        "collector",
+        "--broker",
+        &url,
+        "--qos",
+        "1",
+        "--progress",
+        "always",
+        "--json",
+        &json,
     ]);
     collector.wait_for("collector: listening").await;
-    let mut echo = spawn(&["echo-ipaas", "--broker", &url, "--qos", "1", "--progress", "never"]);
+    let mut echo = spawn(&[
+        "echo-ipaas",
+        "--broker",
+        &url,
+        "--qos",
+        "1",
+        "--progress",
+        "never",
+    ]);
     echo.wait_for("echo-ipaas:").await;
     let load_json = scratch.path("load.json").display().to_string();
     let out = run(&[
-        "loadgen", "--broker", &url, "--qos", "1", "--devices", "5", "--rate", "100",
-        "--count", "50", "--json", &load_json,
+        "loadgen",
+        "--broker",
+        &url,
+        "--qos",
+        "1",
+        "--devices",
+        "5",
+        "--rate",
+        "100",
+        "--count",
+        "50",
+        "--json",
+        &load_json,
     ])
     .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     let load = read_json(&scratch.path("load.json"));
     assert_valid_summary(&load);
     assert_eq!(u(&load, "/load/sent"), 250);
-    collector.wait_until(|l| received_at_least(l, 250), "received 250").await;
+    collector
+        .wait_until(|l| received_at_least(l, 250), "received 250")
+        .await;
     collector.interrupt();
     assert_eq!(collector.exit_code().await, Some(130));
     echo.interrupt();
@@ -154,18 +246,35 @@ async fn ctrl_c_stops_sending_and_keeps_every_result() {
     let scratch = Scratch::new();
     let json = scratch.json();
     let mut child = spawn(&[
-        "run", "--devices", "10", "--rate", "50", "--duration", "60s", "--qos", "1",
-        "--progress", "always", "--json", &json,
+        "run",
+        "--devices",
+        "10",
+        "--rate",
+        "50",
+        "--duration",
+        "60s",
+        "--qos",
+        "1",
+        "--progress",
+        "always",
+        "--json",
+        &json,
     ]);
-    child.wait_until(|l| received_at_least(l, 100), "received >= 100").await;
+    child
+        .wait_until(|l| received_at_least(l, 100), "received >= 100")
+        .await;
     child.interrupt();
     assert_eq!(child.exit_code().await, Some(130));
     let s = scratch.summary();
     assert_valid_summary(&s);
     assert!(s["interrupted"].as_bool().unwrap_or(false));
     let sent = u(&s, "/load/sent");
-    assert!(sent >= 100 && sent < 30_000, "{s:#}");
-    assert_eq!(u(&s, "/receive/unique"), sent, "the drain keeps every sent message");
+    assert!((100..30_000).contains(&sent), "{s:#}");
+    assert_eq!(
+        u(&s, "/receive/unique"),
+        sent,
+        "the drain keeps every sent message"
+    );
     assert_eq!(u(&s, "/receive/lost"), 0);
 }
 
@@ -175,9 +284,25 @@ async fn mqtt5_user_property_stamp_round_trips_through_mosquitto() {
     let scratch = Scratch::new();
     let json = scratch.json();
     let out = run(&[
-        "run", "--broker", &broker.url(), "--mqtt-version", "5", "--stamp", "header",
-        "--payload", "opaque body", "--devices", "3", "--rate", "20", "--count", "20",
-        "--qos", "1", "--json", &json,
+        "run",
+        "--broker",
+        &broker.url(),
+        "--mqtt-version",
+        "5",
+        "--stamp",
+        "header",
+        "--payload",
+        "opaque body",
+        "--devices",
+        "3",
+        "--rate",
+        "20",
+        "--count",
+        "20",
+        "--qos",
+        "1",
+        "--json",
+        &json,
     ])
     .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -190,22 +315,43 @@ async fn mqtt5_user_property_stamp_round_trips_through_mosquitto() {
 async fn custom_json_fields_with_iso8601_times_and_binary_stamps_both_measure() {
     let broker = MqttBroker::start().await.expect("mosquitto starts");
     for extra in [
-        &["--stamp-fields", "deviceId,seq,intended,lastUpdated", "--time-format", "iso8601",
-          "--payload", r#"{"temp":21.5}"#][..],
+        &[
+            "--stamp-fields",
+            "deviceId,seq,intended,lastUpdated",
+            "--time-format",
+            "iso8601",
+            "--payload",
+            r#"{"temp":21.5}"#,
+        ][..],
         &["--stamp", "binary", "--payload-size", "100"][..],
     ] {
         let scratch = Scratch::new();
         let json = scratch.json();
         let url = broker.url();
         let mut args = vec![
-            "run", "--broker", &url, "--devices", "2", "--rate", "20", "--count", "10",
-            "--qos", "1", "--json", &json,
+            "run",
+            "--broker",
+            &url,
+            "--devices",
+            "2",
+            "--rate",
+            "20",
+            "--count",
+            "10",
+            "--qos",
+            "1",
+            "--json",
+            &json,
         ];
         args.extend(extra);
         let out = run(&args).await;
         assert_eq!(out.code, 0, "{extra:?}: {}", out.stderr);
         let s = scratch.summary();
         assert_eq!(u(&s, "/receive/unique"), 20, "{extra:?}: {s:#}");
-        assert_eq!(s["receive"]["undecodable"], serde_json::json!({}), "{extra:?}");
+        assert_eq!(
+            s["receive"]["undecodable"],
+            serde_json::json!({}),
+            "{extra:?}"
+        );
     }
 }

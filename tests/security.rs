@@ -12,7 +12,19 @@ fn path(p: &std::path::Path) -> String {
 async fn measures(args: &[&str]) -> serde_json::Value {
     let scratch = Scratch::new();
     let json = scratch.json();
-    let mut all = vec!["run", "--devices", "2", "--rate", "20", "--count", "10", "--qos", "1", "--json", &json];
+    let mut all = vec![
+        "run",
+        "--devices",
+        "2",
+        "--rate",
+        "20",
+        "--count",
+        "10",
+        "--qos",
+        "1",
+        "--json",
+        &json,
+    ];
     all.extend(args);
     let out = run(&all).await;
     assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
@@ -35,10 +47,23 @@ async fn tls_with_the_right_ca_measures_and_a_wrong_ca_is_refused_clearly() {
     measures(&["--broker", &url, "--ca-file", &ca]).await;
 
     let wrong = path(pki.other_ca_pem());
-    let out = run(&["run", "--broker", &url, "--ca-file", &wrong, "--duration", "1s"]).await;
+    let out = run(&[
+        "run",
+        "--broker",
+        &url,
+        "--ca-file",
+        &wrong,
+        "--duration",
+        "1s",
+    ])
+    .await;
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("TLS"), "{}", out.stderr);
-    assert!(out.stderr.contains(&wrong), "names the CA file: {}", out.stderr);
+    assert!(
+        out.stderr.contains(&wrong),
+        "names the CA file: {}",
+        out.stderr
+    );
 
     // --insecure skips verification on purpose.
     measures(&["--broker", &url, "--insecure"]).await;
@@ -56,7 +81,16 @@ async fn tls_host_name_mismatch_is_refused() {
     let port = broker.tls_port().expect("tls port");
     // The certificate names localhost and 127.0.0.1, not 127.0.0.2.
     let url = format!("mqtts://127.0.0.2:{port}");
-    let out = run(&["run", "--broker", &url, "--ca-file", &path(pki.ca_pem()), "--duration", "1s"]).await;
+    let out = run(&[
+        "run",
+        "--broker",
+        &url,
+        "--ca-file",
+        &path(pki.ca_pem()),
+        "--duration",
+        "1s",
+    ])
+    .await;
     if out.stderr.contains("Connection refused") {
         eprintln!("skipped: 127.0.0.2 does not reach the broker here");
         return;
@@ -78,18 +112,34 @@ async fn mutual_tls_needs_the_client_certificate() {
     let url = broker.tls_url().expect("tls listener");
     let ca = path(pki.ca_pem());
     measures(&[
-        "--broker", &url, "--ca-file", &ca, "--cert-file", &path(pki.client_cert()),
-        "--key-file", &path(pki.client_key()),
+        "--broker",
+        &url,
+        "--ca-file",
+        &ca,
+        "--cert-file",
+        &path(pki.client_cert()),
+        "--key-file",
+        &path(pki.client_key()),
     ])
     .await;
-    let out = run(&["run", "--broker", &url, "--ca-file", &ca, "--duration", "1s"]).await;
+    let out = run(&[
+        "run",
+        "--broker",
+        &url,
+        "--ca-file",
+        &ca,
+        "--duration",
+        "1s",
+    ])
+    .await;
     assert_eq!(out.code, 2, "without a client certificate: {}", out.stderr);
 }
 
 #[tokio::test]
 async fn passwords_from_env_file_and_csv_work_and_a_wrong_one_is_refused() {
-    let mut users: Vec<(String, String)> =
-        (0..2).map(|d| (format!("dev{d}"), format!("pw-{d}"))).collect();
+    let mut users: Vec<(String, String)> = (0..2)
+        .map(|d| (format!("dev{d}"), format!("pw-{d}")))
+        .collect();
     users.push(("svc".into(), "svc-pw".into()));
     let broker = MqttBroker::start_with(MqttBrokerOptions {
         users: users.clone(),
@@ -104,8 +154,23 @@ async fn passwords_from_env_file_and_csv_work_and_a_wrong_one_is_refused() {
     let json = scratch.json();
     let out = finish(
         iotload()
-            .args(["run", "--broker", &url, "--username", "svc", "--devices", "2", "--count", "10",
-                   "--rate", "20", "--qos", "1", "--json", &json])
+            .args([
+                "run",
+                "--broker",
+                &url,
+                "--username",
+                "svc",
+                "--devices",
+                "2",
+                "--count",
+                "10",
+                "--rate",
+                "20",
+                "--qos",
+                "1",
+                "--json",
+                &json,
+            ])
             .env("IOTLOAD_PASSWORD", "svc-pw"),
     )
     .await;
@@ -118,8 +183,21 @@ async fn passwords_from_env_file_and_csv_work_and_a_wrong_one_is_refused() {
     std::fs::write(&pw, "pw-{device}\n").unwrap();
     let loadgen_json = scratch.path("l.json").display().to_string();
     let out = run(&[
-        "loadgen", "--broker", &url, "--username", "dev{device}", "--password-file",
-        &path(&pw), "--devices", "2", "--count", "5", "--rate", "50", "--json", &loadgen_json,
+        "loadgen",
+        "--broker",
+        &url,
+        "--username",
+        "dev{device}",
+        "--password-file",
+        &path(&pw),
+        "--devices",
+        "2",
+        "--count",
+        "5",
+        "--rate",
+        "50",
+        "--json",
+        &loadgen_json,
     ])
     .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -129,27 +207,65 @@ async fn passwords_from_env_file_and_csv_work_and_a_wrong_one_is_refused() {
     let csv = scratch.path("creds.csv");
     std::fs::write(&csv, "username,password\ndev0,pw-0\ndev1,pw-1\n").unwrap();
     let out = run(&[
-        "loadgen", "--broker", &url, "--credentials-file", &path(&csv), "--devices", "2",
-        "--count", "5", "--rate", "50",
+        "loadgen",
+        "--broker",
+        &url,
+        "--credentials-file",
+        &path(&csv),
+        "--devices",
+        "2",
+        "--count",
+        "5",
+        "--rate",
+        "50",
     ])
     .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     let out = run(&[
-        "loadgen", "--broker", &url, "--credentials-file", &path(&csv), "--devices", "3",
-        "--count", "5",
+        "loadgen",
+        "--broker",
+        &url,
+        "--credentials-file",
+        &path(&csv),
+        "--devices",
+        "3",
+        "--count",
+        "5",
     ])
     .await;
     assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("--credentials-file") && out.stderr.contains("rows"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--credentials-file") && out.stderr.contains("rows"),
+        "{}",
+        out.stderr
+    );
 
     // A wrong password is refused with a clear message.
     let out = finish(
         iotload()
-            .args(["loadgen", "--broker", &url, "--username", "svc", "--devices", "1", "--count", "1"])
+            .args([
+                "loadgen",
+                "--broker",
+                &url,
+                "--username",
+                "svc",
+                "--devices",
+                "1",
+                "--count",
+                "1",
+            ])
             .env("IOTLOAD_PASSWORD", "wrong"),
     )
     .await;
     assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("refused the credentials"), "{}", out.stderr);
-    assert!(!out.stderr.contains("wrong"), "password printed: {}", out.stderr);
+    assert!(
+        out.stderr.contains("refused the credentials"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("wrong"),
+        "password printed: {}",
+        out.stderr
+    );
 }

@@ -24,8 +24,13 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, Args)]
 pub struct CollectorArgs {
     /// Topic filter to receive actions from; wildcards allowed; repeat for several.
-    #[arg(long = "topic", env = "IOTLOAD_TOPIC", value_name = "FILTER",
-          default_value = "iot/+/action", value_delimiter = ',')]
+    #[arg(
+        long = "topic",
+        env = "IOTLOAD_TOPIC",
+        value_name = "FILTER",
+        default_value = "iot/+/action",
+        value_delimiter = ','
+    )]
     pub topics: Vec<String>,
 
     /// How long to listen (e.g. 60s); until Ctrl-C when not given.
@@ -33,7 +38,12 @@ pub struct CollectorArgs {
     pub duration: Option<Duration>,
 
     /// Client id of the collector's connection.
-    #[arg(long, env = "IOTLOAD_CLIENT_ID", value_name = "ID", default_value = "iotload-collector")]
+    #[arg(
+        long,
+        env = "IOTLOAD_CLIENT_ID",
+        value_name = "ID",
+        default_value = "iotload-collector"
+    )]
     pub client_id: String,
 }
 
@@ -52,7 +62,11 @@ pub struct CollectPlan {
 
 impl CollectorArgs {
     /// Checks the values and builds the plan.
-    pub fn resolve(&self, broker: &BrokerArgs, stamp: &StampArgs) -> Result<CollectPlan, PlanError> {
+    pub fn resolve(
+        &self,
+        broker: &BrokerArgs,
+        stamp: &StampArgs,
+    ) -> Result<CollectPlan, PlanError> {
         let filters: Vec<String> = self
             .topics
             .iter()

@@ -26,7 +26,12 @@ pub struct BrokerArgs {
     pub broker: Option<String>,
 
     /// MQTT protocol version: 3.1.1 or 5.
-    #[arg(long, env = "IOTLOAD_MQTT_VERSION", value_name = "VERSION", default_value = "3.1.1")]
+    #[arg(
+        long,
+        env = "IOTLOAD_MQTT_VERSION",
+        value_name = "VERSION",
+        default_value = "3.1.1"
+    )]
     pub mqtt_version: String,
 
     /// Quality of service for publishes and subscriptions: 0, 1 or 2.
@@ -55,7 +60,12 @@ pub struct BrokerArgs {
     ///
     /// Prefer the IOTLOAD_PASSWORD variable or --password-file: command lines are visible
     /// to other users of the machine.
-    #[arg(long, env = "IOTLOAD_PASSWORD", value_name = "TEMPLATE", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "IOTLOAD_PASSWORD",
+        value_name = "TEMPLATE",
+        hide_env_values = true
+    )]
     pub password: Option<String>,
 
     /// File whose first line is the password (or password template).
@@ -89,11 +99,21 @@ pub struct BrokerArgs {
     pub connect_timeout: Duration,
 
     /// Messages each connection queues before sending waits (the wait counts as send lag).
-    #[arg(long, env = "IOTLOAD_QUEUE_CAPACITY", value_name = "MESSAGES", default_value_t = 1024)]
+    #[arg(
+        long,
+        env = "IOTLOAD_QUEUE_CAPACITY",
+        value_name = "MESSAGES",
+        default_value_t = 1024
+    )]
     pub queue_capacity: usize,
 
     /// QoS 1/2 messages in flight per connection.
-    #[arg(long, env = "IOTLOAD_INFLIGHT", value_name = "MESSAGES", default_value_t = 100)]
+    #[arg(
+        long,
+        env = "IOTLOAD_INFLIGHT",
+        value_name = "MESSAGES",
+        default_value_t = 100
+    )]
     pub inflight: u16,
 }
 
@@ -199,7 +219,9 @@ impl Credentials {
         let headers = reader.headers().map_err(|e| bad(e.to_string()))?.clone();
         let col = |name: &str| headers.iter().position(|h| h.trim() == name);
         let (Some(u), Some(p)) = (col("username"), col("password")) else {
-            return Err(bad("the first row must name the columns `username,password`".into()));
+            return Err(bad(
+                "the first row must name the columns `username,password`".into(),
+            ));
         };
         let mut rows = Vec::new();
         for (i, record) in reader.records().enumerate() {
@@ -256,20 +278,34 @@ impl Credentials {
 pub struct StampArgs {
     /// Where the stamp rides: json (fields of a JSON payload), binary (a 32-byte header),
     /// or header (MQTT 5 user properties; needs --mqtt-version 5).
-    #[arg(long = "stamp", env = "IOTLOAD_STAMP", value_name = "CARRIER", default_value = "json")]
+    #[arg(
+        long = "stamp",
+        env = "IOTLOAD_STAMP",
+        value_name = "CARRIER",
+        default_value = "json"
+    )]
     pub carrier: CarrierKind,
 
     /// Names of the JSON stamp fields, in the order device,seq,intended,sent.
     ///
     /// Use your own schema's names so an iPaaS flow copies them, e.g.
     /// `deviceId,seq,intended_us,lastUpdated`.
-    #[arg(long, env = "IOTLOAD_STAMP_FIELDS", value_name = "NAMES",
-          default_value = "device,seq,intended_us,sent_us")]
+    #[arg(
+        long,
+        env = "IOTLOAD_STAMP_FIELDS",
+        value_name = "NAMES",
+        default_value = "device,seq,intended_us,sent_us"
+    )]
     pub stamp_fields: String,
 
     /// How the JSON carrier writes times: us (integer µs since the epoch) or iso8601
     /// (e.g. 2026-11-25T01:02:03.123456Z). Either is read back.
-    #[arg(long, env = "IOTLOAD_TIME_FORMAT", value_name = "FORMAT", default_value = "us")]
+    #[arg(
+        long,
+        env = "IOTLOAD_TIME_FORMAT",
+        value_name = "FORMAT",
+        default_value = "us"
+    )]
     pub time_format: String,
 }
 

@@ -8,7 +8,9 @@ use std::path::Path;
 use std::str::FromStr;
 
 use crate::plan::PlanError;
-use crate::stamp::{BinaryCarrier, HeaderCarrier, JsonCarrier, JsonFields, Stamp, StampError, TimeFormat};
+use crate::stamp::{
+    BinaryCarrier, HeaderCarrier, JsonCarrier, JsonFields, Stamp, StampError, TimeFormat,
+};
 
 /// Where the stamp rides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -29,7 +31,9 @@ impl FromStr for CarrierKind {
             "json" => Ok(Self::Json),
             "binary" => Ok(Self::Binary),
             "header" => Ok(Self::Header),
-            other => Err(format!("unknown stamp carrier `{other}`; use json, binary or header")),
+            other => Err(format!(
+                "unknown stamp carrier `{other}`; use json, binary or header"
+            )),
         }
     }
 }
@@ -162,7 +166,11 @@ impl StampDecoder {
 
     /// The stamp of one message: binary header if it starts with the magic, else stamp
     /// headers if present, else JSON fields.
-    pub fn decode(&self, payload: &[u8], headers: &[(String, String)]) -> Result<Stamp, StampError> {
+    pub fn decode(
+        &self,
+        payload: &[u8],
+        headers: &[(String, String)],
+    ) -> Result<Stamp, StampError> {
         if payload.starts_with(b"IOTL") {
             return BinaryCarrier::decode(payload);
         }
@@ -191,13 +199,22 @@ mod tests {
         let decoder = StampDecoder::new(JsonFields::default());
         for carrier in [CarrierKind::Json, CarrierKind::Binary, CarrierKind::Header] {
             let body = Body::from_bytes(br#"{"temp":21.5}"#.to_vec());
-            let enc =
-                StampEncoder::new(carrier, JsonFields::default(), TimeFormat::Micros, &body, 200)
-                    .unwrap();
+            let enc = StampEncoder::new(
+                carrier,
+                JsonFields::default(),
+                TimeFormat::Micros,
+                &body,
+                200,
+            )
+            .unwrap();
             let (mut out, mut headers) = (Vec::new(), Vec::new());
             enc.encode(&stamp(), &mut out, &mut headers);
             assert!(out.len() >= 200, "{carrier:?} padded to {}", out.len());
-            assert_eq!(decoder.decode(&out, &headers).unwrap(), stamp(), "{carrier:?}");
+            assert_eq!(
+                decoder.decode(&out, &headers).unwrap(),
+                stamp(),
+                "{carrier:?}"
+            );
         }
     }
 

@@ -92,7 +92,9 @@ impl BrokerUrl {
         };
         let rest = rest.trim_end_matches('/');
         if rest.contains('/') || rest.contains('?') {
-            return Err(bad("a path or query is not supported; give only host and port"));
+            return Err(bad(
+                "a path or query is not supported; give only host and port",
+            ));
         }
         let (userinfo, hostport) = match rest.rsplit_once('@') {
             Some((u, h)) => (Some(u), h),
@@ -325,12 +327,15 @@ impl Rate {
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     let v = value.trim();
     if v.starts_with('-') {
-        return Err(format!("`{value}` is negative; give a duration such as 30s or 2m"));
+        return Err(format!(
+            "`{value}` is negative; give a duration such as 30s or 2m"
+        ));
     }
-    if let Ok(secs) = v.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
-        }
+    if let Ok(secs) = v.parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Ok(Duration::from_secs_f64(secs));
     }
     humantime::parse_duration(v)
         .map_err(|e| format!("`{value}` is not a duration ({e}); give e.g. 30s, 2m, 500ms"))

@@ -53,9 +53,10 @@ impl Shutdown {
             #[cfg(unix)]
             {
                 use tokio::signal::unix::{SignalKind, signal};
-                let (Ok(mut int), Ok(mut term)) =
-                    (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-                else {
+                let (Ok(mut int), Ok(mut term)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
                     tracing::warn!("cannot install signal handlers; Ctrl-C will end abruptly");
                     return;
                 };
@@ -67,9 +68,7 @@ impl Shutdown {
                     if this.interrupted() {
                         eprintln!("\nsecond signal: skipping the drain, saving results");
                     } else {
-                        eprintln!(
-                            "\nstopping: draining in-flight messages (signal again to skip)"
-                        );
+                        eprintln!("\nstopping: draining in-flight messages (signal again to skip)");
                     }
                     this.signal();
                 }

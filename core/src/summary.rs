@@ -146,7 +146,11 @@ impl RunSummary {
             self.component,
             self.broker,
             self.elapsed_s,
-            if self.interrupted { " · interrupted" } else { "" }
+            if self.interrupted {
+                " · interrupted"
+            } else {
+                ""
+            }
         );
         if let Some(l) = &self.load {
             let _ = writeln!(
@@ -190,7 +194,10 @@ impl RunSummary {
                 o,
                 "\nlatency ms        min       p50       p90       p99     p99.9       max"
             );
-            for (name, s) in [("raw", &r.latency_ms), ("corrected", &r.latency_corrected_ms)] {
+            for (name, s) in [
+                ("raw", &r.latency_ms),
+                ("corrected", &r.latency_corrected_ms),
+            ] {
                 let _ = writeln!(
                     o,
                     "{name:<10} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",

@@ -28,13 +28,23 @@ pub use route::Route;
 #[derive(Debug, Clone, Args)]
 pub struct EchoArgs {
     /// Request topic filter to consume (wildcards allowed); repeat for several.
-    #[arg(long = "from", env = "IOTLOAD_FROM", value_name = "FILTER",
-          default_value = "iot/+/telemetry", value_delimiter = ',')]
+    #[arg(
+        long = "from",
+        env = "IOTLOAD_FROM",
+        value_name = "FILTER",
+        default_value = "iot/+/telemetry",
+        value_delimiter = ','
+    )]
     pub from: Vec<String>,
 
     /// Action topic template; `{device}` is the request topic's part matched by the first
     /// wildcard of --from.
-    #[arg(long = "to", env = "IOTLOAD_TO", value_name = "TEMPLATE", default_value = "iot/{device}/action")]
+    #[arg(
+        long = "to",
+        env = "IOTLOAD_TO",
+        value_name = "TEMPLATE",
+        default_value = "iot/{device}/action"
+    )]
     pub to: String,
 
     /// Processing time to emulate before each action is published (e.g. 50ms).
@@ -43,7 +53,12 @@ pub struct EchoArgs {
     pub delay: Duration,
 
     /// Client id prefix of the iPaaS's two connections (`-in`, `-out` are appended).
-    #[arg(long, env = "IOTLOAD_CLIENT_ID", value_name = "ID", default_value = "iotload-echo")]
+    #[arg(
+        long,
+        env = "IOTLOAD_CLIENT_ID",
+        value_name = "ID",
+        default_value = "iotload-echo"
+    )]
     pub client_id: String,
 }
 
@@ -172,7 +187,12 @@ async fn sleep_until_opt(due: Option<Instant>) {
     }
 }
 
-async fn respond<P: Publisher>(publisher: &mut P, plan: &EchoPlan, stats: &EchoStats, m: &Incoming) {
+async fn respond<P: Publisher>(
+    publisher: &mut P,
+    plan: &EchoPlan,
+    stats: &EchoStats,
+    m: &Incoming,
+) {
     let Some(topic) = plan.route.action_topic(&m.topic) else {
         stats.errors.fetch_add(1, Ordering::Relaxed);
         return;

@@ -16,7 +16,11 @@ impl Route {
             .iter()
             .map(|f| f.split('/').map(str::to_string).collect())
             .collect();
-        if to.has_device() && filters.iter().any(|f| !f.iter().any(|l| l == "+" || l == "#")) {
+        if to.has_device()
+            && filters
+                .iter()
+                .any(|f| !f.iter().any(|l| l == "+" || l == "#"))
+        {
             return Err(PlanError::BadValue {
                 option: "--to",
                 reason: "`{device}` needs a wildcard (+ or #) in every --from filter to copy"
@@ -79,7 +83,10 @@ mod tests {
     #[test]
     fn action_topic_copies_the_first_wildcard() {
         let r = route("iot/+/telemetry", "iot/{device}/action");
-        assert_eq!(r.action_topic("iot/7/telemetry").as_deref(), Some("iot/7/action"));
+        assert_eq!(
+            r.action_topic("iot/7/telemetry").as_deref(),
+            Some("iot/7/action")
+        );
         assert_eq!(r.action_topic("iot/7/other"), None);
         assert_eq!(r.action_topic("iot/7/telemetry/x"), None);
         assert_eq!(r.action_topic("iot/7"), None);

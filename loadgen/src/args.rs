@@ -21,12 +21,22 @@ pub struct LoadArgs {
     pub devices: u64,
 
     /// Number of the first device, so several loadgen instances use distinct devices.
-    #[arg(long, env = "IOTLOAD_FIRST_DEVICE", value_name = "N", default_value_t = 0)]
+    #[arg(
+        long,
+        env = "IOTLOAD_FIRST_DEVICE",
+        value_name = "N",
+        default_value_t = 0
+    )]
     pub first_device: u32,
 
     /// Messages per second per device; fractional rates are allowed (0.2 = one every 5 s).
-    #[arg(long, env = "IOTLOAD_RATE", value_name = "MSG_PER_S", default_value_t = 10.0,
-          allow_negative_numbers = true)]
+    #[arg(
+        long,
+        env = "IOTLOAD_RATE",
+        value_name = "MSG_PER_S",
+        default_value_t = 10.0,
+        allow_negative_numbers = true
+    )]
     pub rate: f64,
 
     /// How long each device sends (e.g. 30s, 2m).
@@ -39,16 +49,30 @@ pub struct LoadArgs {
     pub count: Option<u64>,
 
     /// Topic per device; `{device}` is the device number.
-    #[arg(long, env = "IOTLOAD_TOPIC", value_name = "TEMPLATE",
-          default_value = "iot/{device}/telemetry")]
+    #[arg(
+        long,
+        env = "IOTLOAD_TOPIC",
+        value_name = "TEMPLATE",
+        default_value = "iot/{device}/telemetry"
+    )]
     pub topic: String,
 
     /// Client id per device; `{device}` is the device number.
-    #[arg(long, env = "IOTLOAD_CLIENT_ID", value_name = "TEMPLATE", default_value = "dev-{device}")]
+    #[arg(
+        long,
+        env = "IOTLOAD_CLIENT_ID",
+        value_name = "TEMPLATE",
+        default_value = "dev-{device}"
+    )]
     pub client_id: String,
 
     /// Message body: a JSON object (the stamp fields are added to it) or any text.
-    #[arg(long, env = "IOTLOAD_PAYLOAD", value_name = "TEXT", conflicts_with = "payload_file")]
+    #[arg(
+        long,
+        env = "IOTLOAD_PAYLOAD",
+        value_name = "TEXT",
+        conflicts_with = "payload_file"
+    )]
     pub payload: Option<String>,
 
     /// Read the message body from this file.
@@ -56,12 +80,22 @@ pub struct LoadArgs {
     pub payload_file: Option<PathBuf>,
 
     /// Minimum message size; padding is added to reach it.
-    #[arg(long, env = "IOTLOAD_PAYLOAD_SIZE", value_name = "BYTES", default_value_t = 0)]
+    #[arg(
+        long,
+        env = "IOTLOAD_PAYLOAD_SIZE",
+        value_name = "BYTES",
+        default_value_t = 0
+    )]
     pub payload_size: usize,
 
     /// New connections per second while devices connect, so thousands of devices do not
     /// storm the broker.
-    #[arg(long, env = "IOTLOAD_CONNECT_RATE", value_name = "CONN_PER_S", default_value_t = 1000.0)]
+    #[arg(
+        long,
+        env = "IOTLOAD_CONNECT_RATE",
+        value_name = "CONN_PER_S",
+        default_value_t = 1000.0
+    )]
     pub connect_rate: f64,
 }
 
@@ -90,7 +124,10 @@ impl LoadArgs {
         if !(self.connect_rate.is_finite() && self.connect_rate > 0.0) {
             return Err(PlanError::BadValue {
                 option: "--connect-rate",
-                reason: format!("{} is not a positive rate; give e.g. 500", self.connect_rate),
+                reason: format!(
+                    "{} is not a positive rate; give e.g. 500",
+                    self.connect_rate
+                ),
             });
         }
         let stop = match self.count {

@@ -105,12 +105,11 @@ pub async fn run<T: Transport>(
     stats: Arc<LoadStats>,
     stop: CancellationToken,
 ) -> Result<LoadReport, LoadgenError> {
-    let (publishers, failures, first_error) =
-        connect_all(&transport, plan, &stats, &stop).await;
-    if publishers.is_empty() {
-        if let Some(e) = first_error {
-            return Err(LoadgenError::NoDevice(e));
-        }
+    let (publishers, failures, first_error) = connect_all(&transport, plan, &stats, &stop).await;
+    if publishers.is_empty()
+        && let Some(e) = first_error
+    {
+        return Err(LoadgenError::NoDevice(e));
     }
     let connected = publishers.len() as u32;
     let first_connect_error = first_error.map(|e| format!("{e:#}"));
@@ -202,7 +201,9 @@ async fn connect_all<T: Transport>(
             _ = tokio::time::sleep_until(due.into()) => {}
             _ = stop.cancelled() => break,
         }
-        let Ok(permit) = limit.clone().acquire_owned().await else { break };
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            break;
+        };
         while let Some(r) = pending.try_join_next() {
             fleet.absorb(r);
         }
@@ -247,16 +248,17 @@ async fn close_all<P: Publisher>(publishers: Vec<P>, timeout: Duration) {
 /// files if needed and allowed, else says how.
 pub fn ensure_open_files(devices: u32) -> Result<u64, PlanErrorFiles> {
     let need = u64::from(devices) + 256;
-    let (soft, hard) = rlimit::Resource::NOFILE
-        .get()
-        .map_err(|e| PlanErrorFiles { need, soft: 0, hard: 0, reason: e.to_string() })?;
+    let (soft, hard) = rlimit::Resource::NOFILE.get().map_err(|e| PlanErrorFiles {
+        need,
+        soft: 0,
+        hard: 0,
+        reason: e.to_string(),
+    })?;
     if soft >= need {
         return Ok(soft);
     }
-    if hard >= need {
-        if rlimit::Resource::NOFILE.set(need, hard).is_ok() {
-            return Ok(need);
-        }
+    if hard >= need && rlimit::Resource::NOFILE.set(need, hard).is_ok() {
+        return Ok(need);
     }
     Err(PlanErrorFiles {
         need,

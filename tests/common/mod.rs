@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::io::Lines;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
 
 /// The `iotload` binary under test, with no IOTLOAD_* variables inherited.
@@ -77,8 +77,14 @@ pub fn assert_valid_summary(summary: &Value) {
     let schema: Value = serde_json::from_str(include_str!("../../docs/summary.schema.json"))
         .expect("schema is JSON");
     let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let errors: Vec<String> = validator.iter_errors(summary).map(|e| e.to_string()).collect();
-    assert!(errors.is_empty(), "summary violates the schema: {errors:#?}\n{summary:#}");
+    let errors: Vec<String> = validator
+        .iter_errors(summary)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "summary violates the schema: {errors:#?}\n{summary:#}"
+    );
 }
 
 pub fn u(v: &Value, path: &str) -> u64 {
@@ -166,4 +172,3 @@ pub fn received_at_least(line: &str, n: u64) -> bool {
         .and_then(|count| count.parse::<u64>().ok())
         .is_some_and(|count| count >= n)
 }
-

@@ -122,7 +122,10 @@ impl MqttTransport {
     }
 
     fn credentials(&self, identity: &ClientIdentity) -> Option<(String, String)> {
-        let user = identity.username.clone().or_else(|| self.url.username.clone())?;
+        let user = identity
+            .username
+            .clone()
+            .or_else(|| self.url.username.clone())?;
         let pass = identity
             .password
             .clone()
@@ -202,7 +205,9 @@ impl MqttTransport {
             },
             PollError::Tls(reason) => TransportError::Tls {
                 file: match &self.settings.tls.ca_file {
-                    Some(ca) => format!("the broker certificate (checked against {})", ca.display()),
+                    Some(ca) => {
+                        format!("the broker certificate (checked against {})", ca.display())
+                    }
                     None => "the broker certificate (checked against the system roots)".into(),
                 },
                 reason,
@@ -264,11 +269,13 @@ impl Transport for MqttTransport {
     ) -> Result<MqttSubscriber, TransportError> {
         let mut client = self.client(identity);
         self.connect(&mut client, &identity.client_id).await?;
-        client.subscribe(filters, self.qos()).map_err(|e| TransportError::Connect {
-            url: self.url.to_string(),
-            client_id: identity.client_id.clone(),
-            source: e.into(),
-        })?;
+        client
+            .subscribe(filters, self.qos())
+            .map_err(|e| TransportError::Connect {
+                url: self.url.to_string(),
+                client_id: identity.client_id.clone(),
+                source: e.into(),
+            })?;
         let waited = self.settings.connect_timeout;
         let mut early = std::collections::VecDeque::new();
         let acked = tokio::time::timeout(waited, async {
@@ -329,7 +336,7 @@ pub struct MqttPublisher {
 
 impl Publisher for MqttPublisher {
     async fn publish(&mut self, m: Outgoing<'_>) -> Result<(), TransportError> {
-        let result = match &self.sender {
+        match &self.sender {
             Sender::V4(c) => c
                 .publish(m.topic, self.qos, self.retain, m.payload.to_vec())
                 .await
@@ -337,7 +344,8 @@ impl Publisher for MqttPublisher {
             Sender::V5(c) => {
                 let payload = Bytes::copy_from_slice(m.payload);
                 if m.headers.is_empty() {
-                    c.publish(m.topic, qos5(self.qos), self.retain, payload).await
+                    c.publish(m.topic, qos5(self.qos), self.retain, payload)
+                        .await
                 } else {
                     let props = rumqttc::v5::mqttbytes::v5::PublishProperties {
                         user_properties: m.headers.to_vec(),
@@ -348,8 +356,7 @@ impl Publisher for MqttPublisher {
                 }
                 .map_err(|e| TransportError::Publish(e.into()))
             }
-        };
-        result
+        }
     }
 
     async fn close(self) -> Result<(), TransportError> {
@@ -362,7 +369,10 @@ impl Publisher for MqttPublisher {
             driver.abort();
             return Ok(());
         }
-        if tokio::time::timeout(Duration::from_secs(5), &mut driver).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), &mut driver)
+            .await
+            .is_err()
+        {
             driver.abort();
         }
         Ok(())
@@ -439,6 +449,8 @@ fn qos5(q: rumqttc::QoS) -> rumqttc::v5::mqttbytes::QoS {
 }
 
 /// A client of either protocol version together with its event loop.
+// One per connection, never per message: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Client {
     V4(rumqttc::AsyncClient, rumqttc::EventLoop),
     V5(rumqttc::v5::AsyncClient, rumqttc::v5::EventLoop),
@@ -451,6 +463,7 @@ enum Sender {
 }
 
 /// The event side of a client.
+#[allow(clippy::large_enum_variant)]
 enum Events {
     V4(rumqttc::EventLoop),
     V5(rumqttc::v5::EventLoop),
@@ -496,7 +509,11 @@ impl Client {
         let err = |e: rumqttc::ClientError| PollError::Io(e.to_string());
         match self {
             Client::V4(c, _) => c
-                .try_subscribe_many(filters.iter().map(|f| rumqttc::SubscribeFilter::new(f.clone(), qos)))
+                .try_subscribe_many(
+                    filters
+                        .iter()
+                        .map(|f| rumqttc::SubscribeFilter::new(f.clone(), qos)),
+                )
                 .map_err(err),
             Client::V5(c, _) => c
                 .try_subscribe_many(
@@ -567,7 +584,10 @@ async fn poll_v5(events: &mut rumqttc::v5::EventLoop) -> Result<Polled, PollErro
                 received_us,
                 topic: String::from_utf8_lossy(&p.topic).into_owned(),
                 payload: p.payload,
-                headers: p.properties.map(|pr| pr.user_properties).unwrap_or_default(),
+                headers: p
+                    .properties
+                    .map(|pr| pr.user_properties)
+                    .unwrap_or_default(),
             }))
         }
         Ok(Event::Incoming(Packet::ConnAck(_))) => Ok(Polled::ConnAck),
@@ -578,7 +598,10 @@ async fn poll_v5(events: &mut rumqttc::v5::EventLoop) -> Result<Polled, PollErro
         Ok(_) => Ok(Polled::Other),
         Err(E::RequestsDone) => Err(PollError::RequestsDone),
         Err(E::ConnectionRefused(code)) => Err(PollError::Refused {
-            auth: matches!(code, C::BadUserNamePassword | C::NotAuthorized | C::BadAuthenticationMethod),
+            auth: matches!(
+                code,
+                C::BadUserNamePassword | C::NotAuthorized | C::BadAuthenticationMethod
+            ),
             code: format!("{code:?}"),
         }),
         Err(E::Tls(e)) => Err(PollError::Tls(e.to_string())),
@@ -643,7 +666,10 @@ fn tls_config(s: &TlsSettings) -> Result<rustls::ClientConfig, TransportError> {
                 .map_err(|e| tls_err(key, e))
         }
         (None, None) => Ok(builder.with_no_client_auth()),
-        (Some(_), None) => Err(tls_err("--cert-file", "a client certificate needs --key-file too")),
+        (Some(_), None) => Err(tls_err(
+            "--cert-file",
+            "a client certificate needs --key-file too",
+        )),
         (None, Some(_)) => Err(tls_err("--key-file", "a client key needs --cert-file too")),
     }
 }
