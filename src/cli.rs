@@ -89,6 +89,10 @@ pub(crate) struct OutputArgs {
           value_parser = parse_duration)]
     pub(crate) drain_timeout: Duration,
 
+    /// List received, gaps, duplicates and reordered messages per device in the summary.
+    #[arg(long, env = "IOTLOAD_PER_DEVICE")]
+    pub(crate) per_device: bool,
+
     /// Progress line on stderr: auto (redrawn every second on a terminal, a plain line every
     /// 5 s otherwise), always (a line every second), or never.
     #[arg(long, env = "IOTLOAD_PROGRESS", value_name = "WHEN", default_value = "auto",

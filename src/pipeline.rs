@@ -8,7 +8,7 @@ use anyhow::{Context, anyhow};
 use iotload_core::args::BrokerArgs;
 use iotload_core::plan::{BrokerKind, BrokerUrl, Template};
 use iotload_core::shutdown::Shutdown;
-use iotload_core::summary::RunSummary;
+use iotload_core::summary::{ProcessSection, RunSummary};
 use iotload_core::transport::Transport;
 use iotload_core::transport::mqtt::MqttTransport;
 use tokio_util::sync::CancellationToken;
@@ -114,7 +114,14 @@ fn started_at() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-fn finish(summary: &RunSummary, output: &OutputArgs) -> anyhow::Result<()> {
+fn finish(summary: &mut RunSummary, output: &OutputArgs) -> anyhow::Result<()> {
+    let handled = match (&summary.load, &summary.echo, &summary.receive) {
+        (Some(l), _, _) => l.sent,
+        (None, Some(e), _) => e.published,
+        (None, None, Some(r)) => r.received,
+        _ => 0,
+    };
+    summary.process = ProcessSection::measure(handled);
     print!("{}", summary.render());
     if let Some(path) = &output.json {
         std::fs::write(path, summary.to_json() + "\n")
@@ -252,10 +259,15 @@ async fn run_loop_on<T: Transport>(
     if !args.external_ipaas {
         summary.echo = Some(echo_section(&echo_stats));
     }
-    summary.receive = Some(receive_section(&collected, Some(load.sent), &mut warnings));
+    summary.receive = Some(receive_section(
+        &collected,
+        Some(load.sent),
+        args.output.per_device,
+        &mut warnings,
+    ));
     summary.elapsed_s = clock.elapsed().as_secs_f64();
     summary.warnings = warnings;
-    finish(&summary, &args.output)?;
+    finish(&mut summary, &args.output)?;
     Ok(Outcome {
         interrupted: summary.interrupted,
     })
@@ -289,7 +301,7 @@ async fn run_loadgen<T: Transport>(
     summary.load = Some(load_section(&plan, &report, &mut warnings));
     summary.elapsed_s = clock.elapsed().as_secs_f64();
     summary.warnings = warnings;
-    finish(&summary, output)?;
+    finish(&mut summary, output)?;
     Ok(Outcome {
         interrupted: summary.interrupted,
     })
@@ -337,7 +349,7 @@ async fn run_echo<T: Transport>(
     summary.interrupted = shutdown.interrupted();
     summary.echo = Some(echo_section(&stats));
     summary.elapsed_s = clock.elapsed().as_secs_f64();
-    finish(&summary, output)?;
+    finish(&mut summary, output)?;
     Ok(Outcome {
         interrupted: summary.interrupted,
     })
@@ -371,10 +383,15 @@ async fn run_collector<T: Transport>(
     let mut warnings = Vec::new();
     let mut summary = RunSummary::new("collector", transport.url().to_string(), started);
     summary.interrupted = shutdown.interrupted();
-    summary.receive = Some(receive_section(&report, None, &mut warnings));
+    summary.receive = Some(receive_section(
+        &report,
+        None,
+        output.per_device,
+        &mut warnings,
+    ));
     summary.elapsed_s = clock.elapsed().as_secs_f64();
     summary.warnings = warnings;
-    finish(&summary, output)?;
+    finish(&mut summary, output)?;
     Ok(Outcome {
         interrupted: summary.interrupted,
     })

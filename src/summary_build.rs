@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use collector::CollectReport;
 use echo_ipaas::EchoStats;
-use iotload_core::summary::{EchoSection, LoadSection, ReceiveSection};
+use iotload_core::summary::{DeviceCounts, EchoSection, LoadSection, ReceiveSection};
 use loadgen::{LoadPlan, LoadReport};
 use std::sync::atomic::Ordering;
 
@@ -68,6 +68,7 @@ pub(crate) fn echo_section(stats: &EchoStats) -> EchoSection {
 pub(crate) fn receive_section(
     report: &CollectReport,
     sent: Option<u64>,
+    per_device: bool,
     warnings: &mut Vec<String>,
 ) -> ReceiveSection {
     let lost = match sent {
@@ -104,5 +105,12 @@ pub(crate) fn receive_section(
         received_per_s: report.received as f64 / span,
         latency_ms: report.latency.stats_ms(),
         latency_corrected_ms: report.latency_corrected.stats_ms(),
+        per_device: per_device.then(|| {
+            report
+                .per_device
+                .iter()
+                .map(|&(device, counts)| DeviceCounts { device, counts })
+                .collect()
+        }),
     }
 }

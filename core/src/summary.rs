@@ -39,8 +39,42 @@ pub struct RunSummary {
     /// What was received and how late (collector, run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receive: Option<ReceiveSection>,
+    /// What the iotload process itself used.
+    pub process: ProcessSection,
     /// Things that make the numbers less trustworthy, in plain words.
     pub warnings: Vec<String>,
+}
+
+/// The cost of the iotload process itself (all its components, and the embedded broker
+/// when one runs).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ProcessSection {
+    /// User-mode CPU seconds.
+    pub cpu_user_s: f64,
+    /// Kernel-mode CPU seconds.
+    pub cpu_system_s: f64,
+    /// Peak resident set size, MiB.
+    pub peak_rss_mib: f64,
+    /// CPU µs per message this process handled (sent by loadgen, else echoed, else
+    /// received).
+    pub cpu_us_per_message: f64,
+}
+
+impl ProcessSection {
+    /// Reads this process's usage; `messages` is what it handled.
+    pub fn measure(messages: u64) -> Self {
+        let u = crate::usage::ProcessUsage::now();
+        Self {
+            cpu_user_s: u.cpu_user_s,
+            cpu_system_s: u.cpu_system_s,
+            peak_rss_mib: (u.peak_rss_mib * 10.0).round() / 10.0,
+            cpu_us_per_message: if messages == 0 {
+                0.0
+            } else {
+                (u.cpu_s() * 1e6 / messages as f64 * 100.0).round() / 100.0
+            },
+        }
+    }
 }
 
 /// The publishing side of a run.
@@ -105,6 +139,19 @@ pub struct ReceiveSection {
     pub latency_ms: LatencyStats,
     /// Latency corrected for coordinated omission: receive time minus intended send time.
     pub latency_corrected_ms: LatencyStats,
+    /// Counts per device (with `--per-device`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_device: Option<Vec<DeviceCounts>>,
+}
+
+/// One device's sequence accounting.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct DeviceCounts {
+    /// The device number.
+    pub device: u32,
+    /// Its counts; `gaps` are sequence numbers below its highest never received.
+    #[serde(flatten)]
+    pub counts: crate::seq::SeqCounts,
 }
 
 impl ReceiveSection {
@@ -128,6 +175,7 @@ impl RunSummary {
             load: None,
             echo: None,
             receive: None,
+            process: ProcessSection::default(),
             warnings: Vec::new(),
         }
     }
@@ -205,6 +253,28 @@ impl RunSummary {
                 );
             }
         }
+        let p = &self.process;
+        let _ = writeln!(
+            o,
+            "\niotload     cpu {:.2} s ({:.2} µs/msg) · peak RSS {:.1} MiB",
+            p.cpu_user_s + p.cpu_system_s,
+            p.cpu_us_per_message,
+            p.peak_rss_mib
+        );
+        if let Some(devices) = self.receive.as_ref().and_then(|r| r.per_device.as_ref()) {
+            let _ = writeln!(o, "\ndevice      received      gaps       dup reordered");
+            for d in devices {
+                let _ = writeln!(
+                    o,
+                    "{:<10} {:>9} {:>9} {:>9} {:>9}",
+                    d.device,
+                    d.counts.unique,
+                    d.counts.gaps,
+                    d.counts.duplicates,
+                    d.counts.reordered
+                );
+            }
+        }
         for w in &self.warnings {
             let _ = writeln!(o, "warning: {w}");
         }
@@ -235,6 +305,7 @@ mod tests {
                 ..Default::default()
             },
             latency_corrected_ms: LatencyStats::default(),
+            per_device: None,
         });
         let t = s.render();
         assert!(t.contains("received    10 (10.0/s) · lost 0"), "{t}");

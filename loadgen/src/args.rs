@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use iotload_core::args::{BrokerArgs, StampArgs};
-use iotload_core::payload::{Body, StampEncoder};
+use iotload_core::payload::{Body, CarrierKind, StampEncoder};
 use iotload_core::plan::{PlanError, Rate, Template, parse_count, parse_duration};
 use iotload_core::schedule::Stop;
 
@@ -163,6 +163,16 @@ impl LoadArgs {
             (None, Some(path)) => Body::from_file(path)?,
             (None, None) => Body::Empty,
         };
+        if stamp.carrier == CarrierKind::Header
+            && !matches!(broker.mqtt_version.as_str(), "5" | "5.0")
+        {
+            return Err(PlanError::BadValue {
+                option: "--stamp",
+                reason: "the header carrier uses MQTT 5 user properties; add --mqtt-version 5 \
+                         or use --stamp json or binary"
+                    .into(),
+            });
+        }
         let encoder = StampEncoder::new(
             stamp.carrier,
             stamp.fields()?,
