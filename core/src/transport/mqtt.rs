@@ -148,7 +148,8 @@ impl MqttTransport {
                 if let Some((u, p)) = self.credentials(identity) {
                     o.set_credentials(u, p);
                 }
-                let (client, events) = rumqttc::AsyncClient::new(o, s.queue_capacity.max(1));
+                let (client, mut events) = rumqttc::AsyncClient::new(o, s.queue_capacity.max(1));
+                events.set_network_options(self.network_options());
                 Client::V4(client, events)
             }
             MqttVersion::V5 => {
@@ -161,6 +162,7 @@ impl MqttTransport {
                     .set_clean_start(s.clean_start)
                     .set_outgoing_inflight_upper_limit(s.inflight.max(1))
                     .set_max_packet_size(Some(s.max_packet_size as u32))
+                    .set_network_options(self.network_options())
                     .set_transport(self.net_transport());
                 if let Some((u, p)) = self.credentials(identity) {
                     o.set_credentials(u, p);
@@ -169,6 +171,14 @@ impl MqttTransport {
                 Client::V5(client, events)
             }
         }
+    }
+
+    /// Socket options: no Nagle delay (it adds tens of ms to every small message).
+    fn network_options(&self) -> rumqttc::NetworkOptions {
+        let mut n = rumqttc::NetworkOptions::new();
+        n.set_tcp_nodelay(true);
+        n.set_connection_timeout(self.settings.connect_timeout.as_secs().max(1));
+        n
     }
 
     /// Polls a fresh connection until the broker's CONNACK, with the connect timeout.
