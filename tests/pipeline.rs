@@ -365,3 +365,66 @@ async fn custom_json_fields_with_iso8601_times_and_binary_stamps_both_measure() 
         );
     }
 }
+
+#[tokio::test]
+async fn sigterm_stops_a_loadgen_and_its_summary_matches_what_the_broker_got() {
+    let broker = MqttBroker::start().await.expect("mosquitto starts");
+    let url = broker.url();
+    let scratch = Scratch::new();
+    let json = scratch.json();
+    let collector_json = scratch.path("c.json").display().to_string();
+    let mut collector = spawn(&[
+        "collector",
+        "--broker",
+        &url,
+        "--topic",
+        "iot/+/telemetry",
+        "--qos",
+        "1",
+        "--progress",
+        "always",
+        "--json",
+        &collector_json,
+    ]);
+    collector.wait_for("collector: listening").await;
+    let mut load = spawn(&[
+        "loadgen",
+        "--broker",
+        &url,
+        "--qos",
+        "1",
+        "--devices",
+        "5",
+        "--rate",
+        "50",
+        "--duration",
+        "60s",
+        "--progress",
+        "always",
+        "--json",
+        &json,
+    ]);
+    load.wait_until(
+        |l| l.contains("sent ") && !l.contains("sent 0 "),
+        "sent > 0",
+    )
+    .await;
+    load.signal("-TERM");
+    assert_eq!(load.exit_code().await, Some(130));
+    let s = scratch.summary();
+    assert_valid_summary(&s);
+    let sent = u(&s, "/load/sent");
+    assert!(sent > 0 && sent < 15_000, "{s:#}");
+    collector
+        .wait_until(|l| received_at_least(l, sent), "everything sent")
+        .await;
+    collector.signal("-TERM");
+    assert_eq!(collector.exit_code().await, Some(130));
+    let c = read_json(&scratch.path("c.json"));
+    assert_eq!(
+        u(&c, "/receive/unique"),
+        sent,
+        "every message the loadgen counted arrived"
+    );
+    assert_eq!(u(&c, "/receive/lost"), 0);
+}

@@ -17,5 +17,6 @@ pub mod seq;
 pub mod shutdown;
 pub mod stamp;
 pub mod summary;
+pub mod timer;
 pub mod transport;
 pub mod usage;

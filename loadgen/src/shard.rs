@@ -11,6 +11,7 @@ use iotload_core::payload::StampEncoder;
 use iotload_core::recorder::LatencyHistogram;
 use iotload_core::schedule::DeviceSchedule;
 use iotload_core::stamp::{Stamp, now_us};
+use iotload_core::timer::PreciseTimer;
 use iotload_core::transport::{Outgoing, Publisher};
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +62,16 @@ pub(crate) struct ShardDone<P> {
     pub(crate) last_send: Instant,
 }
 
+/// Sleeps until `at` on the precise timer, or on tokio's when it is unavailable.
+async fn wait_until(timer: &mut Option<PreciseTimer>, at: Instant) {
+    if let Some(t) = timer
+        && t.sleep_until(at).await.is_ok()
+    {
+        return;
+    }
+    tokio::time::sleep_until(at.into()).await;
+}
+
 /// Sends every due message of `devices` until all schedules end or `stop` fires.
 pub(crate) async fn drive<P: Publisher>(
     mut devices: Vec<Device<P>>,
@@ -81,13 +92,14 @@ pub(crate) async fn drive<P: Publisher>(
     let mut last_send = clock.instant;
     let mut payload = Vec::with_capacity(256);
     let mut headers = Vec::new();
+    let mut timer = PreciseTimer::new().ok();
     while let Some(&Reverse((due, seq, slot))) = heap.peek() {
         let due_at = clock.instant + due;
         if Instant::now() < due_at {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                _ = tokio::time::sleep_until(due_at.into()) => {}
+                _ = wait_until(&mut timer, due_at) => {}
             }
         } else if stop.is_cancelled() {
             break;

@@ -147,9 +147,14 @@ impl Proc {
 
     /// Sends SIGINT, as Ctrl-C would.
     pub fn interrupt(&self) {
+        self.signal("-INT");
+    }
+
+    /// Sends a signal by name (`-TERM`, `-INT`).
+    pub fn signal(&self, name: &str) {
         let pid = self.child.id().expect("child runs");
         let status = std::process::Command::new("kill")
-            .args(["-INT", &pid.to_string()])
+            .args([name, &pid.to_string()])
             .status()
             .expect("kill runs");
         assert!(status.success());
