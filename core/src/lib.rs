@@ -16,6 +16,7 @@ pub mod schedule;
 pub mod seq;
 pub mod shutdown;
 pub mod stamp;
+pub mod store;
 pub mod summary;
 pub mod timer;
 pub mod transport;

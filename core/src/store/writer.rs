@@ -1,0 +1,1 @@
+//! The store writer (being written).
