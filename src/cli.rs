@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use collector::CollectorArgs;
 use echo_ipaas::EchoArgs;
-use iotload_core::args::{BrokerArgs, StampArgs};
+use iotload_core::args::{BrokerArgs, StampArgs, StoreArgs};
 use iotload_core::plan::parse_duration;
 use loadgen::LoadArgs;
 
@@ -63,6 +63,8 @@ pub(crate) enum Command {
     EchoIpaas(EchoIpaasArgs),
     /// Receives actions and measures latency, loss, duplicates and reordering.
     Collector(CollectorCmdArgs),
+    /// Lists, shows and exports results stored by earlier runs.
+    Results(crate::results::ResultsArgs),
 }
 
 impl Command {
@@ -73,6 +75,7 @@ impl Command {
             Command::Loadgen(_) => "loadgen",
             Command::EchoIpaas(_) => "echo-ipaas",
             Command::Collector(_) => "collector",
+            Command::Results(_) => "results",
         }
     }
 }
@@ -126,6 +129,8 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "IOTLOAD_EXTERNAL_IPAAS")]
     pub(crate) external_ipaas: bool,
     #[command(flatten)]
+    pub(crate) store: StoreArgs,
+    #[command(flatten)]
     pub(crate) output: OutputArgs,
 }
 
@@ -138,6 +143,8 @@ pub(crate) struct LoadgenArgs {
     pub(crate) load: LoadArgs,
     #[command(flatten)]
     pub(crate) stamp: StampArgs,
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
     #[command(flatten)]
     pub(crate) output: OutputArgs,
 }
@@ -165,6 +172,8 @@ pub(crate) struct CollectorCmdArgs {
     pub(crate) collect: CollectorArgs,
     #[command(flatten)]
     pub(crate) stamp: StampArgs,
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
     #[command(flatten)]
     pub(crate) output: OutputArgs,
 }
@@ -225,4 +234,73 @@ mod tests {
             }
         }
     }
+}
+
+/// One option's resolved value and where it came from.
+pub(crate) struct ResolvedOption {
+    pub(crate) long: String,
+    pub(crate) value: String,
+    pub(crate) source: String,
+}
+
+/// Every option of the chosen subcommand with its value (secrets redacted) and source.
+pub(crate) fn resolved_options(cli: &Cli) -> Vec<ResolvedOption> {
+    use clap::parser::ValueSource;
+    let name = cli.command.name();
+    let (Some(matches), command) = (&cli.matches, Cli::command()) else {
+        return Vec::new();
+    };
+    let Some(sub) = command.find_subcommand(name) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for arg in sub.get_arguments() {
+        let id = arg.get_id().as_str();
+        let Some(long) = arg.get_long() else { continue };
+        if matches!(id, "help" | "version" | "dry_run") {
+            continue;
+        }
+        let values: Vec<String> = matches
+            .get_raw(id)
+            .map(|v| v.map(|s| s.to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let mut value = values.join(",");
+        if long.contains("password") && !value.is_empty() {
+            value = "***".into();
+        }
+        if matches!(long, "broker" | "store") {
+            value = iotload_core::plan::redact_url(&value);
+        }
+        let source = match matches.value_source(id) {
+            Some(ValueSource::CommandLine) => "flag".to_string(),
+            Some(ValueSource::EnvVariable) => format!(
+                "env {}",
+                arg.get_env()
+                    .map(|e| e.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ),
+            Some(ValueSource::DefaultValue) if cli.from_file.contains(&format!("{name}:{id}")) => {
+                "config file".into()
+            }
+            Some(ValueSource::DefaultValue) => "default".into(),
+            _ => "unset".into(),
+        };
+        out.push(ResolvedOption {
+            long: long.to_string(),
+            value,
+            source,
+        });
+    }
+    out
+}
+
+/// The resolved options as a JSON object (for the stored run record).
+pub(crate) fn options_json(cli: &Cli) -> serde_json::Value {
+    serde_json::Value::Object(
+        resolved_options(cli)
+            .into_iter()
+            .filter(|o| !o.value.is_empty())
+            .map(|o| (o.long, serde_json::Value::String(o.value)))
+            .collect(),
+    )
 }

@@ -7,6 +7,8 @@ mod cli;
 mod config_file;
 mod pipeline;
 mod progress;
+mod recording;
+mod results;
 mod summary_build;
 
 use std::process::ExitCode;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use iotload_core::args::BrokerArgs;
-use iotload_core::plan::{BrokerKind, BrokerUrl, Template};
+use iotload_core::plan::{BrokerKind, BrokerUrl};
 use iotload_core::shutdown::Shutdown;
 use iotload_core::summary::{ProcessSection, RunSummary};
 use iotload_core::transport::Transport;
@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command, OutputArgs, RunArgs};
 use crate::progress::{self, Sources};
+use crate::recording::Recording;
 use crate::summary_build::{echo_section, load_section, receive_section};
 
 /// Builds the transport the URL names and runs `$body` with it bound to `$t`: the one
@@ -62,22 +63,28 @@ pub(crate) fn hint_for(err: &anyhow::Error) -> Option<&'static str> {
 
 /// Runs the command the user chose.
 pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
+    if let Command::Results(args) = cli.command {
+        crate::results::execute(args).await?;
+        return Ok(Outcome { interrupted: false });
+    }
     if cli.dry_run {
         print_dry_run(&cli)?;
         return Ok(Outcome { interrupted: false });
     }
+    let config = crate::cli::options_json(&cli);
     let shutdown = Shutdown::new();
     let _signals = shutdown.listen_for_signals();
     match cli.command {
-        Command::Run(args) => run_loop(args, shutdown).await,
+        Command::Run(args) => run_loop(args, config, shutdown).await,
         Command::Loadgen(a) => {
             let url = required_url(&a.broker)?;
             let plan = a
                 .load
                 .resolve(&a.broker, &a.stamp, a.output.drain_timeout)?;
             loadgen::ensure_open_files(plan.devices)?;
+            let rec = Recording::open(&a.store, "loadgen", url.to_string(), config).await?;
             with_transport!(&a.broker, url, |t| run_loadgen(
-                t, plan, &a.output, shutdown
+                t, plan, rec, &a.output, shutdown
             )
             .await)
         }
@@ -89,11 +96,17 @@ pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
             )
             .await)
         }
+        Command::Results(_) => Err(anyhow!("`results` takes no --dry-run")),
         Command::Collector(a) => {
             let url = required_url(&a.broker)?;
-            let plan = a.collect.resolve(&a.broker, &a.stamp)?;
+            let mut plan = a.collect.resolve(&a.broker, &a.stamp)?;
+            let rec = Recording::open(&a.store, "collector", url.to_string(), config).await?;
+            plan.run_id = rec.run_id().to_string();
+            plan.instance = rec.instance().to_string();
+            plan.raw = rec.raw;
+            let claim = a.collect.claim.map(|n| (n, a.collect.claim_timeout));
             with_transport!(&a.broker, url, |t| run_collector(
-                t, plan, &a.output, shutdown
+                t, plan, rec, claim, &a.output, shutdown
             )
             .await)
         }
@@ -131,7 +144,11 @@ fn finish(summary: &mut RunSummary, output: &OutputArgs) -> anyhow::Result<()> {
 }
 
 /// `iotload run`: collector and echo subscribe first, then the devices send.
-async fn run_loop(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<Outcome> {
+async fn run_loop(
+    args: RunArgs,
+    config: serde_json::Value,
+    shutdown: Shutdown,
+) -> anyhow::Result<Outcome> {
     let plan = args
         .load
         .resolve(&args.broker, &args.stamp, args.output.drain_timeout)?;
@@ -140,8 +157,8 @@ async fn run_loop(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<Outcome> 
         Some(url) => url,
         None => start_embedded(&args.broker, plan.devices)?,
     };
-    with_transport!(&args.broker, url, |t| run_loop_on(t, args, plan, shutdown)
-        .await)
+    let rec = Recording::open(&args.store, "run", url.to_string(), config).await?;
+    with_transport!(&args.broker, url, |t| run_loop_on(t, args, plan, rec, shutdown).await)
 }
 
 #[cfg(feature = "embedded-broker")]
@@ -167,17 +184,22 @@ async fn run_loop_on<T: Transport>(
     transport: Arc<T>,
     args: RunArgs,
     plan: loadgen::LoadPlan,
+    rec: Recording,
     shutdown: Shutdown,
 ) -> anyhow::Result<Outcome> {
     let started = started_at();
     let clock = Instant::now();
-    let action = Template::parse(&args.action_topic)?;
     let collect_args = collector::CollectorArgs {
-        topics: vec![action.to_filter()],
+        topics: vec![plan.action_topic.to_filter()],
         duration: None,
+        claim: None,
+        claim_timeout: Duration::ZERO,
         client_id: format!("iotload-collector-{}", std::process::id()),
     };
-    let collect_plan = collect_args.resolve(&args.broker, &args.stamp)?;
+    let mut collect_plan = collect_args.resolve(&args.broker, &args.stamp)?;
+    collect_plan.run_id = rec.run_id().to_string();
+    collect_plan.instance = rec.instance().to_string();
+    collect_plan.raw = rec.raw;
     let subscriber = collector::subscribe(transport.as_ref(), &collect_plan)
         .await
         .context("connecting the collector")?;
@@ -186,7 +208,7 @@ async fn run_loop_on<T: Transport>(
     } else {
         let echo_args = echo_ipaas::EchoArgs {
             from: vec![plan.topic.to_filter()],
-            to: args.action_topic.clone(),
+            to: args.load.action_topic.clone(),
             delay: args.delay,
             client_id: format!("iotload-echo-{}", std::process::id()),
         };
@@ -199,12 +221,15 @@ async fn run_loop_on<T: Transport>(
 
     let consume = shutdown.consume().clone();
     let live = Arc::new(collector::CollectorLive::default());
-    let load_stats = Arc::new(loadgen::LoadStats::default());
+    let load_stats = Arc::new(loadgen::LoadStats::new(plan.devices));
     let echo_stats = Arc::new(echo_ipaas::EchoStats::default());
     let collector_task = {
         let live = live.clone();
         let stop = consume.clone();
-        tokio::spawn(async move { collector::collect(subscriber, &collect_plan, live, stop).await })
+        let records = rec.records();
+        tokio::spawn(async move {
+            collector::collect(subscriber, &collect_plan, live, records, stop).await
+        })
     };
     let echo_task = echo.map(|(echo_plan, conns)| {
         let stats = echo_stats.clone();
@@ -225,6 +250,7 @@ async fn run_loop_on<T: Transport>(
     let load = loadgen::run(
         transport.clone(),
         &plan,
+        &rec.fleet(),
         load_stats,
         shutdown.produce().clone(),
     )
@@ -267,6 +293,7 @@ async fn run_loop_on<T: Transport>(
     ));
     summary.elapsed_s = clock.elapsed().as_secs_f64();
     summary.warnings = warnings;
+    rec.close(&mut summary, args.output.drain_timeout).await;
     finish(&mut summary, &args.output)?;
     Ok(Outcome {
         interrupted: summary.interrupted,
@@ -276,12 +303,13 @@ async fn run_loop_on<T: Transport>(
 async fn run_loadgen<T: Transport>(
     transport: Arc<T>,
     plan: loadgen::LoadPlan,
+    rec: Recording,
     output: &OutputArgs,
     shutdown: Shutdown,
 ) -> anyhow::Result<Outcome> {
     let started = started_at();
     let clock = Instant::now();
-    let stats = Arc::new(loadgen::LoadStats::default());
+    let stats = Arc::new(loadgen::LoadStats::new(plan.devices));
     let progress_stop = CancellationToken::new();
     let progress = progress::spawn(
         &output.progress,
@@ -291,7 +319,14 @@ async fn run_loadgen<T: Transport>(
         },
         progress_stop.clone(),
     );
-    let report = loadgen::run(transport.clone(), &plan, stats, shutdown.produce().clone()).await;
+    let report = loadgen::run(
+        transport.clone(),
+        &plan,
+        &rec.fleet(),
+        stats,
+        shutdown.produce().clone(),
+    )
+    .await;
     progress_stop.cancel();
     let _ = progress.await;
     let report = report.context("running the devices")?;
@@ -301,6 +336,7 @@ async fn run_loadgen<T: Transport>(
     summary.load = Some(load_section(&plan, &report, &mut warnings));
     summary.elapsed_s = clock.elapsed().as_secs_f64();
     summary.warnings = warnings;
+    rec.close(&mut summary, output.drain_timeout).await;
     finish(&mut summary, output)?;
     Ok(Outcome {
         interrupted: summary.interrupted,
@@ -357,15 +393,56 @@ async fn run_echo<T: Transport>(
 
 async fn run_collector<T: Transport>(
     transport: Arc<T>,
-    plan: collector::CollectPlan,
+    mut plan: collector::CollectPlan,
+    rec: Recording,
+    claim: Option<(usize, Duration)>,
     output: &OutputArgs,
     shutdown: Shutdown,
 ) -> anyhow::Result<Outcome> {
     let started = started_at();
     let clock = Instant::now();
+    let claims_stop = CancellationToken::new();
+    let mut claims_task = None;
+    if let Some((n, timeout)) = claim {
+        let store = rec
+            .backend()
+            .ok_or_else(|| anyhow!("--claim needs a results store shared with the loadgens (--store redis://...)"))?;
+        eprintln!("collector: claiming {n} advertised topics (up to {} s)", timeout.as_secs());
+        let topics = collector::claims::claim_topics(
+            &store,
+            n,
+            rec.instance(),
+            rec.lease,
+            timeout,
+            shutdown.produce(),
+        )
+        .await
+        .context("claiming topics")?;
+        if topics.is_empty() {
+            return Err(anyhow!(
+                "no advertised topic could be claimed within {} s: start loadgens with                  --advertise and the same --store, or raise --claim-timeout",
+                timeout.as_secs()
+            ));
+        }
+        plan.filters = topics.clone();
+        claims_task = Some(collector::claims::keep_claims(
+            store,
+            topics,
+            rec.instance().to_string(),
+            rec.lease,
+            claims_stop.clone(),
+        ));
+    }
     let subscriber = collector::subscribe(transport.as_ref(), &plan)
         .await
         .context("connecting the collector")?;
+    if let Some(store) = rec.backend() {
+        // Tell loadgens waiting with --wait-for that this collector is subscribed.
+        store
+            .join_barrier(rec.run_id(), rec.instance())
+            .await
+            .context("joining the start barrier")?;
+    }
     eprintln!("collector: listening on {:?}", plan.filters);
     let live = Arc::new(collector::CollectorLive::default());
     let progress_stop = CancellationToken::new();
@@ -377,9 +454,20 @@ async fn run_collector<T: Transport>(
         },
         progress_stop.clone(),
     );
-    let report = collector::collect(subscriber, &plan, live, shutdown.produce().clone()).await;
+    let report = collector::collect(
+        subscriber,
+        &plan,
+        live,
+        rec.records(),
+        shutdown.produce().clone(),
+    )
+    .await;
     progress_stop.cancel();
     let _ = progress.await;
+    claims_stop.cancel();
+    if let Some(task) = claims_task {
+        let _ = task.await;
+    }
     let mut warnings = Vec::new();
     let mut summary = RunSummary::new("collector", transport.url().to_string(), started);
     summary.interrupted = shutdown.interrupted();
@@ -391,6 +479,7 @@ async fn run_collector<T: Transport>(
     ));
     summary.elapsed_s = clock.elapsed().as_secs_f64();
     summary.warnings = warnings;
+    rec.close(&mut summary, output.drain_timeout).await;
     finish(&mut summary, output)?;
     Ok(Outcome {
         interrupted: summary.interrupted,
@@ -403,49 +492,10 @@ fn humantime_str(d: Duration) -> String {
 
 /// `--dry-run`: every option of the chosen subcommand with its value and source.
 fn print_dry_run(cli: &Cli) -> anyhow::Result<()> {
-    use clap::CommandFactory;
-    use clap::parser::ValueSource;
     let name = cli.command.name();
-    let Some(matches) = &cli.matches else {
-        return Ok(());
-    };
     println!("iotload {name} (dry run: nothing is connected)");
-    let command = Cli::command();
-    let Some(sub) = command.find_subcommand(name) else {
-        return Ok(());
-    };
-    for arg in sub.get_arguments() {
-        let id = arg.get_id().as_str();
-        let Some(long) = arg.get_long() else { continue };
-        if matches!(id, "help" | "version" | "dry_run") {
-            continue;
-        }
-        let values: Vec<String> = matches
-            .get_raw(id)
-            .map(|v| v.map(|s| s.to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
-        let mut value = values.join(",");
-        if long.contains("password") && !value.is_empty() {
-            value = "***".into();
-        }
-        if long == "broker" {
-            value = iotload_core::plan::redact_url(&value);
-        }
-        let source = match matches.value_source(id) {
-            Some(ValueSource::CommandLine) => "flag".to_string(),
-            Some(ValueSource::EnvVariable) => format!(
-                "env {}",
-                arg.get_env()
-                    .map(|e| e.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            ),
-            Some(ValueSource::DefaultValue) if cli.from_file.contains(&format!("{name}:{id}")) => {
-                "config file".into()
-            }
-            Some(ValueSource::DefaultValue) => "default".into(),
-            _ => "unset".into(),
-        };
-        println!("  --{long:<20} {value:<32} ({source})");
+    for o in crate::cli::resolved_options(cli) {
+        println!("  --{:<20} {:<32} ({})", o.long, o.value, o.source);
     }
     let plan_line = match &cli.command {
         Command::Run(a) => {
@@ -465,6 +515,7 @@ fn print_dry_run(cli: &Cli) -> anyhow::Result<()> {
             required_url(&a.broker)?;
             Some(format!("echo {:?} → {}", plan.from, plan.route_text()))
         }
+        Command::Results(_) => None,
         Command::Collector(a) => {
             let plan = a.collect.resolve(&a.broker, &a.stamp)?;
             required_url(&a.broker)?;

@@ -5,6 +5,9 @@
 //! [`subscribe`] opens the subscription (so `iotload run` can subscribe before any device
 //! sends) and [`collect`] receives until `stop` fires or the drain goal is met.
 
+pub mod claims;
+mod topics;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,9 +19,13 @@ use iotload_core::payload::StampDecoder;
 use iotload_core::plan::{PlanError, parse_duration};
 use iotload_core::recorder::LatencyHistogram;
 use iotload_core::seq::{Arrival, SeqCounts, SequenceTracker};
+use iotload_core::stamp::now_us;
+use iotload_core::store::writer::{Record, RecordSender};
+use iotload_core::store::{RawRecord, TopicSecond};
 use iotload_core::transport::{ClientIdentity, Subscriber, Transport, TransportError};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
+use topics::{Outcome, TopicSeconds};
 
 /// What the collector listens to.
 #[derive(Debug, Clone, Args)]
@@ -36,6 +43,16 @@ pub struct CollectorArgs {
     /// How long to listen (e.g. 60s); until Ctrl-C when not given.
     #[arg(long, env = "IOTLOAD_DURATION", value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
+
+    /// Instead of --topic, claim this many topics advertised by loadgens (--advertise) in
+    /// the results store, one collector per topic, and consume those.
+    #[arg(long, env = "IOTLOAD_CLAIM", value_name = "N")]
+    pub claim: Option<usize>,
+
+    /// How long --claim waits for enough advertised topics.
+    #[arg(long, env = "IOTLOAD_CLAIM_TIMEOUT", value_name = "DURATION", default_value = "60s",
+          value_parser = parse_duration)]
+    pub claim_timeout: Duration,
 
     /// Client id of the collector's connection.
     #[arg(
@@ -58,6 +75,12 @@ pub struct CollectPlan {
     pub decoder: StampDecoder,
     /// Stop after this long, if set.
     pub duration: Option<Duration>,
+    /// Run id of stored records.
+    pub run_id: String,
+    /// Instance name of stored records.
+    pub instance: String,
+    /// Store every message too.
+    pub raw: bool,
 }
 
 impl CollectorArgs {
@@ -91,6 +114,9 @@ impl CollectorArgs {
             identity,
             decoder: StampDecoder::new(stamp.fields()?),
             duration: self.duration,
+            run_id: String::new(),
+            instance: String::new(),
+            raw: false,
         })
     }
 }
@@ -184,8 +210,17 @@ pub async fn collect<S: Subscriber>(
     mut subscriber: S,
     plan: &CollectPlan,
     live: Arc<CollectorLive>,
+    records: Option<RecordSender>,
     stop: CancellationToken,
 ) -> CollectReport {
+    let mut per_topic = TopicSeconds::new(plan.run_id.clone(), plan.instance.clone());
+    let offer_all = |done: Vec<TopicSecond>| {
+        if let Some(r) = &records {
+            for d in done {
+                r.offer(Record::Second(d));
+            }
+        }
+    };
     let mut seq = SequenceTracker::new();
     let mut latency = LatencyHistogram::new();
     let mut latency_corrected = LatencyHistogram::new();
@@ -226,6 +261,9 @@ pub async fn collect<S: Subscriber>(
                 interval.clear();
                 interval_corrected.clear();
                 interval_received = 0;
+                if records.is_some() {
+                    offer_all(per_topic.flush(Some(now_us() / 1_000_000)));
+                }
             }
             message = subscriber.recv() => {
                 let message = match message {
@@ -241,23 +279,54 @@ pub async fn collect<S: Subscriber>(
                 let now = Instant::now();
                 first.get_or_insert(now);
                 last = now;
+                let second = message.received_us / 1_000_000;
                 let stamp = match plan.decoder.decode(&message.payload, &message.headers) {
                     Ok(s) => s,
                     Err(e) => {
                         *undecodable.entry(e.kind().to_string()).or_default() += 1;
+                        if records.is_some() {
+                            let done = per_topic.add(&message.topic, second, Outcome::Undecodable);
+                            offer_all(done.into_iter().collect());
+                        }
                         continue;
                     }
                 };
-                match seq.observe(stamp.device, stamp.seq) {
-                    Arrival::Duplicate => continue,
-                    Arrival::New | Arrival::Late => {}
+                let gaps_before = seq.counts().gaps;
+                let arrival = seq.observe(stamp.device, stamp.seq);
+                let new_gaps = seq.counts().gaps.saturating_sub(gaps_before);
+                let future = message.received_us < stamp.sent_us;
+                let raw_us = message.received_us.saturating_sub(stamp.sent_us);
+                let corrected_us = message.received_us.saturating_sub(stamp.intended_us);
+                if let Some(r) = &records {
+                    let outcome = match (arrival, future) {
+                        (Arrival::Duplicate, _) => Outcome::Duplicate,
+                        (_, true) => Outcome::Unmeasured { new_gaps },
+                        (Arrival::Late, false) => Outcome::Late { raw_us, corrected_us },
+                        (Arrival::New, false) => Outcome::Measured { raw_us, corrected_us, new_gaps },
+                    };
+                    offer_all(per_topic.add(&message.topic, second, outcome).into_iter().collect());
+                    if plan.raw && arrival != Arrival::Duplicate {
+                        r.offer(Record::Raw(
+                            message.topic.clone(),
+                            RawRecord {
+                                device: stamp.device,
+                                seq: stamp.seq,
+                                intended_us: stamp.intended_us,
+                                sent_us: stamp.sent_us,
+                                received_us: message.received_us,
+                            },
+                        ));
+                    }
+                }
+                if arrival == Arrival::Duplicate {
+                    continue;
                 }
                 unique += 1;
-                if message.received_us < stamp.sent_us {
+                if future {
                     future_stamps += 1;
                 } else {
-                    interval.record(message.received_us - stamp.sent_us);
-                    interval_corrected.record(message.received_us.saturating_sub(stamp.intended_us));
+                    interval.record(raw_us);
+                    interval_corrected.record(corrected_us);
                 }
                 live.unique.store(unique, Ordering::SeqCst);
                 if unique >= live.drain_target.load(Ordering::Relaxed) {
@@ -268,6 +337,7 @@ pub async fn collect<S: Subscriber>(
     }
     latency.add(&interval);
     latency_corrected.add(&interval_corrected);
+    offer_all(per_topic.flush(None));
     let _ = subscriber.close().await;
     CollectReport {
         received,

@@ -342,3 +342,76 @@ impl StampArgs {
         }
     }
 }
+
+/// Where results go and how this instance is named in them.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Where results go: sqlite://FILE (embedded), redis://[:PASSWORD@]HOST:PORT/DB (shared
+    /// by many instances), or none.
+    #[arg(long, env = "IOTLOAD_STORE", value_name = "URL",
+          default_value = "sqlite://iotload-results.db")]
+    pub store: String,
+
+    /// Also store every message: topic, device, seq, intended, sent and receive times.
+    #[arg(long, env = "IOTLOAD_RAW")]
+    pub raw: bool,
+
+    /// Records held while the store is slow or down; beyond this they are dropped and the
+    /// summary says how many.
+    #[arg(long, env = "IOTLOAD_STORE_BUFFER", value_name = "RECORDS", default_value_t = 100_000)]
+    pub store_buffer: usize,
+
+    /// Run id under which results are stored; give the same to every instance of a fleet.
+    /// Generated when not given.
+    #[arg(long, env = "IOTLOAD_RUN_ID", value_name = "ID")]
+    pub run_id: Option<String>,
+
+    /// This instance's name in stored results (default: host name and process id; in
+    /// Kubernetes the pod name).
+    #[arg(long, env = "IOTLOAD_INSTANCE", value_name = "NAME")]
+    pub instance: Option<String>,
+
+    /// How long an advertised topic or a claim lives in the store without renewal: a dead
+    /// instance's topics become available again after it.
+    #[arg(long, env = "IOTLOAD_LEASE", value_name = "DURATION", default_value = "10s",
+          value_parser = parse_duration)]
+    pub lease: Duration,
+}
+
+impl StoreArgs {
+    /// The store URL, or `None` for `--store none`.
+    pub fn url(&self) -> Option<&str> {
+        match self.store.trim() {
+            "" | "none" => None,
+            url => Some(url),
+        }
+    }
+
+    /// The run id: given, or made from the start time and process id.
+    pub fn run_id(&self) -> String {
+        self.run_id.clone().unwrap_or_else(|| {
+            let now = chrono::Utc::now();
+            format!("{}-{:x}", now.format("%Y%m%d-%H%M%S"), std::process::id() & 0xffff)
+        })
+    }
+
+    /// This instance's name.
+    pub fn instance(&self) -> String {
+        self.instance.clone().unwrap_or_else(default_instance)
+    }
+}
+
+/// Host (or pod) name and process id.
+pub fn default_instance() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}-{}", std::process::id())
+}

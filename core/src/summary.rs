@@ -39,10 +39,34 @@ pub struct RunSummary {
     /// What was received and how late (collector, run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receive: Option<ReceiveSection>,
+    /// Where the results were stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreSection>,
     /// What the iotload process itself used.
     pub process: ProcessSection,
     /// Things that make the numbers less trustworthy, in plain words.
     pub warnings: Vec<String>,
+}
+
+/// Where results went and whether all of them got there.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreSection {
+    /// The store (password redacted).
+    pub url: String,
+    /// The run id the results are stored under.
+    pub run_id: String,
+    /// This instance's name in the store.
+    pub instance: String,
+    /// Per-topic per-second aggregates written.
+    pub seconds_written: u64,
+    /// Raw message records written.
+    pub raw_written: u64,
+    /// Records dropped because the buffer was full while the store was slow or down.
+    pub dropped: u64,
+    /// Records still unwritten when the final flush gave up.
+    pub unflushed: u64,
+    /// Failed store calls (each was retried).
+    pub failures: u64,
 }
 
 /// The cost of the iotload process itself (all its components, and the embedded broker
@@ -175,6 +199,7 @@ impl RunSummary {
             load: None,
             echo: None,
             receive: None,
+            store: None,
             process: ProcessSection::default(),
             warnings: Vec::new(),
         }
@@ -252,6 +277,21 @@ impl RunSummary {
                     s.min, s.p50, s.p90, s.p99, s.p999, s.max
                 );
             }
+        }
+        if let Some(st) = &self.store {
+            let _ = writeln!(
+                o,
+                "\nresults     {} · run {} · {} per-second records{} · dropped {}",
+                st.url,
+                st.run_id,
+                st.seconds_written,
+                if st.raw_written > 0 {
+                    format!(" + {} raw", st.raw_written)
+                } else {
+                    String::new()
+                },
+                st.dropped + st.unflushed
+            );
         }
         let p = &self.process;
         let _ = writeln!(

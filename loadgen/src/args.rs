@@ -57,6 +57,26 @@ pub struct LoadArgs {
     )]
     pub topic: String,
 
+    /// Topic each device's actions arrive on (`{device}` is the device number): results
+    /// are stored under it, and `--advertise` offers it to collectors.
+    #[arg(long, env = "IOTLOAD_ACTION_TOPIC", value_name = "TEMPLATE",
+          default_value = "iot/{device}/action")]
+    pub action_topic: String,
+
+    /// Advertise each device's action topic in the results store, so collectors started
+    /// with --claim consume them one to one.
+    #[arg(long, env = "IOTLOAD_ADVERTISE")]
+    pub advertise: bool,
+
+    /// Before sending, wait until this many instances of the run (same --run-id) have
+    /// joined the start barrier in the results store.
+    #[arg(long, env = "IOTLOAD_WAIT_FOR", value_name = "N")]
+    pub wait_for: Option<u64>,
+
+    /// Start sending at this time: RFC 3339 (2026-11-25T10:00:00Z) or Unix seconds.
+    #[arg(long, env = "IOTLOAD_START_AT", value_name = "TIME", value_parser = parse_start_at)]
+    pub start_at: Option<std::time::SystemTime>,
+
     /// Client id per device; `{device}` is the device number.
     #[arg(
         long,
@@ -147,6 +167,7 @@ impl LoadArgs {
             None => Stop::After(self.duration),
         };
         let topic = Template::parse(&self.topic)?;
+        let action_topic = Template::parse(&self.action_topic)?;
         let client_id = Template::parse(&self.client_id)?;
         if devices > 1 && !client_id.has_device() {
             return Err(PlanError::BadValue {
@@ -188,6 +209,10 @@ impl LoadArgs {
             rate,
             stop,
             topic,
+            action_topic,
+            advertise: self.advertise,
+            wait_for: self.wait_for,
+            start_at: self.start_at,
             client_id,
             credentials,
             encoder: Arc::new(encoder),
@@ -195,4 +220,17 @@ impl LoadArgs {
             drain_timeout,
         })
     }
+}
+
+/// Parses `--start-at`: RFC 3339 or Unix seconds.
+fn parse_start_at(value: &str) -> Result<std::time::SystemTime, String> {
+    if let Ok(secs) = value.trim().parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Ok(std::time::UNIX_EPOCH + Duration::from_secs_f64(secs));
+    }
+    chrono::DateTime::parse_from_rfc3339(value.trim())
+        .map(std::time::SystemTime::from)
+        .map_err(|e| format!("`{value}` is not a time ({e}); give e.g. 2026-11-25T10:00:00Z or Unix seconds"))
 }

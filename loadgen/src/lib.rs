@@ -7,6 +7,7 @@
 //! with a timer heap, so ten thousand devices do not mean ten thousand timers.
 
 mod args;
+mod fleet;
 mod shard;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use args::LoadArgs;
+pub use fleet::Fleet;
 
 /// A checked description of what the devices do.
 #[derive(Debug, Clone)]
@@ -38,6 +40,15 @@ pub struct LoadPlan {
     pub stop: Stop,
     /// Topic per device.
     pub topic: Template,
+    /// Topic each device's actions arrive on: results are stored under it and it is what
+    /// `--advertise` offers to collectors.
+    pub action_topic: Template,
+    /// Advertise the action topics in the store.
+    pub advertise: bool,
+    /// Instances to wait for in the start barrier.
+    pub wait_for: Option<u64>,
+    /// Wall-clock start time.
+    pub start_at: Option<std::time::SystemTime>,
     /// Client id per device.
     pub client_id: Template,
     /// Credentials per device.
@@ -57,15 +68,27 @@ impl LoadPlan {
     }
 }
 
-/// Counters the progress line reads while devices run.
+/// Counters the progress line and the store reporter read while devices run.
 #[derive(Debug, Default)]
 pub struct LoadStats {
+    /// Messages sent per device, by index from the first device.
+    pub per_device: Vec<AtomicU64>,
     /// Messages handed to the broker client so far.
     pub sent: AtomicU64,
     /// Publishes that failed so far.
     pub errors: AtomicU64,
     /// Devices connected so far.
     pub connected: AtomicU64,
+}
+
+impl LoadStats {
+    /// Counters for `devices` devices.
+    pub fn new(devices: u32) -> Self {
+        Self {
+            per_device: (0..devices).map(|_| AtomicU64::new(0)).collect(),
+            ..Self::default()
+        }
+    }
 }
 
 /// What the devices did.
@@ -96,12 +119,16 @@ pub enum LoadgenError {
     /// Not a single device could connect.
     #[error("no device could connect")]
     NoDevice(#[source] TransportError),
+    /// The store refused the advertisement or the start barrier.
+    #[error("coordinating with the fleet through the results store failed")]
+    Fleet(#[source] iotload_core::store::StoreError),
 }
 
 /// Connects the devices, runs their schedules, then flushes and closes every connection.
 pub async fn run<T: Transport>(
     transport: Arc<T>,
     plan: &LoadPlan,
+    fleet: &Fleet,
     stats: Arc<LoadStats>,
     stop: CancellationToken,
 ) -> Result<LoadReport, LoadgenError> {
@@ -111,6 +138,20 @@ pub async fn run<T: Transport>(
     {
         return Err(LoadgenError::NoDevice(e));
     }
+    let fleet_stop = CancellationToken::new();
+    let advertiser = if plan.advertise {
+        fleet
+            .advertise(plan, fleet_stop.clone())
+            .await
+            .map_err(LoadgenError::Fleet)?
+    } else {
+        None
+    };
+    fleet
+        .wait_for_start(plan.wait_for, plan.start_at, &stop)
+        .await
+        .map_err(LoadgenError::Fleet)?;
+    let reporter = fleet.report_sent(plan, stats.clone(), fleet_stop.clone());
     let connected = publishers.len() as u32;
     let first_connect_error = first_error.map(|e| format!("{e:#}"));
 
@@ -143,6 +184,10 @@ pub async fn run<T: Transport>(
     }
     let disconnections = to_close.iter().map(Publisher::disconnections).sum();
     close_all(to_close, plan.drain_timeout).await;
+    fleet_stop.cancel();
+    for task in [advertiser, reporter].into_iter().flatten() {
+        let _ = task.await;
+    }
     Ok(LoadReport {
         connected,
         connect_failures: failures,
@@ -160,14 +205,14 @@ fn shard_count(devices: usize) -> usize {
     devices.clamp(1, cores * 4)
 }
 
-/// The outcome of connecting the fleet.
-struct Fleet<P> {
+/// The outcome of connecting the devices.
+struct Connected<P> {
     publishers: Vec<(u32, P)>,
     failures: u32,
     first_error: Option<TransportError>,
 }
 
-impl<P> Fleet<P> {
+impl<P> Connected<P> {
     fn absorb(&mut self, joined: Result<(u32, Result<P, TransportError>), tokio::task::JoinError>) {
         match joined {
             Ok((device, Ok(p))) => self.publishers.push((device, p)),
@@ -190,7 +235,7 @@ async fn connect_all<T: Transport>(
     let limit = Arc::new(Semaphore::new(256));
     let start = Instant::now();
     let mut pending = JoinSet::new();
-    let mut fleet = Fleet {
+    let mut fleet = Connected {
         publishers: Vec::with_capacity(plan.devices as usize),
         failures: 0,
         first_error: None,

@@ -36,6 +36,7 @@ impl Clock {
 /// One emulated device in a shard.
 pub(crate) struct Device<P> {
     id: u32,
+    index: usize,
     topic: String,
     schedule: DeviceSchedule,
     publisher: P,
@@ -46,6 +47,7 @@ impl<P: Publisher> Device<P> {
         let index = id - plan.first_device;
         Self {
             id,
+            index: index as usize,
             topic: plan.topic.render(id),
             schedule: DeviceSchedule::new(index, plan.devices, plan.rate.per_s(), plan.stop),
             publisher,
@@ -124,6 +126,7 @@ pub(crate) async fn drive<P: Publisher>(
             Ok(()) => {
                 sent += 1;
                 stats.sent.fetch_add(1, Ordering::Relaxed);
+                stats.per_device[device.index].fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
                 errors += 1;

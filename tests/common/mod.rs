@@ -18,9 +18,17 @@ pub fn iotload() -> Command {
         }
     }
     cmd.env("IOTLOAD_PROGRESS", "never")
+        .current_dir(work_dir())
         .stdin(Stdio::null())
         .kill_on_drop(true);
     cmd
+}
+
+/// A directory for the default results file, away from the source tree.
+pub fn work_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("iotload-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("test work dir");
+    dir
 }
 
 /// The finished output of a command.

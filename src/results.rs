@@ -1,0 +1,333 @@
+//! `iotload results`: list, show and export stored runs from any store backend.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow};
+use clap::{Args, Subcommand};
+use iotload_core::recorder::LatencyHistogram;
+use iotload_core::store::{Backend, RunRecord, TopicSecond};
+
+/// Options of `iotload results`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ResultsArgs {
+    /// The results store: sqlite://FILE or redis://HOST:PORT/DB.
+    #[arg(long, env = "IOTLOAD_STORE", value_name = "URL",
+          default_value = "sqlite://iotload-results.db", global = true)]
+    pub(crate) store: String,
+
+    #[command(subcommand)]
+    pub(crate) action: ResultsAction,
+}
+
+/// What to do with stored results.
+#[derive(Debug, Clone, Subcommand)]
+pub(crate) enum ResultsAction {
+    /// Every stored run, newest first.
+    List,
+    /// One run: its instances and a per-topic table. RUN may be `latest`.
+    Show {
+        /// Run id, or `latest`.
+        run: String,
+    },
+    /// One run's data for other tools. RUN may be `latest`.
+    Export {
+        /// Run id, or `latest`.
+        run: String,
+        /// Format: csv (per-topic per-second rows, or raw rows with --raw), json, or hdr
+        /// (HdrHistogram interval log, one interval per topic and second, tagged by topic).
+        #[arg(long, value_parser = ["csv", "json", "hdr"], default_value = "csv")]
+        format: String,
+        /// Export raw per-message records (stored with --raw) instead of aggregates.
+        #[arg(long)]
+        raw: bool,
+        /// Write to this file instead of standard output.
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Runs `iotload results …`.
+pub(crate) async fn execute(args: ResultsArgs) -> anyhow::Result<()> {
+    let store = iotload_core::store::open(&args.store)
+        .await
+        .context("opening the results store")?;
+    match args.action {
+        ResultsAction::List => list(store.as_ref()).await,
+        ResultsAction::Show { run } => {
+            let run = resolve_run(store.as_ref(), &run).await?;
+            show(store.as_ref(), &run).await
+        }
+        ResultsAction::Export {
+            run,
+            format,
+            raw,
+            out,
+        } => {
+            let run = resolve_run(store.as_ref(), &run).await?;
+            let mut text = Vec::new();
+            export(store.as_ref(), &run, &format, raw, &mut text).await?;
+            match out {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => std::io::stdout().write_all(&text)?,
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn resolve_run(store: &dyn Backend, run: &str) -> anyhow::Result<String> {
+    if run != "latest" {
+        return Ok(run.to_string());
+    }
+    store
+        .runs()
+        .await?
+        .first()
+        .map(|r| r.run_id.clone())
+        .ok_or_else(|| anyhow!("{} holds no runs yet", store.url()))
+}
+
+fn time_of(us: u64) -> String {
+    chrono::DateTime::from_timestamp_micros(us as i64)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+async fn list(store: &dyn Backend) -> anyhow::Result<()> {
+    let runs = store.runs().await?;
+    if runs.is_empty() {
+        println!("{} holds no runs yet", store.url());
+        return Ok(());
+    }
+    let mut by_run: BTreeMap<&str, Vec<&RunRecord>> = BTreeMap::new();
+    for r in &runs {
+        by_run.entry(&r.run_id).or_default().push(r);
+    }
+    let mut order: Vec<(&str, u64)> = by_run
+        .iter()
+        .map(|(id, rs)| (*id, rs.iter().map(|r| r.started_us).min().unwrap_or(0)))
+        .collect();
+    order.sort_by_key(|(_, started)| std::cmp::Reverse(*started));
+    println!("{:<28} {:<20} {:<10} {}", "run", "started (UTC)", "instances", "components");
+    for (id, started) in order {
+        let rs = &by_run[id];
+        let mut components: Vec<&str> = rs.iter().map(|r| r.component.as_str()).collect();
+        components.sort_unstable();
+        components.dedup();
+        println!(
+            "{id:<28} {:<20} {:<10} {}",
+            time_of(started),
+            rs.len(),
+            components.join(",")
+        );
+    }
+    Ok(())
+}
+
+/// One topic's totals over a run.
+#[derive(Default)]
+struct TopicTotals {
+    sent: u64,
+    received: u64,
+    lost: u64,
+    duplicates: u64,
+    reordered: u64,
+    undecodable: u64,
+    latency: LatencyHistogram,
+}
+
+fn totals(seconds: &[TopicSecond]) -> anyhow::Result<BTreeMap<String, TopicTotals>> {
+    let mut out: BTreeMap<String, TopicTotals> = BTreeMap::new();
+    for s in seconds {
+        let t = out.entry(s.topic.clone()).or_default();
+        t.sent += s.sent;
+        t.received += s.received;
+        t.lost += s.lost;
+        t.duplicates += s.duplicates;
+        t.reordered += s.reordered;
+        t.undecodable += s.undecodable;
+        t.latency.add(&LatencyHistogram::decode(&s.latency_hdr)?);
+    }
+    Ok(out)
+}
+
+async fn show(store: &dyn Backend, run: &str) -> anyhow::Result<()> {
+    let runs: Vec<RunRecord> = store
+        .runs()
+        .await?
+        .into_iter()
+        .filter(|r| r.run_id == run)
+        .collect();
+    if runs.is_empty() {
+        return Err(anyhow!("no run `{run}` in {}; `iotload results list` shows the runs", store.url()));
+    }
+    println!("run {run}");
+    for r in &runs {
+        println!(
+            "  {:<10} {:<28} {} → {}  {}",
+            r.component,
+            r.instance,
+            time_of(r.started_us),
+            if r.ended_us == 0 { "running".to_string() } else { time_of(r.ended_us) },
+            r.broker
+        );
+    }
+    let seconds = store.seconds(run).await?;
+    let totals = totals(&seconds)?;
+    println!(
+        "\n{:<32} {:>9} {:>9} {:>7} {:>6} {:>9} {:>9} {:>9} {:>9}",
+        "topic", "sent", "received", "lost", "dup", "reordered", "p50 ms", "p99 ms", "max ms"
+    );
+    let mut all = TopicTotals::default();
+    for (topic, t) in &totals {
+        print_row(topic, t);
+        all.sent += t.sent;
+        all.received += t.received;
+        all.lost += t.lost;
+        all.duplicates += t.duplicates;
+        all.reordered += t.reordered;
+        all.undecodable += t.undecodable;
+        all.latency.add(&t.latency);
+    }
+    if totals.len() > 1 {
+        print_row("(all topics)", &all);
+    }
+    Ok(())
+}
+
+fn print_row(topic: &str, t: &TopicTotals) {
+    let s = t.latency.stats_ms();
+    println!(
+        "{topic:<32} {:>9} {:>9} {:>7} {:>6} {:>9} {:>9.3} {:>9.3} {:>9.3}",
+        t.sent, t.received, t.lost, t.duplicates, t.reordered, s.p50, s.p99, s.max
+    );
+}
+
+async fn export(
+    store: &dyn Backend,
+    run: &str,
+    format: &str,
+    raw: bool,
+    out: &mut Vec<u8>,
+) -> anyhow::Result<()> {
+    if raw {
+        let rows = store.raw(run).await?;
+        match format {
+            "json" => {
+                let items: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|(topic, r)| serde_json::json!({ "topic": topic, "record": r }))
+                    .collect();
+                serde_json::to_writer_pretty(&mut *out, &items)?;
+                out.push(b'\n');
+            }
+            "csv" => {
+                let mut w = csv::Writer::from_writer(out);
+                w.write_record(["run_id", "topic", "device", "seq", "intended_us", "sent_us", "received_us", "latency_us"])?;
+                for (topic, r) in rows {
+                    w.write_record([
+                        run.to_string(),
+                        topic,
+                        r.device.to_string(),
+                        r.seq.to_string(),
+                        r.intended_us.to_string(),
+                        r.sent_us.to_string(),
+                        r.received_us.to_string(),
+                        r.received_us.saturating_sub(r.sent_us).to_string(),
+                    ])?;
+                }
+                w.flush()?;
+            }
+            _ => return Err(anyhow!("raw records export as csv or json, not {format}")),
+        }
+        return Ok(());
+    }
+    let seconds = store.seconds(run).await?;
+    match format {
+        "json" => {
+            let runs: Vec<RunRecord> = store
+                .runs()
+                .await?
+                .into_iter()
+                .filter(|r| r.run_id == run)
+                .collect();
+            let items: Vec<serde_json::Value> = seconds
+                .iter()
+                .map(|s| {
+                    let latency = LatencyHistogram::decode(&s.latency_hdr).unwrap_or_default();
+                    let corrected = LatencyHistogram::decode(&s.corrected_hdr).unwrap_or_default();
+                    serde_json::json!({
+                        "second": s,
+                        "latency_ms": latency.stats_ms(),
+                        "latency_corrected_ms": corrected.stats_ms(),
+                    })
+                })
+                .collect();
+            serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "runs": runs, "seconds": items }))?;
+            out.push(b'\n');
+        }
+        "csv" => {
+            let mut w = csv::Writer::from_writer(out);
+            w.write_record([
+                "run_id", "topic", "second", "instance", "sent", "received", "lost", "duplicates",
+                "reordered", "undecodable", "latency_count", "latency_p50_ms", "latency_p90_ms",
+                "latency_p99_ms", "latency_max_ms", "corrected_p50_ms", "corrected_p99_ms",
+            ])?;
+            for s in &seconds {
+                let l = LatencyHistogram::decode(&s.latency_hdr)?.stats_ms();
+                let c = LatencyHistogram::decode(&s.corrected_hdr)?.stats_ms();
+                w.write_record([
+                    s.run_id.clone(),
+                    s.topic.clone(),
+                    s.second.to_string(),
+                    s.instance.clone(),
+                    s.sent.to_string(),
+                    s.received.to_string(),
+                    s.lost.to_string(),
+                    s.duplicates.to_string(),
+                    s.reordered.to_string(),
+                    s.undecodable.to_string(),
+                    l.count.to_string(),
+                    l.p50.to_string(),
+                    l.p90.to_string(),
+                    l.p99.to_string(),
+                    l.max.to_string(),
+                    c.p50.to_string(),
+                    c.p99.to_string(),
+                ])?;
+            }
+            w.flush()?;
+        }
+        _ => {
+            use hdrhistogram::serialization::V2DeflateSerializer;
+            use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+            let mut serializer = V2DeflateSerializer::new();
+            let mut builder = IntervalLogWriterBuilder::new();
+            builder.add_comment(&format!("iotload run {run}: latency in µs, one interval per topic and second"));
+            builder.with_max_value_divisor(1000.0);
+            let mut log = builder.begin_log_with(out, &mut serializer)?;
+            for s in &seconds {
+                let h = LatencyHistogram::decode(&s.latency_hdr)?;
+                if h.is_empty() {
+                    continue;
+                }
+                let tag_text: String = s
+                    .topic
+                    .chars()
+                    .map(|c| if matches!(c, ',' | ' ' | '\r' | '\n') { '_' } else { c })
+                    .collect();
+                log.write_histogram(
+                    h.inner(),
+                    std::time::Duration::from_secs(s.second),
+                    std::time::Duration::from_secs(1),
+                    Tag::new(&tag_text),
+                )
+                .map_err(|e| anyhow!("writing the interval log: {e:?}"))?;
+            }
+        }
+    }
+    Ok(())
+}
