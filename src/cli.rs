@@ -112,14 +112,6 @@ pub(crate) struct RunArgs {
     pub(crate) load: LoadArgs,
     #[command(flatten)]
     pub(crate) stamp: StampArgs,
-    /// Action topic template; `{device}` is the device number. The collector listens here.
-    #[arg(
-        long,
-        env = "IOTLOAD_ACTION_TOPIC",
-        value_name = "TEMPLATE",
-        default_value = "iot/{device}/action"
-    )]
-    pub(crate) action_topic: String,
     /// Processing time the built-in echo iPaaS adds to each message (e.g. 50ms).
     #[arg(long, env = "IOTLOAD_DELAY", value_name = "DURATION", default_value = "0s",
           value_parser = parse_duration)]
@@ -205,37 +197,6 @@ pub(crate) fn parse(argv: Vec<OsString>) -> Result<Cli, ParseExit> {
     Ok(cli)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_option_has_an_iotload_env_name_and_help() {
-        let cmd = Cli::command();
-        for sub in cmd.get_subcommands() {
-            for arg in sub.get_arguments() {
-                if arg.get_id() == "help" || arg.get_id() == "version" {
-                    continue;
-                }
-                let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
-                let long = arg.get_long().unwrap_or_default();
-                let expected = format!("IOTLOAD_{}", long.replace('-', "_").to_uppercase());
-                assert_eq!(
-                    env.as_deref(),
-                    Some(expected.as_str()),
-                    "{} --{long}",
-                    sub.get_name()
-                );
-                assert!(
-                    arg.get_help().is_some(),
-                    "{} --{long} has no help",
-                    sub.get_name()
-                );
-            }
-        }
-    }
-}
-
 /// One option's resolved value and where it came from.
 pub(crate) struct ResolvedOption {
     pub(crate) long: String,
@@ -303,4 +264,35 @@ pub(crate) fn options_json(cli: &Cli) -> serde_json::Value {
             .map(|o| (o.long, serde_json::Value::String(o.value)))
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_option_has_an_iotload_env_name_and_help() {
+        let cmd = Cli::command();
+        for sub in cmd.get_subcommands() {
+            for arg in sub.get_arguments() {
+                if arg.get_id() == "help" || arg.get_id() == "version" {
+                    continue;
+                }
+                let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+                let long = arg.get_long().unwrap_or_default();
+                let expected = format!("IOTLOAD_{}", long.replace('-', "_").to_uppercase());
+                assert_eq!(
+                    env.as_deref(),
+                    Some(expected.as_str()),
+                    "{} --{long}",
+                    sub.get_name()
+                );
+                assert!(
+                    arg.get_help().is_some(),
+                    "{} --{long} has no help",
+                    sub.get_name()
+                );
+            }
+        }
+    }
 }

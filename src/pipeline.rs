@@ -158,7 +158,10 @@ async fn run_loop(
         None => start_embedded(&args.broker, plan.devices)?,
     };
     let rec = Recording::open(&args.store, "run", url.to_string(), config).await?;
-    with_transport!(&args.broker, url, |t| run_loop_on(t, args, plan, rec, shutdown).await)
+    with_transport!(&args.broker, url, |t| run_loop_on(
+        t, args, plan, rec, shutdown
+    )
+    .await)
 }
 
 #[cfg(feature = "embedded-broker")]
@@ -194,7 +197,7 @@ async fn run_loop_on<T: Transport>(
         duration: None,
         claim: None,
         claim_timeout: Duration::ZERO,
-        client_id: format!("iotload-collector-{}", std::process::id()),
+        client_id: None,
     };
     let mut collect_plan = collect_args.resolve(&args.broker, &args.stamp)?;
     collect_plan.run_id = rec.run_id().to_string();
@@ -210,7 +213,7 @@ async fn run_loop_on<T: Transport>(
             from: vec![plan.topic.to_filter()],
             to: args.load.action_topic.clone(),
             delay: args.delay,
-            client_id: format!("iotload-echo-{}", std::process::id()),
+            client_id: None,
         };
         let echo_plan = echo_args.resolve(&args.broker)?;
         let conns = echo_ipaas::connect(transport.as_ref(), &echo_plan)
@@ -404,10 +407,13 @@ async fn run_collector<T: Transport>(
     let claims_stop = CancellationToken::new();
     let mut claims_task = None;
     if let Some((n, timeout)) = claim {
-        let store = rec
-            .backend()
-            .ok_or_else(|| anyhow!("--claim needs a results store shared with the loadgens (--store redis://...)"))?;
-        eprintln!("collector: claiming {n} advertised topics (up to {} s)", timeout.as_secs());
+        let store = rec.backend().ok_or_else(|| {
+            anyhow!("--claim needs a results store shared with the loadgens (--store redis://...)")
+        })?;
+        eprintln!(
+            "collector: claiming {n} advertised topics (up to {} s)",
+            timeout.as_secs()
+        );
         let topics = collector::claims::claim_topics(
             &store,
             n,

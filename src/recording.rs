@@ -56,7 +56,11 @@ impl Recording {
                 .await
                 .context("writing the run record")?;
             this.url = backend.url().to_string();
-            this.writer = Some(StoreWriter::spawn(backend.clone(), args.store_buffer));
+            this.writer = Some(StoreWriter::spawn(
+                backend.clone(),
+                this.run.run_id.clone(),
+                args.store_buffer,
+            ));
             this.backend = Some(backend);
         }
         Ok(this)

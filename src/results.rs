@@ -13,8 +13,13 @@ use iotload_core::store::{Backend, RunRecord, TopicSecond};
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ResultsArgs {
     /// The results store: sqlite://FILE or redis://HOST:PORT/DB.
-    #[arg(long, env = "IOTLOAD_STORE", value_name = "URL",
-          default_value = "sqlite://iotload-results.db", global = true)]
+    #[arg(
+        long,
+        env = "IOTLOAD_STORE",
+        value_name = "URL",
+        default_value = "sqlite://iotload-results.db",
+        global = true
+    )]
     pub(crate) store: String,
 
     #[command(subcommand)]
@@ -111,7 +116,10 @@ async fn list(store: &dyn Backend) -> anyhow::Result<()> {
         .map(|(id, rs)| (*id, rs.iter().map(|r| r.started_us).min().unwrap_or(0)))
         .collect();
     order.sort_by_key(|(_, started)| std::cmp::Reverse(*started));
-    println!("{:<28} {:<20} {:<10} {}", "run", "started (UTC)", "instances", "components");
+    println!(
+        "{:<28} {:<20} {:<10} components",
+        "run", "started (UTC)", "instances"
+    );
     for (id, started) in order {
         let rs = &by_run[id];
         let mut components: Vec<&str> = rs.iter().map(|r| r.component.as_str()).collect();
@@ -162,7 +170,10 @@ async fn show(store: &dyn Backend, run: &str) -> anyhow::Result<()> {
         .filter(|r| r.run_id == run)
         .collect();
     if runs.is_empty() {
-        return Err(anyhow!("no run `{run}` in {}; `iotload results list` shows the runs", store.url()));
+        return Err(anyhow!(
+            "no run `{run}` in {}; `iotload results list` shows the runs",
+            store.url()
+        ));
     }
     println!("run {run}");
     for r in &runs {
@@ -171,7 +182,11 @@ async fn show(store: &dyn Backend, run: &str) -> anyhow::Result<()> {
             r.component,
             r.instance,
             time_of(r.started_us),
-            if r.ended_us == 0 { "running".to_string() } else { time_of(r.ended_us) },
+            if r.ended_us == 0 {
+                "running".to_string()
+            } else {
+                time_of(r.ended_us)
+            },
             r.broker
         );
     }
@@ -226,7 +241,16 @@ async fn export(
             }
             "csv" => {
                 let mut w = csv::Writer::from_writer(out);
-                w.write_record(["run_id", "topic", "device", "seq", "intended_us", "sent_us", "received_us", "latency_us"])?;
+                w.write_record([
+                    "run_id",
+                    "topic",
+                    "device",
+                    "seq",
+                    "intended_us",
+                    "sent_us",
+                    "received_us",
+                    "latency_us",
+                ])?;
                 for (topic, r) in rows {
                     w.write_record([
                         run.to_string(),
@@ -266,15 +290,32 @@ async fn export(
                     })
                 })
                 .collect();
-            serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "runs": runs, "seconds": items }))?;
+            serde_json::to_writer_pretty(
+                &mut *out,
+                &serde_json::json!({ "runs": runs, "seconds": items }),
+            )?;
             out.push(b'\n');
         }
         "csv" => {
             let mut w = csv::Writer::from_writer(out);
             w.write_record([
-                "run_id", "topic", "second", "instance", "sent", "received", "lost", "duplicates",
-                "reordered", "undecodable", "latency_count", "latency_p50_ms", "latency_p90_ms",
-                "latency_p99_ms", "latency_max_ms", "corrected_p50_ms", "corrected_p99_ms",
+                "run_id",
+                "topic",
+                "second",
+                "instance",
+                "sent",
+                "received",
+                "lost",
+                "duplicates",
+                "reordered",
+                "undecodable",
+                "latency_count",
+                "latency_p50_ms",
+                "latency_p90_ms",
+                "latency_p99_ms",
+                "latency_max_ms",
+                "corrected_p50_ms",
+                "corrected_p99_ms",
             ])?;
             for s in &seconds {
                 let l = LatencyHistogram::decode(&s.latency_hdr)?.stats_ms();
@@ -306,7 +347,9 @@ async fn export(
             use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
             let mut serializer = V2DeflateSerializer::new();
             let mut builder = IntervalLogWriterBuilder::new();
-            builder.add_comment(&format!("iotload run {run}: latency in µs, one interval per topic and second"));
+            builder.add_comment(&format!(
+                "iotload run {run}: latency in µs, one interval per topic and second"
+            ));
             builder.with_max_value_divisor(1000.0);
             let mut log = builder.begin_log_with(out, &mut serializer)?;
             for s in &seconds {
@@ -317,7 +360,13 @@ async fn export(
                 let tag_text: String = s
                     .topic
                     .chars()
-                    .map(|c| if matches!(c, ',' | ' ' | '\r' | '\n') { '_' } else { c })
+                    .map(|c| {
+                        if matches!(c, ',' | ' ' | '\r' | '\n') {
+                            '_'
+                        } else {
+                            c
+                        }
+                    })
                     .collect();
                 log.write_histogram(
                     h.inner(),

@@ -17,7 +17,15 @@ async fn two_loadgens_and_two_collectors_pair_through_redis_and_results_show_eve
     let scratch = Scratch::new();
 
     let mut echo = spawn(&[
-        "echo-ipaas", "--broker", &url, "--qos", "1", "--from", &format!("{p}/+/t"), "--to", &act,
+        "echo-ipaas",
+        "--broker",
+        &url,
+        "--qos",
+        "1",
+        "--from",
+        &format!("{p}/+/t"),
+        "--to",
+        &act,
     ]);
     echo.wait_for("echo-ipaas:").await;
 
@@ -25,9 +33,27 @@ async fn two_loadgens_and_two_collectors_pair_through_redis_and_results_show_eve
     for i in 0..2 {
         let json = scratch.path(&format!("c{i}.json")).display().to_string();
         let c = spawn(&[
-            "collector", "--broker", &url, "--qos", "1", "--store", &store, "--run-id", &run_id,
-            "--instance", &format!("collector-{i}"), "--claim", "3", "--claim-timeout", "30s",
-            "--lease", "3s", "--progress", "always", "--json", &json,
+            "collector",
+            "--broker",
+            &url,
+            "--qos",
+            "1",
+            "--store",
+            &store,
+            "--run-id",
+            &run_id,
+            "--instance",
+            &format!("collector-{i}"),
+            "--claim",
+            "3",
+            "--claim-timeout",
+            "30s",
+            "--lease",
+            "3s",
+            "--progress",
+            "always",
+            "--json",
+            &json,
         ]);
         collectors.push(c);
     }
@@ -35,10 +61,36 @@ async fn two_loadgens_and_two_collectors_pair_through_redis_and_results_show_eve
     for i in 0..2u32 {
         let first = (i * 3).to_string();
         let l = spawn(&[
-            "loadgen", "--broker", &url, "--qos", "1", "--store", &store, "--run-id", &run_id,
-            "--instance", &format!("loadgen-{i}"), "--devices", "3", "--first-device", &first,
-            "--topic", &req, "--action-topic", &act, "--client-id", &format!("{p}-{{device}}"),
-            "--advertise", "--wait-for", "4", "--lease", "3s", "--rate", "20", "--count", "20",
+            "loadgen",
+            "--broker",
+            &url,
+            "--qos",
+            "1",
+            "--store",
+            &store,
+            "--run-id",
+            &run_id,
+            "--instance",
+            &format!("loadgen-{i}"),
+            "--devices",
+            "3",
+            "--first-device",
+            &first,
+            "--topic",
+            &req,
+            "--action-topic",
+            &act,
+            "--client-id",
+            &format!("{p}-{{device}}"),
+            "--advertise",
+            "--wait-for",
+            "4",
+            "--lease",
+            "3s",
+            "--rate",
+            "20",
+            "--count",
+            "20",
         ]);
         loadgens.push(l);
     }
@@ -46,7 +98,8 @@ async fn two_loadgens_and_two_collectors_pair_through_redis_and_results_show_eve
         assert_eq!(l.exit_code().await, Some(0));
     }
     for c in &mut collectors {
-        c.wait_until(|l| received_at_least(l, 60), "received 60").await;
+        c.wait_until(|l| received_at_least(l, 60), "received 60")
+            .await;
     }
     for c in &collectors {
         c.interrupt();
@@ -84,12 +137,28 @@ async fn results_list_show_and_export_read_what_run_stored_in_sqlite() {
     let scratch = Scratch::new();
     let db = format!("sqlite://{}", scratch.path("r.db").display());
     let out = run(&[
-        "run", "--devices", "3", "--rate", "20", "--count", "20", "--qos", "1", "--raw",
-        "--store", &db, "--run-id", "sqlite-run",
+        "run",
+        "--devices",
+        "3",
+        "--rate",
+        "20",
+        "--count",
+        "20",
+        "--qos",
+        "1",
+        "--raw",
+        "--store",
+        &db,
+        "--run-id",
+        "sqlite-run",
     ])
     .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("results     sqlite://"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("results     sqlite://"),
+        "{}",
+        out.stdout
+    );
 
     let list = run(&["results", "list", "--store", &db]).await;
     assert!(list.stdout.contains("sqlite-run"), "{}", list.stdout);
@@ -106,9 +175,23 @@ async fn results_list_show_and_export_read_what_run_stored_in_sqlite() {
         assert_eq!(&cols[1..3], ["20", "20"], "{row}");
     }
 
-    let csv = run(&["results", "export", "sqlite-run", "--store", &db, "--format", "csv"]).await;
+    let csv = run(&[
+        "results",
+        "export",
+        "sqlite-run",
+        "--store",
+        &db,
+        "--format",
+        "csv",
+    ])
+    .await;
     assert_eq!(csv.code, 0, "{}", csv.stderr);
-    assert!(csv.stdout.starts_with("run_id,topic,second,instance,sent,received"), "{}", csv.stdout);
+    assert!(
+        csv.stdout
+            .starts_with("run_id,topic,second,instance,sent,received"),
+        "{}",
+        csv.stdout
+    );
     let received: u64 = csv
         .stdout
         .lines()
@@ -120,13 +203,20 @@ async fn results_list_show_and_export_read_what_run_stored_in_sqlite() {
     let raw = run(&["results", "export", "latest", "--store", &db, "--raw"]).await;
     assert_eq!(raw.stdout.lines().count(), 61, "{}", raw.stdout);
 
-    let hdr = run(&["results", "export", "latest", "--store", &db, "--format", "hdr"]).await;
+    let hdr = run(&[
+        "results", "export", "latest", "--store", &db, "--format", "hdr",
+    ])
+    .await;
     assert_eq!(hdr.code, 0, "{}", hdr.stderr);
     assert!(hdr.stdout.contains("Tag=iot/0/action"), "{}", hdr.stdout);
 
     let missing = run(&["results", "show", "nope", "--store", &db]).await;
     assert_eq!(missing.code, 2);
-    assert!(missing.stderr.contains("no run `nope`"), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("no run `nope`"),
+        "{}",
+        missing.stderr
+    );
 }
 
 #[tokio::test]
@@ -135,8 +225,16 @@ async fn an_unreachable_or_misaddressed_store_is_named_with_the_fix() {
     let store = format!("redis://127.0.0.1:{port}/0");
     let out = run(&["run", "--store", &store, "--duration", "1s"]).await;
     assert_eq!(out.code, 2);
-    assert!(out.stderr.contains(&format!("127.0.0.1:{port}")) && out.stderr.contains("--store none"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("127.0.0.1:{port}")) && out.stderr.contains("--store none"),
+        "{}",
+        out.stderr
+    );
     let out = run(&["run", "--store", "postgres://x/y", "--duration", "1s"]).await;
     assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("bad store URL") && out.stderr.contains("redis://"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("bad store URL") && out.stderr.contains("redis://"),
+        "{}",
+        out.stderr
+    );
 }

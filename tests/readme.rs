@@ -47,6 +47,5 @@ async fn every_readme_example_runs_as_written() {
             "README example failed:\n{example}\n{}\n{}",
             out.stdout, out.stderr
         );
-        assert!(out.stdout.contains("iotload"), "{example}: {}", out.stdout);
     }
 }

@@ -54,14 +54,10 @@ pub struct CollectorArgs {
           value_parser = parse_duration)]
     pub claim_timeout: Duration,
 
-    /// Client id of the collector's connection.
-    #[arg(
-        long,
-        env = "IOTLOAD_CLIENT_ID",
-        value_name = "ID",
-        default_value = "iotload-collector"
-    )]
-    pub client_id: String,
+    /// Client id of the collector's connection; unique per process by default
+    /// (`iotload-collector-HOST-PID`), since two clients with one id knock each other off.
+    #[arg(long, env = "IOTLOAD_CLIENT_ID", value_name = "ID")]
+    pub client_id: Option<String>,
 }
 
 /// A checked description of what to collect.
@@ -108,7 +104,13 @@ impl CollectorArgs {
                 reason: "a zero duration collects nothing; give e.g. 60s or leave it out".into(),
             });
         }
-        let identity = broker.credentials()?.identity(self.client_id.clone(), 0);
+        let client_id = self.client_id.clone().unwrap_or_else(|| {
+            format!(
+                "iotload-collector-{}",
+                iotload_core::args::default_instance()
+            )
+        });
+        let identity = broker.credentials()?.identity(client_id, 0);
         Ok(CollectPlan {
             filters,
             identity,

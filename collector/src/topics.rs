@@ -64,7 +64,12 @@ impl TopicSeconds {
 
     /// Adds one message received at `second` (Unix time); returns the topic's finished
     /// previous second, if this message started a new one.
-    pub(crate) fn add(&mut self, topic: &str, second: u64, outcome: Outcome) -> Option<TopicSecond> {
+    pub(crate) fn add(
+        &mut self,
+        topic: &str,
+        second: u64,
+        outcome: Outcome,
+    ) -> Option<TopicSecond> {
         let acc = match self.topics.get_mut(topic) {
             Some(acc) => acc,
             None => self.topics.entry(topic.to_string()).or_default(),

@@ -348,8 +348,12 @@ impl StampArgs {
 pub struct StoreArgs {
     /// Where results go: sqlite://FILE (embedded), redis://[:PASSWORD@]HOST:PORT/DB (shared
     /// by many instances), or none.
-    #[arg(long, env = "IOTLOAD_STORE", value_name = "URL",
-          default_value = "sqlite://iotload-results.db")]
+    #[arg(
+        long,
+        env = "IOTLOAD_STORE",
+        value_name = "URL",
+        default_value = "sqlite://iotload-results.db"
+    )]
     pub store: String,
 
     /// Also store every message: topic, device, seq, intended, sent and receive times.
@@ -358,7 +362,12 @@ pub struct StoreArgs {
 
     /// Records held while the store is slow or down; beyond this they are dropped and the
     /// summary says how many.
-    #[arg(long, env = "IOTLOAD_STORE_BUFFER", value_name = "RECORDS", default_value_t = 100_000)]
+    #[arg(
+        long,
+        env = "IOTLOAD_STORE_BUFFER",
+        value_name = "RECORDS",
+        default_value_t = 100_000
+    )]
     pub store_buffer: usize,
 
     /// Run id under which results are stored; give the same to every instance of a fleet.
@@ -391,7 +400,11 @@ impl StoreArgs {
     pub fn run_id(&self) -> String {
         self.run_id.clone().unwrap_or_else(|| {
             let now = chrono::Utc::now();
-            format!("{}-{:x}", now.format("%Y%m%d-%H%M%S"), std::process::id() & 0xffff)
+            format!(
+                "{}-{:x}",
+                now.format("%Y%m%d-%H%M%S"),
+                std::process::id() & 0xffff
+            )
         })
     }
 

@@ -52,14 +52,10 @@ pub struct EchoArgs {
           value_parser = parse_duration)]
     pub delay: Duration,
 
-    /// Client id prefix of the iPaaS's two connections (`-in`, `-out` are appended).
-    #[arg(
-        long,
-        env = "IOTLOAD_CLIENT_ID",
-        value_name = "ID",
-        default_value = "iotload-echo"
-    )]
-    pub client_id: String,
+    /// Client id prefix of the iPaaS's two connections (`-in`, `-out` are appended);
+    /// unique per process by default (`iotload-echo-HOST-PID`).
+    #[arg(long, env = "IOTLOAD_CLIENT_ID", value_name = "ID")]
+    pub client_id: Option<String>,
 }
 
 /// A checked description of the echo.
@@ -90,12 +86,16 @@ impl EchoArgs {
         let to = Template::parse(&self.to)?;
         let route = Route::new(from.clone(), to)?;
         let credentials = broker.credentials()?;
+        let client_id = self
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("iotload-echo-{}", iotload_core::args::default_instance()));
         Ok(EchoPlan {
             from,
             route,
             delay: self.delay,
-            consumer: credentials.identity(format!("{}-in", self.client_id), 0),
-            producer: credentials.identity(format!("{}-out", self.client_id), 0),
+            consumer: credentials.identity(format!("{client_id}-in"), 0),
+            producer: credentials.identity(format!("{client_id}-out"), 0),
         })
     }
 }

@@ -59,8 +59,12 @@ pub struct LoadArgs {
 
     /// Topic each device's actions arrive on (`{device}` is the device number): results
     /// are stored under it, and `--advertise` offers it to collectors.
-    #[arg(long, env = "IOTLOAD_ACTION_TOPIC", value_name = "TEMPLATE",
-          default_value = "iot/{device}/action")]
+    #[arg(
+        long,
+        env = "IOTLOAD_ACTION_TOPIC",
+        value_name = "TEMPLATE",
+        default_value = "iot/{device}/action"
+    )]
     pub action_topic: String,
 
     /// Advertise each device's action topic in the results store, so collectors started
@@ -232,5 +236,7 @@ fn parse_start_at(value: &str) -> Result<std::time::SystemTime, String> {
     }
     chrono::DateTime::parse_from_rfc3339(value.trim())
         .map(std::time::SystemTime::from)
-        .map_err(|e| format!("`{value}` is not a time ({e}); give e.g. 2026-11-25T10:00:00Z or Unix seconds"))
+        .map_err(|e| {
+            format!("`{value}` is not a time ({e}); give e.g. 2026-11-25T10:00:00Z or Unix seconds")
+        })
 }

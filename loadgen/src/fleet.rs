@@ -75,7 +75,10 @@ impl Fleet {
             let mut said = 0;
             while have < n {
                 if have != said {
-                    eprintln!("waiting for {n} instances of run {} ({have} joined)", self.run_id);
+                    eprintln!(
+                        "waiting for {n} instances of run {} ({have} joined)",
+                        self.run_id
+                    );
                     said = have;
                 }
                 tokio::select! {

@@ -20,6 +20,7 @@ mod error;
 mod fsutil;
 mod mqtt;
 mod pki;
+mod redis;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,6 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use error::TestkitError;
 pub use mqtt::{MqttBroker, MqttBrokerOptions};
 pub use pki::TestPki;
+pub use redis::{DEFAULT_REDIS_URL, REDIS_URL_ENV, RedisOptions, RedisServer, machine_redis_url};
 
 /// Environment variable naming the machine's shared MQTT broker.
 pub const MQTT_URL_ENV: &str = "IOTLOAD_TEST_MQTT_URL";

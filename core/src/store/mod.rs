@@ -146,6 +146,8 @@ pub struct RawRecord {
 /// A batch of results for one run.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
+    /// The run the raw records belong to (aggregates carry their own).
+    pub run_id: String,
     /// Per-topic per-second aggregates.
     pub seconds: Vec<TopicSecond>,
     /// Raw records by topic.

@@ -1,30 +1,528 @@
-//! Placeholder: the sqlite backend is being written.
+//! The embedded results store: one SQLite file (`sqlite://path`), no server needed.
+//!
+//! Several processes on one host may share the file: it is opened in WAL mode with a
+//! 10 s busy timeout, and every write is a `BEGIN IMMEDIATE` transaction, so writers
+//! queue for the lock instead of failing, and readers never block them. Keep the file
+//! on a local disk: SQLite's locking is not reliable on network file systems (NFS, SMB),
+//! so a fleet spread over several hosts should use the redis store instead.
+//!
+//! rusqlite is blocking, so each [`SqliteStore`] keeps one connection behind a mutex and
+//! runs every call on tokio's blocking pool; the async runtime never waits on the disk.
+//!
+//! # Schema
+//!
+//! The tables are stable, so other tools (the `sqlite3` shell, pandas, Grafana) can read
+//! them. Times are integers: `*_us` are µs and `expires_ms` ms since the Unix epoch,
+//! `second` is Unix time in seconds. Histograms are HdrHistogram V2 + deflate blobs
+//! (empty when no latency was recorded), readable by any HdrHistogram library.
+//!
+//! ```sql
+//! -- One row per component instance of a run (`iotload results list`).
+//! CREATE TABLE runs (
+//!     run_id TEXT, component TEXT, instance TEXT,
+//!     started_us INTEGER, ended_us INTEGER,          -- ended_us = 0 while running
+//!     tool_version TEXT, broker TEXT, config_json TEXT,
+//!     PRIMARY KEY (run_id, component, instance));
+//! -- Per-topic per-second counters and latency histograms of each writer instance.
+//! -- Writing the same key again adds the counters and merges the histograms.
+//! CREATE TABLE seconds (
+//!     run_id TEXT, topic TEXT, second INTEGER, instance TEXT,
+//!     sent INTEGER, received INTEGER, lost INTEGER, duplicates INTEGER,
+//!     reordered INTEGER, undecodable INTEGER,
+//!     latency_hdr BLOB,                                -- receive − sent, µs
+//!     corrected_hdr BLOB,                              -- receive − intended, µs
+//!     PRIMARY KEY (run_id, topic, second, instance));
+//! -- One row per received message when `--raw` is on.
+//! CREATE TABLE raw (
+//!     run_id TEXT, topic TEXT, device INTEGER, seq INTEGER,
+//!     intended_us INTEGER, sent_us INTEGER, received_us INTEGER);
+//! CREATE INDEX raw_by_run_topic_time ON raw (run_id, topic, received_us);
+//! -- Fleet coordination; a row whose expires_ms is in the past is dead.
+//! CREATE TABLE advertisements (topic TEXT PRIMARY KEY, owner TEXT, expires_ms INTEGER);
+//! CREATE TABLE claims (topic TEXT PRIMARY KEY, owner TEXT, expires_ms INTEGER);
+//! CREATE TABLE barriers (name TEXT, member TEXT, PRIMARY KEY (name, member));
+//! ```
+//!
+//! # Coordination
+//!
+//! Leases are wall-clock times (ms since the epoch) compared with the local clock, which
+//! is the same for every process sharing the file. A topic has one advertisement: when
+//! two loadgens advertise the same topic, the last one wins. [`Coordinator::claim`] reads
+//! and writes in one `BEGIN IMMEDIATE` transaction, which SQLite serialises across
+//! processes, so a topic never has two live claims. Dead advertisements and claims are
+//! deleted by the next claim.
+//!
+//! # Raw records and their run
+//!
+//! A [`Batch`] names its run only through its seconds, so raw records are filed under the
+//! run id of the batch's seconds when they all agree, otherwise under the run this handle
+//! last stored with [`Store::put_run`].
 
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
+};
 
 use super::{
     Advertisement, Batch, Coordinator, RawRecord, RunRecord, Store, StoreError, TopicSecond,
 };
+use crate::recorder::LatencyHistogram;
 
-/// The sqlite backend.
+/// How long a call waits for another process's lock before failing with a retryable error.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Prepared statements kept per connection (more than this file uses).
+const STATEMENT_CACHE: usize = 32;
+
+/// The schema; every statement is idempotent.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    run_id       TEXT    NOT NULL,
+    component    TEXT    NOT NULL,
+    instance     TEXT    NOT NULL,
+    started_us   INTEGER NOT NULL,
+    ended_us     INTEGER NOT NULL,
+    tool_version TEXT    NOT NULL,
+    broker       TEXT    NOT NULL,
+    config_json  TEXT    NOT NULL,
+    PRIMARY KEY (run_id, component, instance)
+);
+CREATE TABLE IF NOT EXISTS seconds (
+    run_id        TEXT    NOT NULL,
+    topic         TEXT    NOT NULL,
+    second        INTEGER NOT NULL,
+    instance      TEXT    NOT NULL,
+    sent          INTEGER NOT NULL,
+    received      INTEGER NOT NULL,
+    lost          INTEGER NOT NULL,
+    duplicates    INTEGER NOT NULL,
+    reordered     INTEGER NOT NULL,
+    undecodable   INTEGER NOT NULL,
+    latency_hdr   BLOB    NOT NULL,
+    corrected_hdr BLOB    NOT NULL,
+    PRIMARY KEY (run_id, topic, second, instance)
+);
+CREATE TABLE IF NOT EXISTS raw (
+    run_id      TEXT    NOT NULL,
+    topic       TEXT    NOT NULL,
+    device      INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    intended_us INTEGER NOT NULL,
+    sent_us     INTEGER NOT NULL,
+    received_us INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS raw_by_run_topic_time ON raw (run_id, topic, received_us);
+CREATE TABLE IF NOT EXISTS advertisements (
+    topic      TEXT    NOT NULL PRIMARY KEY,
+    owner      TEXT    NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS claims (
+    topic      TEXT    NOT NULL PRIMARY KEY,
+    owner      TEXT    NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS barriers (
+    name   TEXT NOT NULL,
+    member TEXT NOT NULL,
+    PRIMARY KEY (name, member)
+);
+";
+
+/// The columns of `seconds`, in the order [`read_second`] expects.
+const SECOND_COLUMNS: &str = "run_id, topic, second, instance, sent, received, lost, \
+     duplicates, reordered, undecodable, latency_hdr, corrected_hdr";
+
+/// The sqlite backend: a results store and fleet coordinator in one local file.
+///
+/// Holds one connection, so calls through one store run one at a time; share it behind
+/// an `Arc`. Several processes (or several stores in one process) may open the same file.
 pub struct SqliteStore {
     url: String,
+    conn: Arc<Mutex<Connection>>,
+    /// The run id of the last [`Store::put_run`], for raw records of batches without seconds.
+    last_run: Mutex<Option<String>>,
 }
 
-impl SqliteStore {
-    /// Opens the store.
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
-        Err(StoreError::BadUrl {
-            url: url.to_string(),
-            reason: "not built yet".into(),
-        })
+/// Why a blocking call failed, before the store's URL is attached.
+enum Failure {
+    /// SQLite refused.
+    Sql(rusqlite::Error),
+    /// Stored data cannot be decoded.
+    Corrupt(String),
+    /// The call cannot be carried out as asked.
+    Invalid(String),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sql(e)
     }
 }
 
-fn missing(url: &str) -> StoreError {
-    StoreError::Io {
+impl Failure {
+    fn into_store_error(self, url: &str) -> StoreError {
+        let url = url.to_string();
+        match self {
+            Self::Sql(e) => sql_error(url, &e),
+            Self::Corrupt(reason) => StoreError::Corrupt { url, reason },
+            Self::Invalid(reason) => StoreError::Io { url, reason },
+        }
+    }
+}
+
+/// Maps a rusqlite error: undecodable values are corrupt data, the rest is I/O.
+fn sql_error(url: String, e: &rusqlite::Error) -> StoreError {
+    use rusqlite::Error as E;
+    match e {
+        E::FromSqlConversionFailure(..)
+        | E::IntegralValueOutOfRange(..)
+        | E::InvalidColumnType(..)
+        | E::Utf8Error(..) => StoreError::Corrupt {
+            url,
+            reason: e.to_string(),
+        },
+        E::SqliteFailure(f, _)
+            if matches!(f.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) =>
+        {
+            StoreError::Corrupt {
+                url,
+                reason: e.to_string(),
+            }
+        }
+        E::SqliteFailure(f, _)
+            if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) =>
+        {
+            StoreError::Io {
+                url,
+                reason: format!(
+                    "{e}: another process held the file locked for more than {} s; retry later",
+                    BUSY_TIMEOUT.as_secs()
+                ),
+            }
+        }
+        _ => StoreError::Io {
+            url,
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// The file a `sqlite://path` URL names.
+fn parse_url(url: &str) -> Result<PathBuf, StoreError> {
+    match url.strip_prefix("sqlite://") {
+        Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
+        _ => Err(StoreError::BadUrl {
+            url: url.to_string(),
+            reason: "name a file: sqlite://iotload-results.db (relative to the working \
+                     directory) or sqlite:///absolute/path/results.db"
+                .into(),
+        }),
+    }
+}
+
+/// Why `path` could not be opened, with the fix where it can be told.
+fn open_error(url: &str, path: &Path, e: &rusqlite::Error) -> StoreError {
+    let shown = path.display();
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let code = match e {
+        rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
+        _ => None,
+    };
+    let unreachable = |reason: String| StoreError::Unreachable {
         url: url.to_string(),
-        reason: "not built yet".into(),
+        reason,
+    };
+    if code == Some(ErrorCode::NotADatabase) {
+        return StoreError::Corrupt {
+            url: url.to_string(),
+            reason: format!("`{shown}` exists but is not a SQLite database; name another file"),
+        };
+    }
+    if matches!(
+        code,
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    ) {
+        return unreachable(format!(
+            "`{shown}` stayed locked by another process for {} s ({e}); retry later",
+            BUSY_TIMEOUT.as_secs()
+        ));
+    }
+    if path.is_dir() {
+        return unreachable(format!(
+            "`{shown}` is a directory; name a file in it, e.g. sqlite://{}",
+            path.join("iotload-results.db").display()
+        ));
+    }
+    if !parent.exists() {
+        return unreachable(format!(
+            "cannot create `{shown}`: directory `{}` does not exist; create it \
+             (mkdir -p {}) or name a file in an existing directory",
+            parent.display(),
+            parent.display()
+        ));
+    }
+    if !parent.is_dir() {
+        return unreachable(format!(
+            "cannot create `{shown}`: `{}` is not a directory",
+            parent.display()
+        ));
+    }
+    unreachable(format!(
+        "cannot open or create `{shown}` ({e}); make sure directory `{}` and the file are \
+         writable by this user (SQLite also creates `{shown}-wal` and `{shown}-shm` beside it)",
+        parent.display()
+    ))
+}
+
+/// Opens the file, switches it to WAL and creates the schema if missing.
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(
+            path = %path.display(),
+            mode,
+            "the results store could not switch to WAL; concurrent writers will wait longer"
+        );
+    }
+    // Safe with WAL: a crash of the process loses nothing, a power loss at most the last
+    // transactions, never the file's consistency.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "cache_size", -65_536)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(SCHEMA)?;
+    tx.commit()?;
+    Ok(conn)
+}
+
+/// Now, ms since the epoch, as stored in `expires_ms`.
+fn now_ms() -> i64 {
+    i64::try_from(crate::stamp::now_us() / 1000).unwrap_or(i64::MAX)
+}
+
+/// When a lease taken at `now` (ms since the epoch) ends.
+fn lease_end(now: i64, lease: Duration) -> i64 {
+    now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Reads a `seconds` row selected with [`SECOND_COLUMNS`].
+fn read_second(r: &Row<'_>) -> rusqlite::Result<TopicSecond> {
+    Ok(TopicSecond {
+        run_id: r.get(0)?,
+        topic: r.get(1)?,
+        second: r.get(2)?,
+        instance: r.get(3)?,
+        sent: r.get(4)?,
+        received: r.get(5)?,
+        lost: r.get(6)?,
+        duplicates: r.get(7)?,
+        reordered: r.get(8)?,
+        undecodable: r.get(9)?,
+        latency_hdr: r.get::<_, Option<Vec<u8>>>(10)?.unwrap_or_default(),
+        corrected_hdr: r.get::<_, Option<Vec<u8>>>(11)?.unwrap_or_default(),
+    })
+}
+
+/// Combines two encoded histograms; an empty encoding is an empty histogram.
+fn merge_hdr(old: &[u8], new: &[u8], what: &dyn Fn() -> String) -> Result<Vec<u8>, Failure> {
+    if old.is_empty() {
+        return Ok(new.to_vec());
+    }
+    if new.is_empty() {
+        return Ok(old.to_vec());
+    }
+    let decode = |bytes: &[u8], side: &str| {
+        LatencyHistogram::decode(bytes)
+            .map_err(|e| Failure::Corrupt(format!("{side} histogram of {}: {e}", what())))
+    };
+    let mut merged = decode(old, "stored")?;
+    merged.add(&decode(new, "new")?);
+    Ok(merged.encode())
+}
+
+/// Adds `new` into the stored row `old` of the same key.
+fn merge_second(old: TopicSecond, new: &TopicSecond) -> Result<TopicSecond, Failure> {
+    let what = || {
+        format!(
+            "run `{}` topic `{}` second {} instance `{}`",
+            new.run_id, new.topic, new.second, new.instance
+        )
+    };
+    Ok(TopicSecond {
+        sent: old.sent.saturating_add(new.sent),
+        received: old.received.saturating_add(new.received),
+        lost: old.lost.saturating_add(new.lost),
+        duplicates: old.duplicates.saturating_add(new.duplicates),
+        reordered: old.reordered.saturating_add(new.reordered),
+        undecodable: old.undecodable.saturating_add(new.undecodable),
+        latency_hdr: merge_hdr(&old.latency_hdr, &new.latency_hdr, &what)?,
+        corrected_hdr: merge_hdr(&old.corrected_hdr, &new.corrected_hdr, &what)?,
+        ..old
+    })
+}
+
+/// Writes one batch in one transaction.
+fn write_batch(conn: &mut Connection, batch: &Batch, raw_run: Option<&str>) -> Result<(), Failure> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if !batch.seconds.is_empty() {
+        let mut get = tx.prepare_cached(&format!(
+            "SELECT {SECOND_COLUMNS} FROM seconds \
+             WHERE run_id = ?1 AND topic = ?2 AND second = ?3 AND instance = ?4"
+        ))?;
+        let mut put = tx.prepare_cached(&format!(
+            "INSERT INTO seconds ({SECOND_COLUMNS}) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+             ON CONFLICT (run_id, topic, second, instance) DO UPDATE SET \
+             sent = excluded.sent, received = excluded.received, lost = excluded.lost, \
+             duplicates = excluded.duplicates, reordered = excluded.reordered, \
+             undecodable = excluded.undecodable, latency_hdr = excluded.latency_hdr, \
+             corrected_hdr = excluded.corrected_hdr"
+        ))?;
+        for s in &batch.seconds {
+            let old = get
+                .query_row(
+                    params![s.run_id, s.topic, s.second, s.instance],
+                    read_second,
+                )
+                .optional()?;
+            let merged;
+            let row = match old {
+                Some(old) => {
+                    merged = merge_second(old, s)?;
+                    &merged
+                }
+                None => s,
+            };
+            put.execute(params![
+                row.run_id,
+                row.topic,
+                row.second,
+                row.instance,
+                row.sent,
+                row.received,
+                row.lost,
+                row.duplicates,
+                row.reordered,
+                row.undecodable,
+                row.latency_hdr,
+                row.corrected_hdr,
+            ])?;
+        }
+    }
+    if !batch.raw.is_empty() {
+        let Some(run_id) = raw_run else {
+            return Err(Failure::Invalid(format!(
+                "{} raw records name no run: the batch has no seconds and no run was \
+                 stored with put_run on this handle",
+                batch.raw.len()
+            )));
+        };
+        let mut put = tx.prepare_cached(
+            "INSERT INTO raw (run_id, topic, device, seq, intended_us, sent_us, received_us) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        // In index order, so each index page is touched once per batch, not once per row.
+        let mut rows: Vec<&(String, RawRecord)> = batch.raw.iter().collect();
+        rows.sort_by(|a, b| (&a.0, a.1.received_us).cmp(&(&b.0, b.1.received_us)));
+        for (topic, r) in rows {
+            put.execute(params![
+                run_id,
+                topic,
+                r.device,
+                r.seq,
+                r.intended_us,
+                r.sent_us,
+                r.received_us
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Whether `run_id` has a run record.
+fn run_exists(conn: &Connection, run_id: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = ?1)")?
+        .query_row([run_id], |r| r.get(0))
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the file a `sqlite://path` URL names: relative to the
+    /// working directory, or absolute with three slashes (`sqlite:///var/lib/x.db`).
+    ///
+    /// Creates the schema if missing and switches the file to WAL. A path that cannot be
+    /// opened gives [`StoreError::Unreachable`] naming the path and the fix; a file that
+    /// is not a SQLite database gives [`StoreError::Corrupt`].
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let path = parse_url(url)?;
+        let owned_url = url.to_string();
+        let conn = tokio::task::spawn_blocking(move || {
+            open_connection(&path).map_err(|e| open_error(&owned_url, &path, &e))
+        })
+        .await
+        .map_err(|e| StoreError::Unreachable {
+            url: url.to_string(),
+            reason: format!("the task opening the file failed: {e}"),
+        })??;
+        Ok(Self {
+            url: url.to_string(),
+            conn: Arc::new(Mutex::new(conn)),
+            last_run: Mutex::new(None),
+        })
+    }
+
+    /// Runs `f` on the connection on tokio's blocking pool.
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, Failure> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        let outcome = tokio::task::spawn_blocking(move || {
+            // A panic inside a call rolled its transaction back while unwinding, so the
+            // connection is still usable.
+            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut conn)
+        })
+        .await;
+        match outcome {
+            Ok(result) => result.map_err(|e| e.into_store_error(&self.url)),
+            Err(e) => Err(StoreError::Io {
+                url: self.url.clone(),
+                reason: format!("the store task failed: {e}"),
+            }),
+        }
+    }
+
+    /// The run id raw records of `batch` belong to (see the module documentation).
+    fn raw_run_id(&self, batch: &Batch) -> Option<String> {
+        if !batch.run_id.is_empty() {
+            return Some(batch.run_id.clone());
+        }
+        if let Some(first) = batch.seconds.first()
+            && batch.seconds.iter().all(|s| s.run_id == first.run_id)
+        {
+            return Some(first.run_id.clone());
+        }
+        self.last_run
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -33,52 +531,800 @@ impl Store for SqliteStore {
     fn url(&self) -> &str {
         &self.url
     }
-    async fn put_run(&self, _: &RunRecord) -> Result<(), StoreError> {
-        Err(missing(&self.url))
+
+    async fn put_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let config = serde_json::to_string(&run.config).map_err(|e| StoreError::Io {
+            url: self.url.clone(),
+            reason: format!("cannot serialise the configuration: {e}"),
+        })?;
+        *self.last_run.lock().unwrap_or_else(PoisonError::into_inner) = Some(run.run_id.clone());
+        let run = run.clone();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.prepare_cached(
+                "INSERT INTO runs (run_id, component, instance, started_us, ended_us, \
+                 tool_version, broker, config_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                 ON CONFLICT (run_id, component, instance) DO UPDATE SET \
+                 started_us = excluded.started_us, ended_us = excluded.ended_us, \
+                 tool_version = excluded.tool_version, broker = excluded.broker, \
+                 config_json = excluded.config_json",
+            )?
+            .execute(params![
+                run.run_id,
+                run.component,
+                run.instance,
+                run.started_us,
+                run.ended_us,
+                run.tool_version,
+                run.broker,
+                config,
+            ])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
-    async fn write(&self, _: &Batch) -> Result<(), StoreError> {
-        Err(missing(&self.url))
+
+    async fn write(&self, batch: &Batch) -> Result<(), StoreError> {
+        if batch.seconds.is_empty() && batch.raw.is_empty() {
+            return Ok(());
+        }
+        let raw_run = if batch.raw.is_empty() {
+            None
+        } else {
+            self.raw_run_id(batch)
+        };
+        // spawn_blocking needs owned data; a clone costs far less than the disk write.
+        let batch = batch.clone();
+        self.call(move |conn| write_batch(conn, &batch, raw_run.as_deref()))
+            .await
     }
+
     async fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
-        Err(missing(&self.url))
+        self.call(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT run_id, component, instance, started_us, ended_us, tool_version, \
+                 broker, config_json FROM runs \
+                 ORDER BY started_us DESC, run_id, component, instance",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    RunRecord {
+                        run_id: r.get(0)?,
+                        component: r.get(1)?,
+                        instance: r.get(2)?,
+                        started_us: r.get(3)?,
+                        ended_us: r.get(4)?,
+                        tool_version: r.get(5)?,
+                        broker: r.get(6)?,
+                        config: serde_json::Value::Null,
+                    },
+                    r.get::<_, String>(7)?,
+                ))
+            })?;
+            let mut runs = Vec::new();
+            for row in rows {
+                let (mut run, config) = row?;
+                run.config = serde_json::from_str(&config).map_err(|e| {
+                    Failure::Corrupt(format!(
+                        "configuration of run `{}` ({} on {}) is not JSON: {e}",
+                        run.run_id, run.component, run.instance
+                    ))
+                })?;
+                runs.push(run);
+            }
+            Ok(runs)
+        })
+        .await
     }
-    async fn seconds(&self, _: &str) -> Result<Vec<TopicSecond>, StoreError> {
-        Err(missing(&self.url))
+
+    async fn seconds(&self, run_id: &str) -> Result<Vec<TopicSecond>, StoreError> {
+        let run = run_id.to_string();
+        let found = self
+            .call(move |conn| {
+                // One read transaction: the existence check and the rows see one snapshot.
+                let tx = conn.transaction()?;
+                if !run_exists(&tx, &run)? {
+                    return Ok(None);
+                }
+                let rows = tx
+                    .prepare_cached(&format!(
+                        "SELECT {SECOND_COLUMNS} FROM seconds WHERE run_id = ?1 \
+                         ORDER BY topic, second, instance"
+                    ))?
+                    .query_map([&run], read_second)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(Some(rows))
+            })
+            .await?;
+        found.ok_or_else(|| StoreError::NoSuchRun {
+            url: self.url.clone(),
+            run: run_id.to_string(),
+        })
     }
-    async fn raw(&self, _: &str) -> Result<Vec<(String, RawRecord)>, StoreError> {
-        Err(missing(&self.url))
+
+    async fn raw(&self, run_id: &str) -> Result<Vec<(String, RawRecord)>, StoreError> {
+        let run = run_id.to_string();
+        let found = self
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                if !run_exists(&tx, &run)? {
+                    return Ok(None);
+                }
+                let rows = tx
+                    .prepare_cached(
+                        "SELECT topic, device, seq, intended_us, sent_us, received_us \
+                         FROM raw WHERE run_id = ?1 ORDER BY topic, received_us, rowid",
+                    )?
+                    .query_map([&run], |r| {
+                        Ok((
+                            r.get(0)?,
+                            RawRecord {
+                                device: r.get(1)?,
+                                seq: r.get(2)?,
+                                intended_us: r.get(3)?,
+                                sent_us: r.get(4)?,
+                                received_us: r.get(5)?,
+                            },
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(Some(rows))
+            })
+            .await?;
+        found.ok_or_else(|| StoreError::NoSuchRun {
+            url: self.url.clone(),
+            run: run_id.to_string(),
+        })
     }
 }
 
 #[async_trait::async_trait]
 impl Coordinator for SqliteStore {
-    async fn advertise(&self, _: &[String], _: &str, _: Duration) -> Result<(), StoreError> {
-        Err(missing(&self.url))
+    /// Upserts one advertisement per topic; a topic another loadgen advertised is taken
+    /// over (the last advertiser wins).
+    async fn advertise(
+        &self,
+        topics: &[String],
+        owner: &str,
+        lease: Duration,
+    ) -> Result<(), StoreError> {
+        if topics.is_empty() {
+            return Ok(());
+        }
+        let (topics, owner) = (topics.to_vec(), owner.to_string());
+        self.call(move |conn| {
+            let expires = lease_end(now_ms(), lease);
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut put = tx.prepare_cached(
+                    "INSERT INTO advertisements (topic, owner, expires_ms) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (topic) DO UPDATE SET \
+                     owner = excluded.owner, expires_ms = excluded.expires_ms",
+                )?;
+                for topic in &topics {
+                    put.execute(params![topic, owner, expires])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
-    async fn withdraw(&self, _: &[String], _: &str) -> Result<(), StoreError> {
-        Err(missing(&self.url))
+
+    async fn withdraw(&self, topics: &[String], owner: &str) -> Result<(), StoreError> {
+        if topics.is_empty() {
+            return Ok(());
+        }
+        let (topics, owner) = (topics.to_vec(), owner.to_string());
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut delete = tx
+                    .prepare_cached("DELETE FROM advertisements WHERE topic = ?1 AND owner = ?2")?;
+                for topic in &topics {
+                    delete.execute(params![topic, owner])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
-    async fn claim(&self, _: usize, _: &str, _: Duration) -> Result<Vec<String>, StoreError> {
-        Err(missing(&self.url))
+
+    /// Claims, in topic order, up to `n` live advertisements without a live claim. Topics
+    /// `owner` already holds are not returned again; renew them with `renew_claims`.
+    async fn claim(
+        &self,
+        n: usize,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let owner = owner.to_string();
+        let limit = i64::try_from(n).unwrap_or(i64::MAX);
+        self.call(move |conn| {
+            // IMMEDIATE takes the write lock before reading, so no other process can claim
+            // between our select and our insert.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now_ms();
+            let expires = lease_end(now, lease);
+            tx.prepare_cached("DELETE FROM claims WHERE expires_ms <= ?1")?
+                .execute([now])?;
+            tx.prepare_cached("DELETE FROM advertisements WHERE expires_ms <= ?1")?
+                .execute([now])?;
+            let topics = tx
+                .prepare_cached(
+                    "SELECT a.topic FROM advertisements a \
+                     LEFT JOIN claims c ON c.topic = a.topic AND c.expires_ms > ?1 \
+                     WHERE a.expires_ms > ?1 AND c.topic IS NULL \
+                     ORDER BY a.topic LIMIT ?2",
+                )?
+                .query_map(params![now, limit], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            {
+                let mut put = tx.prepare_cached(
+                    "INSERT INTO claims (topic, owner, expires_ms) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (topic) DO UPDATE SET \
+                     owner = excluded.owner, expires_ms = excluded.expires_ms",
+                )?;
+                for topic in &topics {
+                    put.execute(params![topic, owner, expires])?;
+                }
+            }
+            tx.commit()?;
+            Ok(topics)
+        })
+        .await
     }
+
     async fn renew_claims(
         &self,
-        _: &[String],
-        _: &str,
-        _: Duration,
+        topics: &[String],
+        owner: &str,
+        lease: Duration,
     ) -> Result<Vec<String>, StoreError> {
-        Err(missing(&self.url))
+        if topics.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (topics, owner) = (topics.to_vec(), owner.to_string());
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now_ms();
+            let expires = lease_end(now, lease);
+            let mut held = Vec::new();
+            {
+                let mut renew = tx.prepare_cached(
+                    "UPDATE claims SET expires_ms = ?1 \
+                     WHERE topic = ?2 AND owner = ?3 AND expires_ms > ?4",
+                )?;
+                let mut seen = BTreeSet::new();
+                for topic in &topics {
+                    if seen.insert(topic.as_str())
+                        && renew.execute(params![expires, topic, owner, now])? > 0
+                    {
+                        held.push(topic.clone());
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(held)
+        })
+        .await
     }
-    async fn release(&self, _: &[String], _: &str) -> Result<(), StoreError> {
-        Err(missing(&self.url))
+
+    async fn release(&self, topics: &[String], owner: &str) -> Result<(), StoreError> {
+        if topics.is_empty() {
+            return Ok(());
+        }
+        let (topics, owner) = (topics.to_vec(), owner.to_string());
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut delete =
+                    tx.prepare_cached("DELETE FROM claims WHERE topic = ?1 AND owner = ?2")?;
+                for topic in &topics {
+                    delete.execute(params![topic, owner])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
+
     async fn advertisements(&self) -> Result<Vec<Advertisement>, StoreError> {
-        Err(missing(&self.url))
+        self.call(|conn| {
+            let rows = conn
+                .prepare_cached(
+                    "SELECT a.topic, a.owner, c.owner FROM advertisements a \
+                     LEFT JOIN claims c ON c.topic = a.topic AND c.expires_ms > ?1 \
+                     WHERE a.expires_ms > ?1 ORDER BY a.topic",
+                )?
+                .query_map([now_ms()], |r| {
+                    Ok(Advertisement {
+                        topic: r.get(0)?,
+                        owner: r.get(1)?,
+                        claimed_by: r.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
     }
-    async fn join_barrier(&self, _: &str, _: &str) -> Result<u64, StoreError> {
-        Err(missing(&self.url))
+
+    async fn join_barrier(&self, name: &str, member: &str) -> Result<u64, StoreError> {
+        let (name, member) = (name.to_string(), member.to_string());
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.prepare_cached("INSERT OR IGNORE INTO barriers (name, member) VALUES (?1, ?2)")?
+                .execute([&name, &member])?;
+            let size = barrier_count(&tx, &name)?;
+            tx.commit()?;
+            Ok(size)
+        })
+        .await
     }
-    async fn barrier_size(&self, _: &str) -> Result<u64, StoreError> {
-        Err(missing(&self.url))
+
+    async fn barrier_size(&self, name: &str) -> Result<u64, StoreError> {
+        let name = name.to_string();
+        self.call(move |conn| Ok(barrier_count(conn, &name)?)).await
+    }
+}
+
+/// How many members the barrier `name` has.
+fn barrier_count(conn: &Connection, name: &str) -> rusqlite::Result<u64> {
+    conn.prepare_cached("SELECT COUNT(*) FROM barriers WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn url_of(dir: &tempfile::TempDir) -> String {
+        format!("sqlite://{}", dir.path().join("results.db").display())
+    }
+
+    async fn fresh() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&url_of(&dir)).await.unwrap();
+        (dir, store)
+    }
+
+    fn run(run_id: &str, instance: &str, started_us: u64) -> RunRecord {
+        RunRecord {
+            run_id: run_id.into(),
+            component: "collector".into(),
+            instance: instance.into(),
+            started_us,
+            ended_us: 0,
+            tool_version: "0.1.0".into(),
+            broker: "mqtt://localhost:1883".into(),
+            config: serde_json::json!({ "devices": 10, "topic": "t/{device}" }),
+        }
+    }
+
+    fn hist(values: impl IntoIterator<Item = u64>) -> Vec<u8> {
+        let mut h = LatencyHistogram::new();
+        for v in values {
+            h.record(v);
+        }
+        h.encode()
+    }
+
+    fn second(topic: &str, second: u64, received: u64, latencies: &[u64]) -> TopicSecond {
+        TopicSecond {
+            run_id: "r1".into(),
+            topic: topic.into(),
+            second,
+            instance: "host-a".into(),
+            sent: 0,
+            received,
+            lost: 1,
+            duplicates: 2,
+            reordered: 3,
+            undecodable: 4,
+            latency_hdr: hist(latencies.iter().copied()),
+            corrected_hdr: Vec::new(),
+        }
+    }
+
+    fn topics(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("devices/{i:04}/action")).collect()
+    }
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn runs_round_trip_newest_first() {
+        let (_dir, store) = fresh().await;
+        store.put_run(&run("old", "a", 1_000)).await.unwrap();
+        store.put_run(&run("new", "a", 2_000)).await.unwrap();
+        let mut ended = run("old", "a", 1_000);
+        ended.ended_us = 5_000;
+        store.put_run(&ended).await.unwrap();
+        let runs = store.runs().await.unwrap();
+        assert_eq!(runs, vec![run("new", "a", 2_000), ended]);
+    }
+
+    #[tokio::test]
+    async fn seconds_round_trip_and_merge() {
+        let (_dir, store) = fresh().await;
+        store.put_run(&run("r1", "host-a", 1)).await.unwrap();
+        let a = second("t/1", 100, 3, &[100, 200, 300]);
+        let b = second("t/0", 101, 1, &[50]);
+        let c = second("t/0", 100, 2, &[]);
+        store
+            .write(&Batch {
+                run_id: String::new(),
+                seconds: vec![a.clone(), b.clone(), c.clone()],
+                raw: Vec::new(),
+            })
+            .await
+            .unwrap();
+        let got = store.seconds("r1").await.unwrap();
+        assert_eq!(got, vec![c.clone(), b.clone(), a.clone()]);
+        let read = LatencyHistogram::decode(&got[2].latency_hdr).unwrap();
+        let sent = LatencyHistogram::decode(&a.latency_hdr).unwrap();
+        assert_eq!(read.len(), 3);
+        assert_eq!(read.inner(), sent.inner());
+
+        // The same key again, twice in one batch: counters add, histograms merge.
+        let more = second("t/1", 100, 2, &[400, 500]);
+        store
+            .write(&Batch {
+                run_id: String::new(),
+                seconds: vec![more.clone(), more],
+                raw: Vec::new(),
+            })
+            .await
+            .unwrap();
+        let got = store.seconds("r1").await.unwrap();
+        assert_eq!(got.len(), 3);
+        let merged = &got[2];
+        assert_eq!((merged.topic.as_str(), merged.second), ("t/1", 100));
+        assert_eq!(merged.received, 3 + 2 + 2);
+        assert_eq!(merged.lost, 3);
+        assert_eq!(merged.undecodable, 12);
+        let h = LatencyHistogram::decode(&merged.latency_hdr).unwrap();
+        assert_eq!(h.len(), 7);
+        assert_eq!(
+            h.percentile_us(100.0),
+            LatencyHistogram::decode(&hist([500]))
+                .unwrap()
+                .percentile_us(100.0)
+        );
+        assert!(merged.corrected_hdr.is_empty());
+    }
+
+    #[tokio::test]
+    async fn corrupt_histogram_is_reported() {
+        let (_dir, store) = fresh().await;
+        let mut bad = second("t", 1, 1, &[]);
+        bad.latency_hdr = b"not a histogram".to_vec();
+        let batch = Batch {
+            run_id: String::new(),
+            seconds: vec![bad.clone()],
+            raw: Vec::new(),
+        };
+        store.write(&batch).await.unwrap();
+        bad.latency_hdr = hist([7]);
+        let err = store
+            .write(&Batch {
+                run_id: String::new(),
+                seconds: vec![bad],
+                raw: Vec::new(),
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("topic `t`"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn raw_round_trip_ordered_by_topic_and_time() {
+        let (_dir, store) = fresh().await;
+        store.put_run(&run("r1", "host-a", 1)).await.unwrap();
+        let rec = |device, received_us| RawRecord {
+            device,
+            seq: u64::from(device) * 10,
+            intended_us: 1,
+            sent_us: 2,
+            received_us,
+        };
+        let raw = vec![
+            ("t/b".to_string(), rec(1, 30)),
+            ("t/a".to_string(), rec(2, 20)),
+            ("t/b".to_string(), rec(3, 10)),
+            ("t/a".to_string(), rec(4, 5)),
+        ];
+        // No seconds in the batch: the run comes from put_run.
+        store
+            .write(&Batch {
+                run_id: String::new(),
+                seconds: Vec::new(),
+                raw: raw.clone(),
+            })
+            .await
+            .unwrap();
+        let got = store.raw("r1").await.unwrap();
+        assert_eq!(
+            got,
+            vec![
+                raw[3].clone(),
+                raw[1].clone(),
+                raw[2].clone(),
+                raw[0].clone()
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn raw_without_a_run_is_refused() {
+        let (_dir, store) = fresh().await;
+        let err = store
+            .write(&Batch {
+                run_id: String::new(),
+                seconds: Vec::new(),
+                raw: vec![(
+                    "t".into(),
+                    RawRecord {
+                        device: 1,
+                        seq: 1,
+                        intended_us: 1,
+                        sent_us: 1,
+                        received_us: 1,
+                    },
+                )],
+            })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("name no run"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unknown_run_is_no_such_run() {
+        let (_dir, store) = fresh().await;
+        assert!(matches!(
+            store.seconds("nope").await,
+            Err(StoreError::NoSuchRun { ref run, .. }) if run == "nope"
+        ));
+        assert!(matches!(
+            store.raw("nope").await,
+            Err(StoreError::NoSuchRun { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = url_of(&dir);
+        SqliteStore::open(&url)
+            .await
+            .unwrap()
+            .put_run(&run("r1", "a", 1))
+            .await
+            .unwrap();
+        let again = SqliteStore::open(&url).await.unwrap();
+        assert_eq!(again.runs().await.unwrap().len(), 1);
+        assert_eq!(again.url(), url);
+    }
+
+    #[tokio::test]
+    async fn bad_paths_name_the_path_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no/such/dir/results.db");
+        let err = SqliteStore::open(&format!("sqlite://{}", missing.display()))
+            .await
+            .err()
+            .unwrap();
+        let text = err.to_string();
+        assert!(matches!(err, StoreError::Unreachable { .. }), "{text}");
+        assert!(text.contains(&missing.display().to_string()), "{text}");
+        assert!(
+            text.contains("does not exist") && text.contains("mkdir -p"),
+            "{text}"
+        );
+        assert!(err.is_retryable());
+
+        let err = SqliteStore::open(&format!("sqlite://{}", dir.path().display()))
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("is a directory"), "{err}");
+
+        let junk = dir.path().join("junk.db");
+        std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
+        let err = SqliteStore::open(&format!("sqlite://{}", junk.display()))
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+
+        for url in ["sqlite://", "sqlite:results.db"] {
+            let err = SqliteStore::open(url).await.err().unwrap();
+            assert!(matches!(err, StoreError::BadUrl { .. }), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn advertise_claim_renew_release() {
+        let (_dir, store) = fresh().await;
+        let all = topics(3);
+        store.advertise(&all, "loadgen-1", MINUTE).await.unwrap();
+        assert_eq!(store.claim(2, "c1", MINUTE).await.unwrap(), all[..2]);
+        assert_eq!(store.claim(5, "c2", MINUTE).await.unwrap(), all[2..]);
+        assert!(store.claim(5, "c3", MINUTE).await.unwrap().is_empty());
+
+        let ads = store.advertisements().await.unwrap();
+        let claimers: Vec<_> = ads.iter().map(|a| a.claimed_by.as_deref()).collect();
+        assert_eq!(claimers, [Some("c1"), Some("c1"), Some("c2")]);
+        assert!(ads.iter().all(|a| a.owner == "loadgen-1"));
+
+        // c2 cannot renew c1's topics.
+        assert_eq!(
+            store.renew_claims(&all, "c1", MINUTE).await.unwrap(),
+            all[..2]
+        );
+        assert_eq!(
+            store.renew_claims(&all, "c2", MINUTE).await.unwrap(),
+            all[2..]
+        );
+
+        // Releasing someone else's claim does nothing; releasing one's own frees it.
+        store.release(&all[..1], "c2").await.unwrap();
+        assert!(store.claim(5, "c3", MINUTE).await.unwrap().is_empty());
+        store.release(&all[..1], "c1").await.unwrap();
+        assert_eq!(store.claim(5, "c3", MINUTE).await.unwrap(), all[..1]);
+        assert_eq!(
+            store.renew_claims(&all, "c1", MINUTE).await.unwrap(),
+            all[1..2]
+        );
+
+        // Last advertiser wins; withdrawing by the old owner then does nothing.
+        store
+            .advertise(&all[..1], "loadgen-2", MINUTE)
+            .await
+            .unwrap();
+        store.withdraw(&all, "loadgen-1").await.unwrap();
+        let ads = store.advertisements().await.unwrap();
+        assert_eq!(ads.len(), 1);
+        assert_eq!(
+            ads[0],
+            Advertisement {
+                topic: all[0].clone(),
+                owner: "loadgen-2".into(),
+                claimed_by: Some("c3".into()),
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_claims_and_advertisements_lapse() {
+        let (_dir, store) = fresh().await;
+        let all = topics(1);
+        store.advertise(&all, "lg", MINUTE).await.unwrap();
+        assert_eq!(
+            store
+                .claim(1, "a", Duration::from_millis(50))
+                .await
+                .unwrap(),
+            all
+        );
+        assert!(store.claim(1, "b", MINUTE).await.unwrap().is_empty());
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(store.claim(1, "b", MINUTE).await.unwrap(), all);
+        assert!(
+            store
+                .renew_claims(&all, "a", MINUTE)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.renew_claims(&all, "b", MINUTE).await.unwrap(), all);
+
+        store
+            .advertise(&all, "lg", Duration::from_millis(50))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(store.advertisements().await.unwrap().is_empty());
+        store.release(&all, "b").await.unwrap();
+        assert!(store.claim(1, "c", MINUTE).await.unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+    async fn concurrent_claimers_never_share_a_topic() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = url_of(&dir);
+        let all = topics(200);
+        SqliteStore::open(&url)
+            .await
+            .unwrap()
+            .advertise(&all, "loadgen", MINUTE)
+            .await
+            .unwrap();
+        let claimers: Vec<_> = (0..200)
+            .map(|i| {
+                let url = url.clone();
+                tokio::spawn(async move {
+                    // Each claimer has its own connection, like a separate process.
+                    let store = SqliteStore::open(&url).await.unwrap();
+                    let owner = format!("collector-{i}");
+                    let got = store.claim(1, &owner, MINUTE).await.unwrap();
+                    (owner, got)
+                })
+            })
+            .collect();
+        let mut claimed = BTreeSet::new();
+        for claimer in claimers {
+            let (owner, got) = claimer.await.unwrap();
+            assert_eq!(got.len(), 1, "{owner} claimed {got:?}");
+            assert!(claimed.insert(got[0].clone()), "{} claimed twice", got[0]);
+        }
+        assert_eq!(claimed.into_iter().collect::<Vec<_>>(), all);
+        let store = SqliteStore::open(&url).await.unwrap();
+        let ads = store.advertisements().await.unwrap();
+        let owners: BTreeSet<_> = ads.iter().filter_map(|a| a.claimed_by.clone()).collect();
+        assert_eq!(owners.len(), 200);
+    }
+
+    #[tokio::test]
+    async fn barriers_count_distinct_members() {
+        let (_dir, store) = fresh().await;
+        assert_eq!(store.barrier_size("start").await.unwrap(), 0);
+        assert_eq!(store.join_barrier("start", "a").await.unwrap(), 1);
+        assert_eq!(store.join_barrier("start", "a").await.unwrap(), 1);
+        assert_eq!(store.join_barrier("start", "b").await.unwrap(), 2);
+        assert_eq!(store.join_barrier("other", "a").await.unwrap(), 1);
+        assert_eq!(store.barrier_size("start").await.unwrap(), 2);
+    }
+
+    /// Raw insert throughput; run with
+    /// `cargo test -p iotload-core --release store::sqlite -- --ignored --nocapture`.
+    /// 1000 topics interleaved, one million rows, in big and in small batches.
+    #[tokio::test]
+    #[ignore = "measurement, not a test"]
+    async fn raw_insert_throughput() {
+        for (batches, per_batch) in [(20u64, 50_000u64), (200, 5_000)] {
+            let (_dir, store) = fresh().await;
+            store.put_run(&run("bench", "a", 1)).await.unwrap();
+            let make = |b: u64| Batch {
+                run_id: String::new(),
+                seconds: Vec::new(),
+                raw: (0..per_batch)
+                    .map(|i| {
+                        let n = b * per_batch + i;
+                        let t = 1_700_000_000_000_000 + n * 10;
+                        let record = RawRecord {
+                            device: u32::try_from(n % 1000).unwrap(),
+                            seq: n / 1000,
+                            intended_us: t,
+                            sent_us: t + 3,
+                            received_us: t + 900,
+                        };
+                        (format!("devices/{:05}/action", n % 1000), record)
+                    })
+                    .collect(),
+            };
+            let prepared: Vec<_> = (0..batches).map(make).collect();
+            let started = Instant::now();
+            for batch in &prepared {
+                store.write(batch).await.unwrap();
+            }
+            let elapsed = started.elapsed();
+            let rows = batches * per_batch;
+            println!(
+                "raw insert: {rows} rows in {elapsed:.2?} = {:.0} rows/s ({per_batch} rows per batch)",
+                rows as f64 / elapsed.as_secs_f64()
+            );
+            assert_eq!(store.raw("bench").await.unwrap().len() as u64, rows);
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! Producers hand records over with [`StoreWriter::offer`], which never waits: the
 //! measurement must not stall because the store is slow or down. The channel between
 //! them is the bounded buffer (`--store-buffer` records). The writer takes batches of up
-//! to 1000 records or 100 ms, writes each in one call, and when the store fails it keeps
+//! to 10,000 records or 100 ms, writes each in one call, and when the store fails it keeps
 //! the batch, retries with backoff and stops taking new records, so the channel fills;
 //! records offered while it is full are dropped and counted. At the end it flushes what
 //! is buffered, within a deadline.
@@ -18,8 +18,8 @@ use tokio::time::Instant;
 
 use super::{Backend, Batch, RawRecord, StoreError, TopicSecond};
 
-/// Records per store call.
-const BATCH_MAX: usize = 1000;
+/// Records per store call: large batches keep SQLite index updates cheap.
+const BATCH_MAX: usize = 10_000;
 /// Longest a record waits before its batch is written.
 const BATCH_WAIT: Duration = Duration::from_millis(100);
 
@@ -58,11 +58,11 @@ pub struct StoreWriter {
 }
 
 impl StoreWriter {
-    /// Starts the writer for `store` with room for `buffer` records.
-    pub fn spawn(store: Arc<dyn Backend>, buffer: usize) -> Self {
+    /// Starts the writer of run `run_id` to `store`, with room for `buffer` records.
+    pub fn spawn(store: Arc<dyn Backend>, run_id: String, buffer: usize) -> Self {
         let (tx, rx) = mpsc::channel(buffer.max(1));
         let (deadline_tx, deadline_rx) = tokio::sync::watch::channel(None);
-        let task = tokio::spawn(run(store, rx, deadline_rx));
+        let task = tokio::spawn(run(store, run_id, rx, deadline_rx));
         Self {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
@@ -123,11 +123,15 @@ impl RecordSender {
 
 async fn run(
     store: Arc<dyn Backend>,
+    run_id: String,
     mut rx: mpsc::Receiver<Record>,
     deadline: tokio::sync::watch::Receiver<Option<Instant>>,
 ) -> WriterReport {
     let mut report = WriterReport::default();
-    let mut batch = Batch::default();
+    let mut batch = Batch {
+        run_id,
+        ..Batch::default()
+    };
     let mut closed = false;
     while !closed {
         // Gather a batch: up to BATCH_MAX records or BATCH_WAIT after the first one.

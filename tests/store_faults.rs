@@ -1,0 +1,116 @@
+//! The results store failing mid-run: records wait in the bounded buffer and are written
+//! when it returns, or are counted as dropped when the buffer overflows.
+
+mod common;
+
+use common::*;
+use iotload_testkit::RedisServer;
+
+#[tokio::test]
+async fn redis_stopped_and_restarted_mid_run_loses_nothing_within_the_buffer() {
+    let mut redis = RedisServer::start().await.expect("redis starts");
+    let store = redis.url();
+    let scratch = Scratch::new();
+    let json = scratch.json();
+    let mut run = spawn(&[
+        "run",
+        "--devices",
+        "5",
+        "--rate",
+        "20",
+        "--duration",
+        "6s",
+        "--qos",
+        "1",
+        "--raw",
+        "--store",
+        &store,
+        "--run-id",
+        "outage",
+        "--progress",
+        "always",
+        "--json",
+        &json,
+    ]);
+    run.wait_until(|l| received_at_least(l, 50), "received 50")
+        .await;
+    redis.stop().await.expect("redis stops");
+    // The run goes on while the store is away.
+    run.wait_until(|l| received_at_least(l, 250), "received 250")
+        .await;
+    redis.restart().await.expect("redis restarts");
+    assert_eq!(run.exit_code().await, Some(0));
+    let s = scratch.summary();
+    assert_valid_summary(&s);
+    assert_eq!(u(&s, "/store/dropped"), 0, "{s:#}");
+    assert_eq!(u(&s, "/store/unflushed"), 0, "{s:#}");
+    assert!(
+        u(&s, "/store/failures") > 0,
+        "the outage was noticed: {s:#}"
+    );
+    // Every message is in the store: raw records and per-second counts.
+    assert_eq!(u(&s, "/store/raw_written"), u(&s, "/receive/unique"));
+    let csv = run_results(&store, &["export", "outage", "--format", "csv"]).await;
+    let received: u64 = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(5).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(received, u(&s, "/receive/received"));
+    let raw = run_results(&store, &["export", "outage", "--raw"]).await;
+    assert_eq!(raw.lines().count() as u64 - 1, u(&s, "/receive/unique"));
+}
+
+#[tokio::test]
+async fn a_full_buffer_counts_exactly_what_it_dropped() {
+    let mut redis = RedisServer::start().await.expect("redis starts");
+    let store = redis.url();
+    let scratch = Scratch::new();
+    let json = scratch.json();
+    let mut run = spawn(&[
+        "run",
+        "--devices",
+        "5",
+        "--rate",
+        "50",
+        "--duration",
+        "4s",
+        "--raw",
+        "--store-buffer",
+        "100",
+        "--store",
+        &store,
+        "--run-id",
+        "overflow",
+        "--progress",
+        "always",
+        "--json",
+        &json,
+    ]);
+    run.wait_until(|l| received_at_least(l, 20), "received 20")
+        .await;
+    redis.stop().await.expect("redis stops");
+    run.wait_until(|l| received_at_least(l, 600), "received 600")
+        .await;
+    redis.restart().await.expect("redis restarts");
+    assert_eq!(run.exit_code().await, Some(0));
+    let s = scratch.summary();
+    let dropped = u(&s, "/store/dropped");
+    assert!(dropped > 0, "{s:#}");
+    assert!(
+        s["warnings"].to_string().contains("were not stored"),
+        "{s:#}"
+    );
+    let raw = run_results(&store, &["export", "overflow", "--raw"]).await;
+    let stored = raw.lines().count() as u64 - 1;
+    assert_eq!(stored, u(&s, "/store/raw_written"));
+    assert!(stored < u(&s, "/receive/unique"));
+}
+
+async fn run_results(store: &str, args: &[&str]) -> String {
+    let mut all = vec!["results", "--store", store];
+    all.extend(args);
+    let out = run(&all).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    out.stdout
+}
