@@ -1,0 +1,329 @@
+//! One conformance suite, run against every results store backend: a fresh Redis server
+//! per test and a temporary SQLite file.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use iotload_core::recorder::LatencyHistogram;
+use iotload_core::store::{Backend, Batch, RawRecord, RunRecord, TopicSecond, open};
+use iotload_testkit::{MqttBroker, RedisServer};
+
+/// A store under test and whatever keeps it alive.
+struct Subject {
+    url: String,
+    _redis: Option<RedisServer>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn redis() -> Subject {
+    let server = RedisServer::start().await.expect("redis starts");
+    Subject {
+        url: server.url(),
+        _redis: Some(server),
+        _dir: None,
+    }
+}
+
+fn sqlite() -> Subject {
+    let dir = tempfile::tempdir().expect("temp dir");
+    Subject {
+        url: format!("sqlite://{}", dir.path().join("results.db").display()),
+        _redis: None,
+        _dir: Some(dir),
+    }
+}
+
+fn histogram(values: &[u64]) -> Vec<u8> {
+    let mut h = LatencyHistogram::new();
+    for &v in values {
+        h.record(v);
+    }
+    h.encode()
+}
+
+async fn round_trip(subject: Subject) {
+    let store = open(&subject.url).await.expect("store opens");
+    let run = RunRecord {
+        run_id: "rt".into(),
+        component: "collector".into(),
+        instance: "i1".into(),
+        started_us: 10,
+        ended_us: 0,
+        tool_version: "0.1.0".into(),
+        broker: "mqtt://127.0.0.1:1883".into(),
+        config: serde_json::json!({"rate": "10"}),
+    };
+    store.put_run(&run).await.unwrap();
+    let ended = RunRecord {
+        ended_us: 20,
+        ..run.clone()
+    };
+    store.put_run(&ended).await.unwrap();
+    assert_eq!(store.runs().await.unwrap(), vec![ended]);
+
+    let values: Vec<u64> = (1..=1000).map(|v| v * 37).collect();
+    let second = |received, sent| TopicSecond {
+        run_id: "rt".into(),
+        topic: "t/1".into(),
+        second: 100,
+        instance: "i1".into(),
+        sent,
+        received,
+        lost: 1,
+        duplicates: 2,
+        reordered: 3,
+        undecodable: 4,
+        latency_hdr: histogram(&values),
+        corrected_hdr: histogram(&values[..10]),
+    };
+    let raw = RawRecord {
+        device: 7,
+        seq: 1,
+        intended_us: 1,
+        sent_us: 2,
+        received_us: 3,
+    };
+    store
+        .write(&Batch {
+            run_id: "rt".into(),
+            seconds: vec![second(1000, 0)],
+            raw: vec![("t/1".into(), raw)],
+        })
+        .await
+        .unwrap();
+    // The same key again merges: counters add, histograms combine.
+    store
+        .write(&Batch {
+            run_id: "rt".into(),
+            seconds: vec![second(1000, 5)],
+            raw: vec![],
+        })
+        .await
+        .unwrap();
+    let back = store.seconds("rt").await.unwrap();
+    assert_eq!(back.len(), 1);
+    let s = &back[0];
+    assert_eq!(
+        (
+            s.sent,
+            s.received,
+            s.lost,
+            s.duplicates,
+            s.reordered,
+            s.undecodable
+        ),
+        (5, 2000, 2, 4, 6, 8)
+    );
+    let h = LatencyHistogram::decode(&s.latency_hdr).unwrap();
+    let mut expected = LatencyHistogram::decode(&histogram(&values)).unwrap();
+    expected.add(&LatencyHistogram::decode(&histogram(&values)).unwrap());
+    assert_eq!(h.len(), 2000);
+    assert_eq!(
+        h.stats_ms(),
+        expected.stats_ms(),
+        "histogram identical after read-back"
+    );
+    assert_eq!(
+        LatencyHistogram::decode(&s.corrected_hdr).unwrap().len(),
+        20
+    );
+    assert_eq!(
+        store.raw("rt").await.unwrap(),
+        vec![("t/1".to_string(), raw)]
+    );
+}
+
+async fn every_topic_is_claimed_exactly_once(subject: Subject) {
+    let lease = Duration::from_secs(30);
+    let mut advertisers = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let url = subject.url.clone();
+        advertisers.spawn(async move {
+            let store = open(&url).await.expect("store opens");
+            store
+                .advertise(&[format!("topic/{i:03}")], &format!("loadgen-{i}"), lease)
+                .await
+                .unwrap();
+        });
+    }
+    while advertisers.join_next().await.is_some() {}
+    let mut claimers = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let url = subject.url.clone();
+        claimers.spawn(async move {
+            let store = open(&url).await.expect("store opens");
+            store
+                .claim(1, &format!("collector-{i}"), lease)
+                .await
+                .unwrap()
+        });
+    }
+    let mut claimed = Vec::new();
+    while let Some(got) = claimers.join_next().await {
+        claimed.extend(got.unwrap());
+    }
+    let distinct: BTreeSet<&String> = claimed.iter().collect();
+    assert_eq!(claimed.len(), 200, "every claimer got one topic");
+    assert_eq!(distinct.len(), 200, "no topic was claimed twice");
+    let store = open(&subject.url).await.unwrap();
+    assert!(
+        store
+            .advertisements()
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| a.claimed_by.is_some())
+    );
+}
+
+async fn a_dead_claimers_topics_are_claimable_after_its_lease(subject: Subject) {
+    let store: Arc<dyn Backend> = open(&subject.url).await.unwrap();
+    let topics: Vec<String> = (0..5).map(|i| format!("dead/{i}")).collect();
+    store
+        .advertise(&topics, "loadgen", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let lease = Duration::from_millis(300);
+    assert_eq!(store.claim(5, "dies", lease).await.unwrap().len(), 5);
+    // Held: nobody else gets them.
+    assert!(store.claim(5, "other", lease).await.unwrap().is_empty());
+    // The claimer dies (never renews); after its lease the topics are free again.
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    let mut again = store
+        .claim(5, "other", Duration::from_secs(30))
+        .await
+        .unwrap();
+    again.sort();
+    assert_eq!(again, topics);
+}
+
+#[tokio::test]
+async fn redis_round_trips_runs_seconds_and_raw() {
+    round_trip(redis().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_round_trips_runs_seconds_and_raw() {
+    round_trip(sqlite()).await;
+}
+
+#[tokio::test]
+async fn redis_gives_each_of_200_topics_to_exactly_one_of_200_claimers() {
+    every_topic_is_claimed_exactly_once(redis().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_gives_each_of_200_topics_to_exactly_one_of_200_claimers() {
+    every_topic_is_claimed_exactly_once(sqlite()).await;
+}
+
+#[tokio::test]
+async fn redis_frees_a_dead_claimers_topics_after_its_lease() {
+    a_dead_claimers_topics_are_claimable_after_its_lease(redis().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_frees_a_dead_claimers_topics_after_its_lease() {
+    a_dead_claimers_topics_are_claimable_after_its_lease(sqlite()).await;
+}
+
+/// Claimers as separate `iotload collector --claim 1` processes.
+async fn claimer_processes_split_the_topics(subject: Subject) {
+    const N: usize = 30;
+    let broker = MqttBroker::start().await.expect("mosquitto starts");
+    let store = open(&subject.url).await.unwrap();
+    let topics: Vec<String> = (0..N).map(|i| format!("proc/{i:02}")).collect();
+    store
+        .advertise(&topics, "loadgen", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut procs = Vec::new();
+    for i in 0..N {
+        procs.push(common::spawn(&[
+            "collector",
+            "--broker",
+            &broker.url(),
+            "--store",
+            &subject.url,
+            "--run-id",
+            "procs",
+            "--instance",
+            &format!("c{i}"),
+            "--claim",
+            "1",
+            "--claim-timeout",
+            "20s",
+        ]));
+    }
+    let mut listening = BTreeSet::new();
+    for p in &mut procs {
+        p.wait_for("collector: listening on").await;
+        let line = p.seen.last().cloned().unwrap_or_default();
+        assert!(
+            listening.insert(line.clone()),
+            "a topic was claimed twice: {line}"
+        );
+    }
+    assert_eq!(listening.len(), N);
+    for p in &procs {
+        p.interrupt();
+    }
+    for p in procs {
+        assert_eq!(p.exit_code().await, Some(130));
+    }
+    // Released on exit: all claimable again at once.
+    assert_eq!(
+        store
+            .claim(N, "after", Duration::from_secs(10))
+            .await
+            .unwrap()
+            .len(),
+        N
+    );
+}
+
+#[tokio::test]
+async fn redis_claimer_processes_each_get_their_own_topic() {
+    claimer_processes_split_the_topics(redis().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_claimer_processes_each_get_their_own_topic() {
+    claimer_processes_split_the_topics(sqlite()).await;
+}
+
+#[tokio::test]
+async fn wrong_password_and_unreachable_server_name_the_store_and_the_fix() {
+    let server = RedisServer::start_with(iotload_testkit::RedisOptions {
+        password: Some("right".into()),
+    })
+    .await
+    .expect("redis starts");
+    let wrong = format!("redis://:wrong@127.0.0.1:{}/0", server.port());
+    let err = open(&wrong).await.err().expect("refused").to_string();
+    assert!(
+        err.contains("refused the credentials") && !err.contains("wrong"),
+        "{err}"
+    );
+    let right = format!("redis://:right@127.0.0.1:{}/0", server.port());
+    assert!(open(&right).await.is_ok());
+    let port = iotload_testkit::free_port();
+    let err = open(&format!("redis://127.0.0.1:{port}/0"))
+        .await
+        .err()
+        .expect("unreachable")
+        .to_string();
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("redis-server"),
+        "{err}"
+    );
+    let err = open("sqlite:///nonexistent-dir/x.db")
+        .await
+        .err()
+        .expect("bad path")
+        .to_string();
+    assert!(err.contains("/nonexistent-dir"), "{err}");
+}
