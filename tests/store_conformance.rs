@@ -1,6 +1,9 @@
 //! One conformance suite, run against every results store backend: a fresh Redis server
 //! per test and a temporary SQLite file.
 
+// Helpers shared by the tests below: a failing store call must fail the test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeSet;
