@@ -346,8 +346,8 @@ impl StampArgs {
 /// Where results go and how this instance is named in them.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
-    /// Where results go: sqlite://FILE (embedded), redis://[:PASSWORD@]HOST:PORT/DB (shared
-    /// by many instances), or none.
+    /// Where results go: sqlite://FILE (embedded), redis://HOST:PORT/DB or
+    /// redis://:PASSWORD@HOST:PORT/DB (shared by many instances), or none.
     #[arg(
         long,
         env = "IOTLOAD_STORE",
