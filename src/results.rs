@@ -44,6 +44,15 @@ pub(crate) enum ResultsAction {
         /// (HdrHistogram interval log, one interval per topic and second, tagged by topic).
         #[arg(long, value_parser = ["csv", "json", "hdr"], default_value = "csv")]
         format: String,
+        /// Same as --format csv.
+        #[arg(long, conflicts_with_all = ["json", "hdr"])]
+        csv: bool,
+        /// Same as --format json.
+        #[arg(long, conflicts_with_all = ["csv", "hdr"])]
+        json: bool,
+        /// Same as --format hdr.
+        #[arg(long, conflicts_with_all = ["csv", "json"])]
+        hdr: bool,
         /// Export raw per-message records (stored with --raw) instead of aggregates.
         #[arg(long)]
         raw: bool,
@@ -67,9 +76,18 @@ pub(crate) async fn execute(args: ResultsArgs) -> anyhow::Result<()> {
         ResultsAction::Export {
             run,
             format,
+            csv,
+            json,
+            hdr,
             raw,
             out,
         } => {
+            let format = match (csv, json, hdr) {
+                (true, _, _) => "csv".to_string(),
+                (_, true, _) => "json".to_string(),
+                (_, _, true) => "hdr".to_string(),
+                _ => format,
+            };
             let run = resolve_run(store.as_ref(), &run).await?;
             let mut text = Vec::new();
             export(store.as_ref(), &run, &format, raw, &mut text).await?;

@@ -330,3 +330,61 @@ async fn wrong_password_and_unreachable_server_name_the_store_and_the_fix() {
         .to_string();
     assert!(err.contains("/nonexistent-dir"), "{err}");
 }
+
+/// A collector killed with SIGKILL cannot release its claims; they expire with its lease.
+async fn a_killed_collectors_topics_return_after_its_lease(subject: Subject) {
+    let broker = MqttBroker::start().await.expect("mosquitto starts");
+    let store = open(&subject.url).await.unwrap();
+    let topics = vec!["killed/0".to_string(), "killed/1".to_string()];
+    store
+        .advertise(&topics, "loadgen", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut victim = common::spawn(&[
+        "collector",
+        "--broker",
+        &broker.url(),
+        "--store",
+        &subject.url,
+        "--run-id",
+        "kill",
+        "--claim",
+        "2",
+        "--lease",
+        "1s",
+    ]);
+    victim.wait_for("collector: listening on").await;
+    assert!(
+        store
+            .claim(2, "heir", Duration::from_secs(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    victim.signal("-KILL");
+    let _ = victim.exit_code().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    while got.len() < 2 && tokio::time::Instant::now() < deadline {
+        // Polling the store is the only way to observe a lease running out.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        got.extend(
+            store
+                .claim(2 - got.len(), "heir", Duration::from_secs(10))
+                .await
+                .unwrap(),
+        );
+    }
+    got.sort();
+    assert_eq!(got, topics, "re-claimed within the lease plus a margin");
+}
+
+#[tokio::test]
+async fn redis_returns_a_killed_collectors_topics_after_its_lease() {
+    a_killed_collectors_topics_return_after_its_lease(redis().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_returns_a_killed_collectors_topics_after_its_lease() {
+    a_killed_collectors_topics_return_after_its_lease(sqlite()).await;
+}

@@ -240,3 +240,17 @@ fn parse_start_at(value: &str) -> Result<std::time::SystemTime, String> {
             format!("`{value}` is not a time ({e}); give e.g. 2026-11-25T10:00:00Z or Unix seconds")
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_at_accepts_rfc3339_and_unix_seconds() {
+        let a = parse_start_at("2026-11-25T10:00:00Z").unwrap();
+        let b = parse_start_at("1795600800").unwrap();
+        assert_eq!(a, b);
+        let e = parse_start_at("tomorrow").unwrap_err();
+        assert!(e.contains("2026-11-25T10:00:00Z"), "{e}");
+    }
+}
