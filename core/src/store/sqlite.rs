@@ -696,16 +696,7 @@ impl Coordinator for SqliteStore {
         self.call(move |conn| {
             let expires = lease_end(now_ms(), lease);
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
-                let mut put = tx.prepare_cached(
-                    "INSERT INTO advertisements (topic, owner, expires_ms) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (topic) DO UPDATE SET \
-                     owner = excluded.owner, expires_ms = excluded.expires_ms",
-                )?;
-                for topic in &topics {
-                    put.execute(params![topic, owner, expires])?;
-                }
-            }
+            put_leases(&tx, Lease::Advertisement, &topics, &owner, expires)?;
             tx.commit()?;
             Ok(())
         })
@@ -764,16 +755,7 @@ impl Coordinator for SqliteStore {
                 )?
                 .query_map(params![now, limit], |r| r.get::<_, String>(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            {
-                let mut put = tx.prepare_cached(
-                    "INSERT INTO claims (topic, owner, expires_ms) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (topic) DO UPDATE SET \
-                     owner = excluded.owner, expires_ms = excluded.expires_ms",
-                )?;
-                for topic in &topics {
-                    put.execute(params![topic, owner, expires])?;
-                }
-            }
+            put_leases(&tx, Lease::Claim, &topics, &owner, expires)?;
             tx.commit()?;
             Ok(topics)
         })
@@ -879,6 +861,40 @@ impl Coordinator for SqliteStore {
 fn barrier_count(conn: &Connection, name: &str) -> rusqlite::Result<u64> {
     conn.prepare_cached("SELECT COUNT(*) FROM barriers WHERE name = ?1")?
         .query_row([name], |r| r.get(0))
+}
+
+/// The two kinds of leased rows.
+#[derive(Clone, Copy)]
+enum Lease {
+    Advertisement,
+    Claim,
+}
+
+/// Inserts or renews `owner`'s leases on `topics` until `expires_ms`.
+fn put_leases(
+    tx: &rusqlite::Transaction<'_>,
+    kind: Lease,
+    topics: &[String],
+    owner: &str,
+    expires_ms: i64,
+) -> rusqlite::Result<()> {
+    let sql = match kind {
+        Lease::Advertisement => {
+            "INSERT INTO advertisements (topic, owner, expires_ms) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (topic) DO UPDATE SET \
+             owner = excluded.owner, expires_ms = excluded.expires_ms"
+        }
+        Lease::Claim => {
+            "INSERT INTO claims (topic, owner, expires_ms) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (topic) DO UPDATE SET \
+             owner = excluded.owner, expires_ms = excluded.expires_ms"
+        }
+    };
+    let mut put = tx.prepare_cached(sql)?;
+    for topic in topics {
+        put.execute(params![topic, owner, expires_ms])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
