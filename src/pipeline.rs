@@ -27,6 +27,17 @@ macro_rules! with_transport {
                 let $t = mqtt($broker, $url)?;
                 $body
             }
+            #[cfg(feature = "nats")]
+            BrokerKind::Nats => {
+                let $t = nats($broker, $url)?;
+                $body
+            }
+            #[cfg(not(feature = "nats"))]
+            BrokerKind::Nats => Err(iotload_core::transport::TransportError::NotBuilt {
+                broker: "NATS",
+                feature: "nats",
+            }
+            .into()),
         }
     };
 }
@@ -49,7 +60,8 @@ pub(crate) fn hint_for(err: &anyhow::Error) -> Option<&'static str> {
     if text.contains("cannot connect to") || text.contains("no answer from") {
         Some(
             "check that the broker runs and the address is right (e.g. `service mosquitto \
-             start`); `iotload run` without --broker uses an embedded broker",
+             start` or `service nats-server start`); `iotload run` without --broker uses an \
+             embedded MQTT broker",
         )
     } else if text.contains("TLS setup failed") {
         Some(
@@ -120,7 +132,24 @@ fn required_url(broker: &BrokerArgs) -> anyhow::Result<BrokerUrl> {
 }
 
 fn mqtt(broker: &BrokerArgs, url: BrokerUrl) -> anyhow::Result<Arc<MqttTransport>> {
+    if broker.jetstream {
+        return Err(iotload_core::transport::TransportError::Unsupported(
+            "--jetstream needs a NATS broker (nats:// or tls://)".into(),
+        )
+        .into());
+    }
     Ok(Arc::new(MqttTransport::new(url, broker.mqtt_settings()?)?))
+}
+
+#[cfg(feature = "nats")]
+fn nats(
+    broker: &BrokerArgs,
+    url: BrokerUrl,
+) -> anyhow::Result<Arc<iotload_core::transport::nats::NatsTransport>> {
+    Ok(Arc::new(iotload_core::transport::nats::NatsTransport::new(
+        url,
+        broker.nats_settings(),
+    )?))
 }
 
 fn started_at() -> String {

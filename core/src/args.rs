@@ -14,12 +14,17 @@ use crate::plan::{BrokerUrl, PlanError, Template, parse_duration};
 use crate::stamp::{JsonFields, TimeFormat};
 use crate::transport::ClientIdentity;
 #[cfg(feature = "mqtt")]
-use crate::transport::mqtt::{MqttSettings, MqttVersion, TlsSettings};
+use crate::transport::mqtt::{MqttSettings, MqttVersion};
+#[cfg(feature = "nats")]
+use crate::transport::nats::NatsSettings;
+#[cfg(any(feature = "mqtt", feature = "nats"))]
+use crate::transport::tls::TlsSettings;
 
 /// How to reach and talk to the broker.
 #[derive(Debug, Clone, Args)]
 pub struct BrokerArgs {
-    /// Broker URL: mqtt://host:port, or mqtts://host:port for TLS.
+    /// Broker URL: mqtt://host:port, or mqtts://host:port for TLS; nats://host:port, or
+    /// tls://host:port for NATS over TLS.
     ///
     /// `iotload run` starts an embedded broker when this is not given.
     #[arg(long, env = "IOTLOAD_BROKER", value_name = "URL")]
@@ -107,7 +112,13 @@ pub struct BrokerArgs {
     )]
     pub queue_capacity: usize,
 
-    /// QoS 1/2 messages in flight per connection.
+    /// NATS only: publish through JetStream (each message acknowledged once stored), into
+    /// streams created for the subscribed subjects when missing.
+    #[arg(long, env = "IOTLOAD_JETSTREAM")]
+    pub jetstream: bool,
+
+    /// QoS 1/2 messages (MQTT) or JetStream acknowledgements (NATS) in flight per
+    /// connection.
     #[arg(
         long,
         env = "IOTLOAD_INFLIGHT",
@@ -142,17 +153,34 @@ impl BrokerArgs {
             keep_alive: self.keep_alive,
             clean_start: !self.no_clean_start,
             retain: self.retain,
-            tls: TlsSettings {
-                ca_file: self.ca_file.clone(),
-                cert_file: self.cert_file.clone(),
-                key_file: self.key_file.clone(),
-                insecure: self.insecure,
-            },
+            tls: self.tls_settings(),
             queue_capacity: self.queue_capacity.max(1),
             inflight: self.inflight.max(1),
             connect_timeout: self.connect_timeout,
             ..MqttSettings::default()
         })
+    }
+
+    /// The NATS connection settings.
+    #[cfg(feature = "nats")]
+    pub fn nats_settings(&self) -> NatsSettings {
+        NatsSettings {
+            tls: self.tls_settings(),
+            connect_timeout: self.connect_timeout,
+            queue_capacity: self.queue_capacity.max(1),
+            jetstream: self.jetstream,
+            inflight: usize::from(self.inflight.max(1)),
+        }
+    }
+
+    #[cfg(any(feature = "mqtt", feature = "nats"))]
+    fn tls_settings(&self) -> TlsSettings {
+        TlsSettings {
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            insecure: self.insecure,
+        }
     }
 
     /// How each client identifies itself.
@@ -277,7 +305,7 @@ impl Credentials {
 #[derive(Debug, Clone, Args)]
 pub struct StampArgs {
     /// Where the stamp rides: json (fields of a JSON payload), binary (a 32-byte header),
-    /// or header (MQTT 5 user properties; needs --mqtt-version 5).
+    /// or header (MQTT 5 user properties, needs --mqtt-version 5; or NATS headers).
     #[arg(
         long = "stamp",
         env = "IOTLOAD_STAMP",

@@ -52,6 +52,8 @@ pub enum PlanError {
 pub enum BrokerKind {
     /// MQTT 3.1.1 / 5 (`mqtt://`, `mqtts://`, `tcp://`, `ssl://`).
     Mqtt,
+    /// NATS (`nats://`, `tls://`, `nats+tls://`).
+    Nats,
 }
 
 /// A parsed broker address.
@@ -83,10 +85,12 @@ impl BrokerUrl {
         })?;
         let (kind, tls, default_port) = match scheme.to_ascii_lowercase().as_str() {
             "mqtt" | "tcp" => (BrokerKind::Mqtt, false, 1883),
-            "mqtts" | "ssl" | "tls" => (BrokerKind::Mqtt, true, 8883),
+            "mqtts" | "ssl" => (BrokerKind::Mqtt, true, 8883),
+            "nats" => (BrokerKind::Nats, false, 4222),
+            "tls" | "nats+tls" => (BrokerKind::Nats, true, 4222),
             other => {
                 return Err(bad(&format!(
-                    "unknown scheme `{other}`; this build supports mqtt:// and mqtts://"
+                    "unknown scheme `{other}`; use mqtt://, mqtts://, nats:// or tls://"
                 )));
             }
         };
@@ -162,6 +166,8 @@ impl fmt::Display for BrokerUrl {
         let scheme = match (self.kind, self.tls) {
             (BrokerKind::Mqtt, false) => "mqtt",
             (BrokerKind::Mqtt, true) => "mqtts",
+            (BrokerKind::Nats, false) => "nats",
+            (BrokerKind::Nats, true) => "tls",
         };
         write!(f, "{scheme}://")?;
         if let Some(user) = &self.username {
@@ -376,6 +382,18 @@ mod tests {
         assert_eq!(u.to_string(), "mqtt://alice:***@127.0.0.1:1884");
         assert_eq!(u.password.as_deref(), Some("s3cret"));
         assert!(!format!("{u:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn broker_url_parses_nats_schemes() {
+        let u = BrokerUrl::parse("nats://127.0.0.1").unwrap();
+        assert_eq!((u.kind, u.port, u.tls), (BrokerKind::Nats, 4222, false));
+        assert_eq!(u.to_string(), "nats://127.0.0.1:4222");
+        for scheme in ["tls", "nats+tls", "NATS+TLS"] {
+            let u = BrokerUrl::parse(&format!("{scheme}://bob:pw@nats.example:4443")).unwrap();
+            assert_eq!((u.kind, u.port, u.tls), (BrokerKind::Nats, 4443, true));
+            assert_eq!(u.to_string(), "tls://bob:***@nats.example:4443");
+        }
     }
 
     #[test]

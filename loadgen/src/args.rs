@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use iotload_core::args::{BrokerArgs, StampArgs};
 use iotload_core::payload::{Body, CarrierKind, StampEncoder};
-use iotload_core::plan::{PlanError, Rate, Template, parse_count, parse_duration};
+use iotload_core::plan::{BrokerKind, PlanError, Rate, Template, parse_count, parse_duration};
 use iotload_core::schedule::Stop;
 
 use crate::LoadPlan;
@@ -188,7 +188,10 @@ impl LoadArgs {
             (None, Some(path)) => Body::from_file(path)?,
             (None, None) => Body::Empty,
         };
+        // MQTT carries the header stamp in MQTT 5 user properties; NATS in its headers.
+        let mqtt = broker.url()?.is_none_or(|url| url.kind == BrokerKind::Mqtt);
         if stamp.carrier == CarrierKind::Header
+            && mqtt
             && !matches!(broker.mqtt_version.as_str(), "5" | "5.0")
         {
             return Err(PlanError::BadValue {

@@ -1,6 +1,6 @@
 //! iotload's test kit: gives each integration test its own fresh, real server
-//! (today an MQTT broker run as a private `mosquitto` process on an ephemeral
-//! loopback port), plus helpers for tests that use the machine's shared
+//! (an MQTT broker run as a private `mosquitto` process, a Redis or a NATS
+//! server, each on an ephemeral loopback port), plus helpers for tests that use the machine's shared
 //! servers instead. The API says nothing about *how* a server is started, so a
 //! container backend can be added later without touching any test.
 //!
@@ -19,6 +19,7 @@
 mod error;
 mod fsutil;
 mod mqtt;
+mod nats;
 mod pki;
 mod redis;
 
@@ -27,6 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use error::TestkitError;
 pub use mqtt::{MqttBroker, MqttBrokerOptions};
+pub use nats::{DEFAULT_NATS_URL, NATS_URL_ENV, NatsOptions, NatsServer, machine_nats_url};
 pub use pki::TestPki;
 pub use redis::{DEFAULT_REDIS_URL, REDIS_URL_ENV, RedisOptions, RedisServer, machine_redis_url};
 

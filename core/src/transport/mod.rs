@@ -7,6 +7,10 @@
 
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
+#[cfg(feature = "nats")]
+pub mod nats;
+#[cfg(any(feature = "mqtt", feature = "nats"))]
+pub mod tls;
 
 use std::future::Future;
 
