@@ -4,7 +4,9 @@
 //! 0 ok, 2 error, 130 interrupted (results kept).
 
 mod cli;
+mod components;
 mod config_file;
+mod dry_run;
 mod pipeline;
 mod progress;
 mod recording;

@@ -11,10 +11,9 @@ use iotload_core::shutdown::Shutdown;
 use iotload_core::summary::{ProcessSection, RunSummary};
 use iotload_core::transport::Transport;
 use iotload_core::transport::mqtt::MqttTransport;
-use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command, OutputArgs, RunArgs};
-use crate::progress::{self, Sources};
+use crate::progress::{Progress, Sources};
 use crate::recording::Recording;
 use crate::summary_build::{echo_section, load_section, receive_section};
 
@@ -80,7 +79,7 @@ pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
         return Ok(Outcome { interrupted: false });
     }
     if cli.dry_run {
-        print_dry_run(&cli)?;
+        crate::dry_run::print_dry_run(&cli)?;
         return Ok(Outcome { interrupted: false });
     }
     let config = crate::cli::options_json(&cli);
@@ -95,7 +94,7 @@ pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
                 .resolve(&a.broker, &a.stamp, a.output.drain_timeout)?;
             loadgen::ensure_open_files(plan.devices)?;
             let rec = Recording::open(&a.store, "loadgen", url.to_string(), config).await?;
-            with_transport!(&a.broker, url, |t| run_loadgen(
+            with_transport!(&a.broker, url, |t| crate::components::run_loadgen(
                 t, plan, rec, &a.output, shutdown
             )
             .await)
@@ -103,7 +102,7 @@ pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
         Command::EchoIpaas(a) => {
             let url = required_url(&a.broker)?;
             let plan = a.echo.resolve(&a.broker)?;
-            with_transport!(&a.broker, url, |t| run_echo(
+            with_transport!(&a.broker, url, |t| crate::components::run_echo(
                 t, plan, a.duration, &a.output, shutdown
             )
             .await)
@@ -117,7 +116,7 @@ pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
             plan.instance = rec.instance().to_string();
             plan.raw = rec.raw;
             let claim = a.collect.claim.map(|n| (n, a.collect.claim_timeout));
-            with_transport!(&a.broker, url, |t| run_collector(
+            with_transport!(&a.broker, url, |t| crate::components::run_collector(
                 t, plan, rec, claim, &a.output, shutdown
             )
             .await)
@@ -125,7 +124,7 @@ pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
     }
 }
 
-fn required_url(broker: &BrokerArgs) -> anyhow::Result<BrokerUrl> {
+pub(crate) fn required_url(broker: &BrokerArgs) -> anyhow::Result<BrokerUrl> {
     broker.url()?.ok_or_else(|| {
         anyhow!("--broker is required (e.g. --broker mqtt://127.0.0.1:1883, or IOTLOAD_BROKER)")
     })
@@ -152,11 +151,12 @@ fn nats(
     )?))
 }
 
-fn started_at() -> String {
+pub(crate) fn started_at() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-fn finish(summary: &mut RunSummary, output: &OutputArgs) -> anyhow::Result<()> {
+/// Prints the summary, writes the JSON file, and says how the command ended.
+pub(crate) fn finish(summary: &mut RunSummary, output: &OutputArgs) -> anyhow::Result<Outcome> {
     let handled = match (&summary.load, &summary.echo, &summary.receive) {
         (Some(l), _, _) => l.sent,
         (None, Some(e), _) => e.published,
@@ -169,7 +169,9 @@ fn finish(summary: &mut RunSummary, output: &OutputArgs) -> anyhow::Result<()> {
         std::fs::write(path, summary.to_json() + "\n")
             .with_context(|| format!("cannot write the JSON summary to {}", path.display()))?;
     }
-    Ok(())
+    Ok(Outcome {
+        interrupted: summary.interrupted,
+    })
 }
 
 /// `iotload run`: collector and echo subscribe first, then the devices send.
@@ -268,15 +270,13 @@ async fn run_loop_on<T: Transport>(
         let stop = consume.clone();
         tokio::spawn(async move { echo_ipaas::serve::<T>(conns, &echo_plan, stats, stop).await })
     });
-    let progress_stop = CancellationToken::new();
-    let progress = progress::spawn(
+    let progress = Progress::start(
         &args.output.progress,
         Sources {
             load: Some(load_stats.clone()),
             echo: echo_task.as_ref().map(|_| echo_stats.clone()),
             collector: Some(live.clone()),
         },
-        progress_stop.clone(),
     );
 
     let load = loadgen::run(
@@ -303,8 +303,7 @@ async fn run_loop_on<T: Transport>(
         }
     }
     consume.cancel();
-    progress_stop.cancel();
-    let _ = progress.await;
+    progress.stop().await;
     let collected = collector_task.await.context("the collector task failed")?;
     if let Some(t) = echo_task {
         let _ = t.await;
@@ -326,250 +325,9 @@ async fn run_loop_on<T: Transport>(
     summary.elapsed_s = clock.elapsed().as_secs_f64();
     summary.warnings = warnings;
     rec.close(&mut summary, args.output.drain_timeout).await;
-    finish(&mut summary, &args.output)?;
-    Ok(Outcome {
-        interrupted: summary.interrupted,
-    })
-}
-
-async fn run_loadgen<T: Transport>(
-    transport: Arc<T>,
-    plan: loadgen::LoadPlan,
-    rec: Recording,
-    output: &OutputArgs,
-    shutdown: Shutdown,
-) -> anyhow::Result<Outcome> {
-    let started = started_at();
-    let clock = Instant::now();
-    let stats = Arc::new(loadgen::LoadStats::new(plan.devices));
-    let progress_stop = CancellationToken::new();
-    let progress = progress::spawn(
-        &output.progress,
-        Sources {
-            load: Some(stats.clone()),
-            ..Sources::default()
-        },
-        progress_stop.clone(),
-    );
-    let report = loadgen::run(
-        transport.clone(),
-        &plan,
-        &rec.fleet(),
-        stats,
-        shutdown.produce().clone(),
-    )
-    .await;
-    progress_stop.cancel();
-    let _ = progress.await;
-    let report = report.context("running the devices")?;
-    let mut warnings = Vec::new();
-    let mut summary = RunSummary::new("loadgen", transport.url().to_string(), started);
-    summary.interrupted = shutdown.interrupted();
-    summary.load = Some(load_section(&plan, &report, &mut warnings));
-    summary.elapsed_s = clock.elapsed().as_secs_f64();
-    summary.warnings = warnings;
-    rec.close(&mut summary, output.drain_timeout).await;
-    finish(&mut summary, output)?;
-    Ok(Outcome {
-        interrupted: summary.interrupted,
-    })
-}
-
-async fn run_echo<T: Transport>(
-    transport: Arc<T>,
-    plan: echo_ipaas::EchoPlan,
-    duration: Option<Duration>,
-    output: &OutputArgs,
-    shutdown: Shutdown,
-) -> anyhow::Result<Outcome> {
-    let started = started_at();
-    let clock = Instant::now();
-    let conns = echo_ipaas::connect(transport.as_ref(), &plan)
-        .await
-        .context("connecting the echo iPaaS")?;
-    eprintln!(
-        "echo-ipaas: {:?} → {}; Ctrl-C to stop",
-        plan.from,
-        plan.route_text()
-    );
-    let stats = Arc::new(echo_ipaas::EchoStats::default());
-    let stop = shutdown.produce().clone();
-    if let Some(d) = duration {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(d).await;
-            stop.cancel();
-        });
-    }
-    let progress_stop = CancellationToken::new();
-    let progress = progress::spawn(
-        &output.progress,
-        Sources {
-            echo: Some(stats.clone()),
-            ..Sources::default()
-        },
-        progress_stop.clone(),
-    );
-    echo_ipaas::serve::<T>(conns, &plan, stats.clone(), stop).await;
-    progress_stop.cancel();
-    let _ = progress.await;
-    let mut summary = RunSummary::new("echo-ipaas", transport.url().to_string(), started);
-    summary.interrupted = shutdown.interrupted();
-    summary.echo = Some(echo_section(&stats));
-    summary.elapsed_s = clock.elapsed().as_secs_f64();
-    finish(&mut summary, output)?;
-    Ok(Outcome {
-        interrupted: summary.interrupted,
-    })
-}
-
-async fn run_collector<T: Transport>(
-    transport: Arc<T>,
-    mut plan: collector::CollectPlan,
-    rec: Recording,
-    claim: Option<(usize, Duration)>,
-    output: &OutputArgs,
-    shutdown: Shutdown,
-) -> anyhow::Result<Outcome> {
-    let started = started_at();
-    let clock = Instant::now();
-    let claims_stop = CancellationToken::new();
-    let mut claims_task = None;
-    if let Some((n, timeout)) = claim {
-        let store = rec.backend().ok_or_else(|| {
-            anyhow!("--claim needs a results store shared with the loadgens (--store redis://...)")
-        })?;
-        eprintln!(
-            "collector: claiming {n} advertised topics (up to {} s)",
-            timeout.as_secs()
-        );
-        let topics = collector::claims::claim_topics(
-            &store,
-            n,
-            rec.instance(),
-            rec.lease,
-            timeout,
-            shutdown.produce(),
-        )
-        .await
-        .context("claiming topics")?;
-        if topics.is_empty() {
-            return Err(anyhow!(
-                "no advertised topic could be claimed within {} s: start loadgens with                  --advertise and the same --store, or raise --claim-timeout",
-                timeout.as_secs()
-            ));
-        }
-        plan.filters = topics.clone();
-        claims_task = Some(collector::claims::keep_claims(
-            store,
-            topics,
-            rec.instance().to_string(),
-            rec.lease,
-            claims_stop.clone(),
-        ));
-    }
-    let subscriber = collector::subscribe(transport.as_ref(), &plan)
-        .await
-        .context("connecting the collector")?;
-    if let Some(store) = rec.backend() {
-        // Tell loadgens waiting with --wait-for that this collector is subscribed.
-        store
-            .join_barrier(rec.run_id(), rec.instance())
-            .await
-            .context("joining the start barrier")?;
-    }
-    eprintln!("collector: listening on {:?}", plan.filters);
-    let live = Arc::new(collector::CollectorLive::default());
-    let progress_stop = CancellationToken::new();
-    let progress = progress::spawn(
-        &output.progress,
-        Sources {
-            collector: Some(live.clone()),
-            ..Sources::default()
-        },
-        progress_stop.clone(),
-    );
-    let report = collector::collect(
-        subscriber,
-        &plan,
-        live,
-        rec.records(),
-        shutdown.produce().clone(),
-    )
-    .await;
-    progress_stop.cancel();
-    let _ = progress.await;
-    claims_stop.cancel();
-    if let Some(task) = claims_task {
-        let _ = task.await;
-    }
-    let mut warnings = Vec::new();
-    let mut summary = RunSummary::new("collector", transport.url().to_string(), started);
-    summary.interrupted = shutdown.interrupted();
-    summary.receive = Some(receive_section(
-        &report,
-        None,
-        output.per_device,
-        &mut warnings,
-    ));
-    summary.elapsed_s = clock.elapsed().as_secs_f64();
-    summary.warnings = warnings;
-    rec.close(&mut summary, output.drain_timeout).await;
-    finish(&mut summary, output)?;
-    Ok(Outcome {
-        interrupted: summary.interrupted,
-    })
+    finish(&mut summary, &args.output)
 }
 
 fn humantime_str(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
-}
-
-/// `--dry-run`: every option of the chosen subcommand with its value and source.
-fn print_dry_run(cli: &Cli) -> anyhow::Result<()> {
-    let name = cli.command.name();
-    println!("iotload {name} (dry run: nothing is connected)");
-    for o in crate::cli::resolved_options(cli) {
-        println!("  --{:<20} {:<32} ({})", o.long, o.value, o.source);
-    }
-    let plan_line = match &cli.command {
-        Command::Run(a) => {
-            let plan = a
-                .load
-                .resolve(&a.broker, &a.stamp, a.output.drain_timeout)?;
-            Some(describe_load(&plan, a.broker.url()?))
-        }
-        Command::Loadgen(a) => {
-            let plan = a
-                .load
-                .resolve(&a.broker, &a.stamp, a.output.drain_timeout)?;
-            Some(describe_load(&plan, Some(required_url(&a.broker)?)))
-        }
-        Command::EchoIpaas(a) => {
-            let plan = a.echo.resolve(&a.broker)?;
-            required_url(&a.broker)?;
-            Some(format!("echo {:?} → {}", plan.from, plan.route_text()))
-        }
-        Command::Results(_) => None,
-        Command::Collector(a) => {
-            let plan = a.collect.resolve(&a.broker, &a.stamp)?;
-            required_url(&a.broker)?;
-            Some(format!("collect from {:?}", plan.filters))
-        }
-    };
-    if let Some(line) = plan_line {
-        println!("plan: {line}");
-    }
-    Ok(())
-}
-
-fn describe_load(plan: &loadgen::LoadPlan, url: Option<BrokerUrl>) -> String {
-    format!(
-        "{} devices × {} msg/s, {} messages in total, topic {}, to {}",
-        plan.devices,
-        plan.rate.per_s(),
-        plan.planned(),
-        plan.topic.as_str(),
-        url.map_or_else(|| "the embedded broker".to_string(), |u| u.to_string())
-    )
 }

@@ -19,12 +19,29 @@ pub(crate) struct Sources {
     pub(crate) collector: Option<Arc<CollectorLive>>,
 }
 
-/// Prints progress until `stop` fires; `mode` is auto, always or never.
-pub(crate) fn spawn(
-    mode: &str,
-    sources: Sources,
+/// A running progress line; [`Progress::stop`] ends it and clears a terminal line.
+pub(crate) struct Progress {
     stop: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Progress {
+    /// Starts printing; `mode` is auto, always or never.
+    pub(crate) fn start(mode: &str, sources: Sources) -> Self {
+        let stop = CancellationToken::new();
+        let task = spawn(mode, sources, stop.clone());
+        Self { stop, task }
+    }
+
+    /// Stops printing and waits for the last line.
+    pub(crate) async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Prints progress until `stop` fires.
+fn spawn(mode: &str, sources: Sources, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
     let tty = std::io::stderr().is_terminal();
     let enabled = match mode {
         "never" => false,

@@ -1,0 +1,188 @@
+//! The components run on their own (`iotload loadgen`, `echo-ipaas`, `collector`), one
+//! container each in a deployment: connect, run until the plan ends or a signal, summarise.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use iotload_core::shutdown::Shutdown;
+use iotload_core::summary::RunSummary;
+use iotload_core::transport::Transport;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::OutputArgs;
+use crate::pipeline::{Outcome, finish, started_at};
+use crate::progress::{Progress, Sources};
+use crate::recording::Recording;
+use crate::summary_build::{echo_section, load_section, receive_section};
+
+pub(crate) async fn run_loadgen<T: Transport>(
+    transport: Arc<T>,
+    plan: loadgen::LoadPlan,
+    rec: Recording,
+    output: &OutputArgs,
+    shutdown: Shutdown,
+) -> anyhow::Result<Outcome> {
+    let started = started_at();
+    let clock = Instant::now();
+    let stats = Arc::new(loadgen::LoadStats::new(plan.devices));
+    let progress = Progress::start(
+        &output.progress,
+        Sources {
+            load: Some(stats.clone()),
+            ..Sources::default()
+        },
+    );
+    let report = loadgen::run(
+        transport.clone(),
+        &plan,
+        &rec.fleet(),
+        stats,
+        shutdown.produce().clone(),
+    )
+    .await;
+    progress.stop().await;
+    let report = report.context("running the devices")?;
+    let mut warnings = Vec::new();
+    let mut summary = RunSummary::new("loadgen", transport.url().to_string(), started);
+    summary.interrupted = shutdown.interrupted();
+    summary.load = Some(load_section(&plan, &report, &mut warnings));
+    summary.elapsed_s = clock.elapsed().as_secs_f64();
+    summary.warnings = warnings;
+    rec.close(&mut summary, output.drain_timeout).await;
+    finish(&mut summary, output)
+}
+
+pub(crate) async fn run_echo<T: Transport>(
+    transport: Arc<T>,
+    plan: echo_ipaas::EchoPlan,
+    duration: Option<Duration>,
+    output: &OutputArgs,
+    shutdown: Shutdown,
+) -> anyhow::Result<Outcome> {
+    let started = started_at();
+    let clock = Instant::now();
+    let conns = echo_ipaas::connect(transport.as_ref(), &plan)
+        .await
+        .context("connecting the echo iPaaS")?;
+    eprintln!(
+        "echo-ipaas: {:?} → {}; Ctrl-C to stop",
+        plan.from,
+        plan.route_text()
+    );
+    let stats = Arc::new(echo_ipaas::EchoStats::default());
+    let stop = shutdown.produce().clone();
+    if let Some(d) = duration {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            stop.cancel();
+        });
+    }
+    let progress = Progress::start(
+        &output.progress,
+        Sources {
+            echo: Some(stats.clone()),
+            ..Sources::default()
+        },
+    );
+    echo_ipaas::serve::<T>(conns, &plan, stats.clone(), stop).await;
+    progress.stop().await;
+    let mut summary = RunSummary::new("echo-ipaas", transport.url().to_string(), started);
+    summary.interrupted = shutdown.interrupted();
+    summary.echo = Some(echo_section(&stats));
+    summary.elapsed_s = clock.elapsed().as_secs_f64();
+    finish(&mut summary, output)
+}
+
+pub(crate) async fn run_collector<T: Transport>(
+    transport: Arc<T>,
+    mut plan: collector::CollectPlan,
+    rec: Recording,
+    claim: Option<(usize, Duration)>,
+    output: &OutputArgs,
+    shutdown: Shutdown,
+) -> anyhow::Result<Outcome> {
+    let started = started_at();
+    let clock = Instant::now();
+    let claims_stop = CancellationToken::new();
+    let mut claims_task = None;
+    if let Some((n, timeout)) = claim {
+        let store = rec.backend().ok_or_else(|| {
+            anyhow!("--claim needs a results store shared with the loadgens (--store redis://...)")
+        })?;
+        eprintln!(
+            "collector: claiming {n} advertised topics (up to {} s)",
+            timeout.as_secs()
+        );
+        let topics = collector::claims::claim_topics(
+            &store,
+            n,
+            rec.instance(),
+            rec.lease,
+            timeout,
+            shutdown.produce(),
+        )
+        .await
+        .context("claiming topics")?;
+        if topics.is_empty() {
+            return Err(anyhow!(
+                "no advertised topic could be claimed within {} s: start loadgens with                  --advertise and the same --store, or raise --claim-timeout",
+                timeout.as_secs()
+            ));
+        }
+        plan.filters = topics.clone();
+        claims_task = Some(collector::claims::keep_claims(
+            store,
+            topics,
+            rec.instance().to_string(),
+            rec.lease,
+            claims_stop.clone(),
+        ));
+    }
+    let subscriber = collector::subscribe(transport.as_ref(), &plan)
+        .await
+        .context("connecting the collector")?;
+    if let Some(store) = rec.backend() {
+        // Tell loadgens waiting with --wait-for that this collector is subscribed.
+        store
+            .join_barrier(rec.run_id(), rec.instance())
+            .await
+            .context("joining the start barrier")?;
+    }
+    eprintln!("collector: listening on {:?}", plan.filters);
+    let live = Arc::new(collector::CollectorLive::default());
+    let progress = Progress::start(
+        &output.progress,
+        Sources {
+            collector: Some(live.clone()),
+            ..Sources::default()
+        },
+    );
+    let report = collector::collect(
+        subscriber,
+        &plan,
+        live,
+        rec.records(),
+        shutdown.produce().clone(),
+    )
+    .await;
+    progress.stop().await;
+    claims_stop.cancel();
+    if let Some(task) = claims_task {
+        let _ = task.await;
+    }
+    let mut warnings = Vec::new();
+    let mut summary = RunSummary::new("collector", transport.url().to_string(), started);
+    summary.interrupted = shutdown.interrupted();
+    summary.receive = Some(receive_section(
+        &report,
+        None,
+        output.per_device,
+        &mut warnings,
+    ));
+    summary.elapsed_s = clock.elapsed().as_secs_f64();
+    summary.warnings = warnings;
+    rec.close(&mut summary, output.drain_timeout).await;
+    finish(&mut summary, output)
+}

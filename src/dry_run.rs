@@ -1,0 +1,55 @@
+//! `--dry-run`: the resolved plan and where each value came from, without connecting.
+
+use iotload_core::plan::BrokerUrl;
+
+use crate::cli::{Cli, Command};
+use crate::pipeline::required_url;
+
+/// `--dry-run`: every option of the chosen subcommand with its value and source.
+pub(crate) fn print_dry_run(cli: &Cli) -> anyhow::Result<()> {
+    let name = cli.command.name();
+    println!("iotload {name} (dry run: nothing is connected)");
+    for o in crate::cli::resolved_options(cli) {
+        println!("  --{:<20} {:<32} ({})", o.long, o.value, o.source);
+    }
+    let plan_line = match &cli.command {
+        Command::Run(a) => {
+            let plan = a
+                .load
+                .resolve(&a.broker, &a.stamp, a.output.drain_timeout)?;
+            Some(describe_load(&plan, a.broker.url()?))
+        }
+        Command::Loadgen(a) => {
+            let plan = a
+                .load
+                .resolve(&a.broker, &a.stamp, a.output.drain_timeout)?;
+            Some(describe_load(&plan, Some(required_url(&a.broker)?)))
+        }
+        Command::EchoIpaas(a) => {
+            let plan = a.echo.resolve(&a.broker)?;
+            required_url(&a.broker)?;
+            Some(format!("echo {:?} → {}", plan.from, plan.route_text()))
+        }
+        Command::Results(_) => None,
+        Command::Collector(a) => {
+            let plan = a.collect.resolve(&a.broker, &a.stamp)?;
+            required_url(&a.broker)?;
+            Some(format!("collect from {:?}", plan.filters))
+        }
+    };
+    if let Some(line) = plan_line {
+        println!("plan: {line}");
+    }
+    Ok(())
+}
+
+fn describe_load(plan: &loadgen::LoadPlan, url: Option<BrokerUrl>) -> String {
+    format!(
+        "{} devices × {} msg/s, {} messages in total, topic {}, to {}",
+        plan.devices,
+        plan.rate.per_s(),
+        plan.planned(),
+        plan.topic.as_str(),
+        url.map_or_else(|| "the embedded broker".to_string(), |u| u.to_string())
+    )
+}
