@@ -95,9 +95,9 @@ mod tests {
             lateness.push(now - deadline);
         }
         lateness.sort();
-        // The median, so a busy machine's outliers do not fail the test; tokio's timer
-        // would be ~300 µs late here on average.
-        assert!(lateness[25] < Duration::from_micros(250), "{lateness:?}");
+        // The median, so a busy machine's outliers do not fail the test. tokio's timer
+        // wakes on the next millisecond tick: ~500 µs late on average for these waits.
+        assert!(lateness[25] < Duration::from_micros(400), "{lateness:?}");
     }
 
     #[tokio::test]
