@@ -21,6 +21,7 @@ mod fsutil;
 mod mqtt;
 mod nats;
 mod pki;
+mod process;
 mod redis;
 
 use std::sync::atomic::{AtomicU64, Ordering};

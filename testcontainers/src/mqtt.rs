@@ -15,13 +15,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tempfile::TempDir;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
-use crate::fsutil::{LOG_TAIL_LINES, find_program, read_lossy, send_signal, tail, write_private};
+use crate::fsutil::{find_program, write_private};
+use crate::process::{Launch, ServerProcess, ServerSpec};
 use crate::{TestPki, TestkitError, try_free_port};
 
 /// The broker program.
@@ -30,10 +29,6 @@ const MOSQUITTO: &str = "mosquitto";
 const MOSQUITTO_PASSWD: &str = "mosquitto_passwd";
 /// How to get both programs on Debian and Ubuntu.
 const INSTALL_HINT: &str = "install it with `apt-get install mosquitto`";
-/// How long a broker may take to accept TCP connections.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often a start is retried when another process grabbed the chosen port.
-const PORT_ATTEMPTS: usize = 3;
 
 /// How the test's broker should be set up. The default is an anonymous,
 /// plain-TCP broker without a connection limit.
@@ -94,7 +89,7 @@ impl MqttBroker {
     /// The plain-TCP listener's port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         match &self.backend {
-            Backend::Process(broker) => broker.port,
+            Backend::Process(broker) => broker.process.port(),
         }
     }
 
@@ -109,7 +104,7 @@ impl MqttBroker {
     /// has no local process).
     pub fn pid(&self) -> Option<u32> {
         match &self.backend {
-            Backend::Process(broker) => broker.pid(),
+            Backend::Process(broker) => broker.process.pid(),
         }
     }
 
@@ -117,14 +112,14 @@ impl MqttBroker {
     /// answered until [`MqttBroker::resume`].
     pub fn pause(&self) -> Result<(), TestkitError> {
         match &self.backend {
-            Backend::Process(broker) => broker.pause(),
+            Backend::Process(broker) => broker.process.pause(),
         }
     }
 
     /// Lets a paused broker run again (SIGCONT).
     pub fn resume(&self) -> Result<(), TestkitError> {
         match &self.backend {
-            Backend::Process(broker) => broker.resume(),
+            Backend::Process(broker) => broker.process.resume(),
         }
     }
 
@@ -132,7 +127,7 @@ impl MqttBroker {
     /// already stopped.
     pub async fn stop(&mut self) -> Result<(), TestkitError> {
         match &mut self.backend {
-            Backend::Process(broker) => broker.stop().await,
+            Backend::Process(broker) => broker.process.stop().await,
         }
     }
 
@@ -141,38 +136,39 @@ impl MqttBroker {
     /// Sessions and retained messages are not kept (no persistence).
     pub async fn restart(&mut self) -> Result<(), TestkitError> {
         match &mut self.backend {
-            Backend::Process(broker) => broker.restart().await,
+            Backend::Process(broker) => broker.process.restart().await,
         }
     }
 
     /// The broker's log so far (all runs), for assertion messages.
     pub fn log(&self) -> String {
         match &self.backend {
-            Backend::Process(broker) => read_lossy(&broker.log_path),
+            Backend::Process(broker) => broker.process.log(),
         }
     }
 }
 
-/// A `mosquitto` child process with its private directory.
+/// A `mosquitto` child process with its private directory and configuration.
 #[derive(Debug)]
 struct ProcessBroker {
-    program: PathBuf,
+    /// The process; dropped (killed) first, before the certificates go.
+    process: ServerProcess,
+    /// The configuration the process reads; tests overwrite it to break it.
+    #[cfg_attr(not(test), expect(dead_code, reason = "only tests read it"))]
     config_path: PathBuf,
-    log_path: PathBuf,
-    port: u16,
     tls_port: Option<u16>,
-    max_connections: Option<usize>,
-    child: Option<Child>,
-    paused: AtomicBool,
     /// Kept so the certificate files outlive the broker.
     _pki: Option<TestPki>,
-    /// Holds the configuration, password file and log; removed on drop.
-    _dir: TempDir,
 }
 
 impl ProcessBroker {
     /// Writes the configuration and starts mosquitto, retrying on a fresh
     /// port when the chosen one was taken in the meantime.
+    ///
+    /// With `max_connections` set, the TCP probes are skipped: mosquitto
+    /// counts a probe against the limit until it notices the close, which
+    /// would make the test's first client be refused. The "running" line is
+    /// written only after all listeners are listening, so it suffices.
     async fn start(opts: MqttBrokerOptions) -> Result<Self, TestkitError> {
         let program = find_program(MOSQUITTO, INSTALL_HINT)?;
         let dir = tempfile::Builder::new()
@@ -185,233 +181,61 @@ impl ProcessBroker {
             write_password_file(&path, &opts.users).await?;
             Some(path)
         };
-        let mut broker = Self {
+        let config_path = dir.path().join("mosquitto.conf");
+        let spec = ServerSpec {
+            name: MOSQUITTO,
             program,
-            config_path: dir.path().join("mosquitto.conf"),
-            log_path: dir.path().join("mosquitto.log"),
-            port: 0,
-            tls_port: None,
-            max_connections: opts.max_connections,
-            child: None,
-            paused: AtomicBool::new(false),
-            _pki: opts.tls.clone(),
-            _dir: dir,
+            dir,
+            log_file: "mosquitto.log",
+            logged_ready: logged_running,
+            probe: match opts.max_connections {
+                Some(_) => None,
+                None => Some(|port| Box::pin(accepts_tcp(port))),
+            },
+            not_running: "the MQTT broker is not running",
         };
-        let mut attempt = 1;
-        loop {
-            broker.port = try_free_port()?;
-            broker.tls_port = match opts.tls {
+        let mut tls_port = None;
+        let process = ServerProcess::start(spec, |_dir| {
+            let port = try_free_port()?;
+            tls_port = match opts.tls {
                 Some(_) => Some(loop {
-                    let port = try_free_port()?;
-                    if port != broker.port {
-                        break port;
+                    let candidate = try_free_port()?;
+                    if candidate != port {
+                        break candidate;
                     }
                 }),
                 None => None,
             };
-            let config = render_config(
-                &opts,
-                broker.port,
-                broker.tls_port,
-                password_file.as_deref(),
-            );
-            write_private(&broker.config_path, config.as_bytes())?;
-            match broker.run().await {
-                Err(err @ TestkitError::NotReady { .. })
-                    if attempt < PORT_ATTEMPTS && broker.lost_port_race() =>
-                {
-                    tracing::debug!(%err, attempt, "mosquitto lost its port; retrying");
-                    broker.stop().await?;
-                    attempt += 1;
-                }
-                Err(err) => return Err(err),
-                Ok(()) => return Ok(broker),
-            }
-        }
-    }
-
-    /// Whether the last run died because its port was already in use.
-    fn lost_port_race(&mut self) -> bool {
-        let exited = self
-            .child
-            .as_mut()
-            .is_none_or(|child| matches!(child.try_wait(), Ok(Some(_))));
-        exited && read_lossy(&self.log_path).contains("Address already in use")
-    }
-
-    /// Spawns the process with the current configuration and waits until it
-    /// is ready.
-    async fn run(&mut self) -> Result<(), TestkitError> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)?;
-        let log_start = log.metadata()?.len();
-        let child = Command::new(&self.program)
-            .arg("-c")
-            .arg(&self.config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| TestkitError::Spawn {
-                program: self.program.display().to_string(),
-                source,
-            })?;
-        tracing::debug!(
-            pid = child.id(),
-            port = self.port,
-            tls_port = self.tls_port,
-            "spawned mosquitto"
-        );
-        self.child = Some(child);
-        self.paused.store(false, Ordering::SeqCst);
-        self.wait_ready(log_start).await
-    }
-
-    /// Waits, with a growing pause between checks, until this run (whose log
-    /// starts at byte `log_start`) has logged that it is running and every
-    /// listener accepts a TCP connection; fails when the process exits or
-    /// [`READY_TIMEOUT`] passes.
-    ///
-    /// With `max_connections` set, the TCP probes are skipped: mosquitto
-    /// counts a probe against the limit until it notices the close, which
-    /// would make the test's first client be refused. The "running" line is
-    /// written only after all listeners are listening, so it suffices.
-    async fn wait_ready(&mut self, log_start: u64) -> Result<(), TestkitError> {
-        let started = Instant::now();
-        let mut pending: Vec<u16> = if self.max_connections.is_some() {
-            Vec::new()
-        } else {
-            std::iter::once(self.port).chain(self.tls_port).collect()
-        };
-        let mut running = false;
-        let mut backoff = Duration::from_millis(10);
-        loop {
-            let exited = match self.child.as_mut() {
-                Some(child) => child.try_wait()?,
-                None => None,
-            };
-            if let Some(status) = exited {
-                return Err(self.not_ready(format!("mosquitto (exited: {status})"), started));
-            }
-            if !running {
-                running = self.logged_running_since(log_start);
-            }
-            if running {
-                while let Some(&port) = pending.first() {
-                    let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
-                    match tokio::time::timeout(Duration::from_millis(500), connect).await {
-                        Ok(Ok(_stream)) => {
-                            pending.remove(0);
-                        }
-                        _ => break,
-                    }
-                }
-                if pending.is_empty() {
-                    return Ok(());
-                }
-            }
-            if started.elapsed() >= READY_TIMEOUT {
-                return Err(self.not_ready("mosquitto".to_owned(), started));
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(200));
-        }
-    }
-
-    /// Whether the log, from byte `log_start` on, has mosquitto's
-    /// "mosquitto version X running" line.
-    fn logged_running_since(&self, log_start: u64) -> bool {
-        let log = std::fs::read(&self.log_path).unwrap_or_default();
-        let start = usize::try_from(log_start)
-            .unwrap_or(usize::MAX)
-            .min(log.len());
-        String::from_utf8_lossy(&log[start..])
-            .lines()
-            .any(|line| line.contains("mosquitto version") && line.trim_end().ends_with(" running"))
-    }
-
-    /// A `NotReady` error with the log's tail.
-    fn not_ready(&self, what: String, started: Instant) -> TestkitError {
-        let ports = std::iter::once(self.port).chain(self.tls_port);
-        let addr = ports
-            .map(|port| format!("127.0.0.1:{port}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        TestkitError::NotReady {
-            what,
-            addr,
-            waited: started.elapsed(),
-            log: tail(&read_lossy(&self.log_path), LOG_TAIL_LINES),
-        }
-    }
-
-    fn pid(&self) -> Option<u32> {
-        self.child.as_ref().and_then(Child::id)
-    }
-
-    fn running_pid(&self) -> Result<u32, TestkitError> {
-        self.pid().ok_or_else(|| {
-            TestkitError::Io(std::io::Error::other("the MQTT broker is not running"))
+            let config = render_config(&opts, port, tls_port, password_file.as_deref());
+            write_private(&config_path, config.as_bytes())?;
+            Ok(Launch {
+                ports: std::iter::once(port).chain(tls_port).collect(),
+                args: vec!["-c".into(), config_path.clone().into()],
+            })
         })
-    }
-
-    fn pause(&self) -> Result<(), TestkitError> {
-        send_signal(self.running_pid()?, "STOP")?;
-        self.paused.store(true, Ordering::SeqCst);
-        Ok(())
-    }
-
-    fn resume(&self) -> Result<(), TestkitError> {
-        send_signal(self.running_pid()?, "CONT")?;
-        self.paused.store(false, Ordering::SeqCst);
-        Ok(())
-    }
-
-    async fn stop(&mut self) -> Result<(), TestkitError> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        if self.paused.swap(false, Ordering::SeqCst)
-            && let Some(pid) = child.id()
-        {
-            // SIGKILL ends a stopped process too, but a resumed one dies cleanly
-            // even if someone swaps the signal later.
-            let _ = send_signal(pid, "CONT");
-        }
-        // Fails only when the process has already been reaped.
-        let _ = child.start_kill();
-        let status = child.wait().await?;
-        tracing::debug!(%status, port = self.port, "mosquitto stopped");
-        Ok(())
-    }
-
-    async fn restart(&mut self) -> Result<(), TestkitError> {
-        self.stop().await?;
-        let mut log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)?;
-        std::io::Write::write_all(&mut log, b"--- iotload-testkit: restarting mosquitto ---\n")?;
-        self.run().await
+        .await?;
+        Ok(Self {
+            process,
+            config_path,
+            tls_port,
+            _pki: opts.tls,
+        })
     }
 }
 
-impl Drop for ProcessBroker {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            if self.paused.load(Ordering::SeqCst)
-                && let Some(pid) = child.id()
-            {
-                let _ = send_signal(pid, "CONT");
-            }
-            // `kill_on_drop` would do the same; being explicit keeps the
-            // intent visible. The runtime reaps the process in the background.
-            let _ = child.start_kill();
-        }
-    }
+/// Whether this run's log has mosquitto's "mosquitto version X running" line.
+fn logged_running(log: &str) -> bool {
+    log.lines()
+        .any(|line| line.contains("mosquitto version") && line.trim_end().ends_with(" running"))
+}
+
+/// Whether 127.0.0.1:`port` accepts a TCP connection within 500 ms.
+async fn accepts_tcp(port: u16) -> bool {
+    let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), connect).await,
+        Ok(Ok(_stream))
+    )
 }
 
 /// Creates a mosquitto password file (hashed passwords) with

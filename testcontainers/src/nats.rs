@@ -10,14 +10,11 @@
 //! and "address already in use" when its port was taken; a client that
 //! connects is greeted by an `INFO {...}` line.
 
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::ffi::OsString;
+use std::time::Duration;
 
-use tempfile::TempDir;
-use tokio::process::{Child, Command};
-
-use crate::fsutil::{LOG_TAIL_LINES, find_program, read_lossy, tail};
+use crate::fsutil::find_program;
+use crate::process::{Launch, ServerProcess, ServerSpec};
 use crate::{TestPki, TestkitError, try_free_port};
 
 /// The server program.
@@ -29,10 +26,6 @@ pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
 /// How to get it on Debian and Ubuntu.
 const INSTALL_HINT: &str = "install it with `apt-get install nats-server`";
-/// How long a server may take to accept connections.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often a start is retried when another process grabbed the chosen port.
-const PORT_ATTEMPTS: usize = 3;
 /// What nats-server logs once it accepts connections.
 const READY_LINE: &str = "Server is ready";
 
@@ -95,14 +88,14 @@ impl NatsServer {
     /// The server's port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         match &self.backend {
-            Backend::Process(server) => server.port,
+            Backend::Process(server) => server.process.port(),
         }
     }
 
     /// The server's log so far, for assertion messages.
     pub fn log(&self) -> String {
         match &self.backend {
-            Backend::Process(server) => read_lossy(&server.log_path()),
+            Backend::Process(server) => server.process.log(),
         }
     }
 }
@@ -110,169 +103,55 @@ impl NatsServer {
 /// A `nats-server` child process with its private directory.
 #[derive(Debug)]
 struct ProcessNats {
-    program: PathBuf,
+    process: ServerProcess,
     opts: NatsOptions,
-    port: u16,
-    child: Option<Child>,
-    /// The server's log and JetStream store; removed on drop.
-    dir: TempDir,
 }
 
 impl ProcessNats {
     /// Starts nats-server, retrying on a fresh port when the chosen one was
-    /// taken in the meantime.
+    /// taken in the meantime; it is ready once it has logged so and greets a
+    /// client with `INFO`.
     async fn start(opts: NatsOptions) -> Result<Self, TestkitError> {
         let program = find_program(NATS_SERVER, INSTALL_HINT)?;
         let dir = tempfile::Builder::new()
             .prefix("iotload-testkit-nats-")
             .tempdir()?;
-        let mut server = Self {
+        let spec = ServerSpec {
+            name: NATS_SERVER,
             program,
-            opts,
-            port: 0,
-            child: None,
             dir,
+            log_file: "nats.log",
+            logged_ready: |log| log.contains(READY_LINE),
+            probe: Some(|port| Box::pin(greets(port))),
+            not_running: "the NATS server is not running",
         };
-        let mut attempt = 1;
-        loop {
-            server.port = try_free_port()?;
-            match server.run().await {
-                Err(err @ TestkitError::NotReady { .. })
-                    if attempt < PORT_ATTEMPTS && server.lost_port_race() =>
-                {
-                    tracing::debug!(%err, attempt, "nats-server lost its port; retrying");
-                    server.stop().await?;
-                    attempt += 1;
-                }
-                Err(err) => return Err(err),
-                Ok(()) => return Ok(server),
+        let process = ServerProcess::start(spec, |dir| {
+            let port = try_free_port()?;
+            let mut args: Vec<OsString> = vec![
+                "-a".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string().into(),
+            ];
+            if opts.jetstream {
+                args.extend(["-js".into(), "-sd".into(), dir.join("jetstream").into()]);
             }
-        }
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("nats.log")
-    }
-
-    /// Whether the last run died because its port was already in use.
-    fn lost_port_race(&mut self) -> bool {
-        let exited = self
-            .child
-            .as_mut()
-            .is_none_or(|child| matches!(child.try_wait(), Ok(Some(_))));
-        exited
-            && read_lossy(&self.log_path())
-                .to_ascii_lowercase()
-                .contains("address already in use")
-    }
-
-    /// Spawns the process on the current port and waits until it is ready.
-    async fn run(&mut self) -> Result<(), TestkitError> {
-        let log_path = self.log_path();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)?;
-        let log_start = log.metadata()?.len();
-        let mut command = Command::new(&self.program);
-        command
-            .arg("-a")
-            .arg("127.0.0.1")
-            .arg("-p")
-            .arg(self.port.to_string());
-        if self.opts.jetstream {
-            command
-                .arg("-js")
-                .arg("-sd")
-                .arg(self.dir.path().join("jetstream"));
-        }
-        if let Some(pki) = &self.opts.tls {
-            command
-                .arg("--tls")
-                .arg("--tlscert")
-                .arg(pki.server_cert())
-                .arg("--tlskey")
-                .arg(pki.server_key());
-        }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| TestkitError::Spawn {
-                program: self.program.display().to_string(),
-                source,
-            })?;
-        tracing::debug!(pid = child.id(), port = self.port, "spawned nats-server");
-        self.child = Some(child);
-        self.wait_ready(log_start).await
-    }
-
-    /// Waits, with a growing pause between checks, until this run (whose log
-    /// starts at byte `log_start`) has logged that it is ready and greets a
-    /// client with `INFO`; fails when the process exits or [`READY_TIMEOUT`]
-    /// passes.
-    async fn wait_ready(&mut self, log_start: u64) -> Result<(), TestkitError> {
-        let started = Instant::now();
-        let mut backoff = Duration::from_millis(10);
-        loop {
-            let exited = match self.child.as_mut() {
-                Some(child) => child.try_wait()?,
-                None => None,
-            };
-            if let Some(status) = exited {
-                return Err(self.not_ready(format!("nats-server (exited: {status})"), started));
+            if let Some(pki) = &opts.tls {
+                args.extend([
+                    "--tls".into(),
+                    "--tlscert".into(),
+                    pki.server_cert().into(),
+                    "--tlskey".into(),
+                    pki.server_key().into(),
+                ]);
             }
-            if self.logged_ready_since(log_start) && greets(self.port).await {
-                return Ok(());
-            }
-            if started.elapsed() >= READY_TIMEOUT {
-                return Err(self.not_ready("nats-server".to_owned(), started));
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(200));
-        }
-    }
-
-    /// Whether the log, from byte `log_start` on, says the server is ready.
-    fn logged_ready_since(&self, log_start: u64) -> bool {
-        let log = std::fs::read(self.log_path()).unwrap_or_default();
-        let start = usize::try_from(log_start)
-            .unwrap_or(usize::MAX)
-            .min(log.len());
-        String::from_utf8_lossy(&log[start..]).contains(READY_LINE)
-    }
-
-    /// A `NotReady` error with the log's tail.
-    fn not_ready(&self, what: String, started: Instant) -> TestkitError {
-        TestkitError::NotReady {
-            what,
-            addr: format!("127.0.0.1:{}", self.port),
-            waited: started.elapsed(),
-            log: tail(&read_lossy(&self.log_path()), LOG_TAIL_LINES),
-        }
-    }
-
-    async fn stop(&mut self) -> Result<(), TestkitError> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        // Fails only when the process has already been reaped.
-        let _ = child.start_kill();
-        let status = child.wait().await?;
-        tracing::debug!(%status, port = self.port, "nats-server stopped");
-        Ok(())
-    }
-}
-
-impl Drop for ProcessNats {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            // `kill_on_drop` would do the same; being explicit keeps the
-            // intent visible. The runtime reaps the process in the background.
-            let _ = child.start_kill();
-        }
+            Ok(Launch {
+                ports: vec![port],
+                args,
+            })
+        })
+        .await?;
+        Ok(Self { process, opts })
     }
 }
 

@@ -11,15 +11,11 @@
 //! accept connections" once it listens, and "Address already in use" when
 //! its port was taken.
 
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::ffi::OsString;
+use std::time::Duration;
 
-use tempfile::TempDir;
-use tokio::process::{Child, Command};
-
-use crate::fsutil::{LOG_TAIL_LINES, find_program, read_lossy, send_signal, tail};
+use crate::fsutil::find_program;
+use crate::process::{Launch, ServerProcess, ServerSpec};
 use crate::{TestkitError, try_free_port};
 
 /// The server program.
@@ -32,10 +28,6 @@ pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 
 /// How to get it on Debian and Ubuntu.
 const INSTALL_HINT: &str = "install it with `apt-get install redis-server`";
-/// How long a server may take to accept connections.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often a start is retried when another process grabbed the chosen port.
-const PORT_ATTEMPTS: usize = 3;
 /// What redis-server logs once it accepts connections.
 const READY_LINE: &str = "Ready to accept connections";
 
@@ -87,8 +79,10 @@ impl RedisServer {
     pub fn url(&self) -> String {
         match &self.backend {
             Backend::Process(server) => match &server.password {
-                Some(password) => format!("redis://:{password}@127.0.0.1:{}/0", server.port),
-                None => format!("redis://127.0.0.1:{}/0", server.port),
+                Some(password) => {
+                    format!("redis://:{password}@127.0.0.1:{}/0", server.process.port())
+                }
+                None => format!("redis://127.0.0.1:{}/0", server.process.port()),
             },
         }
     }
@@ -96,7 +90,7 @@ impl RedisServer {
     /// The server's port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         match &self.backend {
-            Backend::Process(server) => server.port,
+            Backend::Process(server) => server.process.port(),
         }
     }
 
@@ -104,7 +98,7 @@ impl RedisServer {
     /// backend has no local process).
     pub fn pid(&self) -> Option<u32> {
         match &self.backend {
-            Backend::Process(server) => server.pid(),
+            Backend::Process(server) => server.process.pid(),
         }
     }
 
@@ -112,14 +106,14 @@ impl RedisServer {
     /// answered until [`RedisServer::resume`].
     pub fn pause(&self) -> Result<(), TestkitError> {
         match &self.backend {
-            Backend::Process(server) => server.pause(),
+            Backend::Process(server) => server.process.pause(),
         }
     }
 
     /// Lets a paused server run again (SIGCONT).
     pub fn resume(&self) -> Result<(), TestkitError> {
         match &self.backend {
-            Backend::Process(server) => server.resume(),
+            Backend::Process(server) => server.process.resume(),
         }
     }
 
@@ -127,7 +121,7 @@ impl RedisServer {
     /// already stopped.
     pub async fn stop(&mut self) -> Result<(), TestkitError> {
         match &mut self.backend {
-            Backend::Process(server) => server.stop().await,
+            Backend::Process(server) => server.process.stop().await,
         }
     }
 
@@ -136,14 +130,14 @@ impl RedisServer {
     /// (no persistence), and clients must reconnect.
     pub async fn restart(&mut self) -> Result<(), TestkitError> {
         match &mut self.backend {
-            Backend::Process(server) => server.restart().await,
+            Backend::Process(server) => server.process.restart().await,
         }
     }
 
     /// The server's log so far (all runs), for assertion messages.
     pub fn log(&self) -> String {
         match &self.backend {
-            Backend::Process(server) => read_lossy(&server.log_path()),
+            Backend::Process(server) => server.process.log(),
         }
     }
 }
@@ -151,215 +145,59 @@ impl RedisServer {
 /// A `redis-server` child process with its private directory.
 #[derive(Debug)]
 struct ProcessRedis {
-    program: PathBuf,
+    process: ServerProcess,
     password: Option<String>,
-    port: u16,
-    child: Option<Child>,
-    paused: AtomicBool,
-    /// The server's working directory and log; removed on drop.
-    dir: TempDir,
 }
 
 impl ProcessRedis {
     /// Starts redis-server, retrying on a fresh port when the chosen one was
-    /// taken in the meantime.
+    /// taken in the meantime; it is ready once it has logged that it accepts
+    /// connections and answers a `PING`.
     async fn start(opts: RedisOptions) -> Result<Self, TestkitError> {
         let program = find_program(REDIS_SERVER, INSTALL_HINT)?;
         let dir = tempfile::Builder::new()
             .prefix("iotload-testkit-redis-")
             .tempdir()?;
-        let mut server = Self {
+        let spec = ServerSpec {
+            name: REDIS_SERVER,
             program,
-            password: opts.password,
-            port: 0,
-            child: None,
-            paused: AtomicBool::new(false),
             dir,
+            log_file: "redis.log",
+            logged_ready: |log| log.contains(READY_LINE),
+            probe: Some(|port| Box::pin(ping(port))),
+            not_running: "the Redis server is not running",
         };
-        let mut attempt = 1;
-        loop {
-            server.port = try_free_port()?;
-            match server.run().await {
-                Err(err @ TestkitError::NotReady { .. })
-                    if attempt < PORT_ATTEMPTS && server.lost_port_race() =>
-                {
-                    tracing::debug!(%err, attempt, "redis-server lost its port; retrying");
-                    server.stop().await?;
-                    attempt += 1;
-                }
-                Err(err) => return Err(err),
-                Ok(()) => return Ok(server),
+        let password = opts.password;
+        let process = ServerProcess::start(spec, |dir| {
+            let port = try_free_port()?;
+            let mut args: Vec<OsString> = vec![
+                "--port".into(),
+                port.to_string().into(),
+                "--bind".into(),
+                "127.0.0.1".into(),
+                "--save".into(),
+                "".into(),
+                // Every acknowledged write survives `stop` (a kill) and `restart`, as on a
+                // production server with an append-only file: outage tests rely on it.
+                "--appendonly".into(),
+                "yes".into(),
+                "--appendfsync".into(),
+                "always".into(),
+                "--daemonize".into(),
+                "no".into(),
+                "--dir".into(),
+                dir.into(),
+            ];
+            if let Some(password) = &password {
+                args.extend(["--requirepass".into(), password.into()]);
             }
-        }
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("redis.log")
-    }
-
-    /// Whether the last run died because its port was already in use.
-    fn lost_port_race(&mut self) -> bool {
-        let exited = self
-            .child
-            .as_mut()
-            .is_none_or(|child| matches!(child.try_wait(), Ok(Some(_))));
-        exited && read_lossy(&self.log_path()).contains("Address already in use")
-    }
-
-    /// Spawns the process on the current port and waits until it is ready.
-    async fn run(&mut self) -> Result<(), TestkitError> {
-        let log_path = self.log_path();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)?;
-        let log_start = log.metadata()?.len();
-        let mut command = Command::new(&self.program);
-        command
-            .arg("--port")
-            .arg(self.port.to_string())
-            .arg("--bind")
-            .arg("127.0.0.1")
-            .arg("--save")
-            .arg("")
-            // Every acknowledged write survives `stop` (a kill) and `restart`, as on a
-            // production server with an append-only file: outage tests rely on it.
-            .arg("--appendonly")
-            .arg("yes")
-            .arg("--appendfsync")
-            .arg("always")
-            .arg("--daemonize")
-            .arg("no")
-            .arg("--dir")
-            .arg(self.dir.path());
-        if let Some(password) = &self.password {
-            command.arg("--requirepass").arg(password);
-        }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| TestkitError::Spawn {
-                program: self.program.display().to_string(),
-                source,
-            })?;
-        tracing::debug!(pid = child.id(), port = self.port, "spawned redis-server");
-        self.child = Some(child);
-        self.paused.store(false, Ordering::SeqCst);
-        self.wait_ready(log_start).await
-    }
-
-    /// Waits, with a growing pause between checks, until this run (whose log
-    /// starts at byte `log_start`) has logged that it accepts connections and
-    /// answers a `PING`; fails when the process exits or [`READY_TIMEOUT`]
-    /// passes.
-    async fn wait_ready(&mut self, log_start: u64) -> Result<(), TestkitError> {
-        let started = Instant::now();
-        let mut backoff = Duration::from_millis(10);
-        loop {
-            let exited = match self.child.as_mut() {
-                Some(child) => child.try_wait()?,
-                None => None,
-            };
-            if let Some(status) = exited {
-                return Err(self.not_ready(format!("redis-server (exited: {status})"), started));
-            }
-            if self.logged_ready_since(log_start) && ping(self.port).await {
-                return Ok(());
-            }
-            if started.elapsed() >= READY_TIMEOUT {
-                return Err(self.not_ready("redis-server".to_owned(), started));
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(200));
-        }
-    }
-
-    /// Whether the log, from byte `log_start` on, says the server is ready.
-    fn logged_ready_since(&self, log_start: u64) -> bool {
-        let log = std::fs::read(self.log_path()).unwrap_or_default();
-        let start = usize::try_from(log_start)
-            .unwrap_or(usize::MAX)
-            .min(log.len());
-        String::from_utf8_lossy(&log[start..]).contains(READY_LINE)
-    }
-
-    /// A `NotReady` error with the log's tail.
-    fn not_ready(&self, what: String, started: Instant) -> TestkitError {
-        TestkitError::NotReady {
-            what,
-            addr: format!("127.0.0.1:{}", self.port),
-            waited: started.elapsed(),
-            log: tail(&read_lossy(&self.log_path()), LOG_TAIL_LINES),
-        }
-    }
-
-    fn pid(&self) -> Option<u32> {
-        self.child.as_ref().and_then(Child::id)
-    }
-
-    fn running_pid(&self) -> Result<u32, TestkitError> {
-        self.pid().ok_or_else(|| {
-            TestkitError::Io(std::io::Error::other("the Redis server is not running"))
+            Ok(Launch {
+                ports: vec![port],
+                args,
+            })
         })
-    }
-
-    fn pause(&self) -> Result<(), TestkitError> {
-        send_signal(self.running_pid()?, "STOP")?;
-        self.paused.store(true, Ordering::SeqCst);
-        Ok(())
-    }
-
-    fn resume(&self) -> Result<(), TestkitError> {
-        send_signal(self.running_pid()?, "CONT")?;
-        self.paused.store(false, Ordering::SeqCst);
-        Ok(())
-    }
-
-    async fn stop(&mut self) -> Result<(), TestkitError> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        if self.paused.swap(false, Ordering::SeqCst)
-            && let Some(pid) = child.id()
-        {
-            let _ = send_signal(pid, "CONT");
-        }
-        // Fails only when the process has already been reaped.
-        let _ = child.start_kill();
-        let status = child.wait().await?;
-        tracing::debug!(%status, port = self.port, "redis-server stopped");
-        Ok(())
-    }
-
-    async fn restart(&mut self) -> Result<(), TestkitError> {
-        self.stop().await?;
-        let mut log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())?;
-        std::io::Write::write_all(
-            &mut log,
-            b"--- iotload-testkit: restarting redis-server ---\n",
-        )?;
-        self.run().await
-    }
-}
-
-impl Drop for ProcessRedis {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            if self.paused.load(Ordering::SeqCst)
-                && let Some(pid) = child.id()
-            {
-                let _ = send_signal(pid, "CONT");
-            }
-            // `kill_on_drop` would do the same; being explicit keeps the
-            // intent visible. The runtime reaps the process in the background.
-            let _ = child.start_kill();
-        }
+        .await?;
+        Ok(Self { process, password })
     }
 }
 
