@@ -486,6 +486,34 @@ impl SqliteStore {
         })
     }
 
+    /// Deletes `owner`'s leases of `kind` on `topics`, in one transaction.
+    async fn drop_leases(
+        &self,
+        kind: Lease,
+        topics: &[String],
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        let (topics, owner) = (topics.to_vec(), owner.to_string());
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let sql = match kind {
+                    Lease::Advertisement => {
+                        "DELETE FROM advertisements WHERE topic = ?1 AND owner = ?2"
+                    }
+                    Lease::Claim => "DELETE FROM claims WHERE topic = ?1 AND owner = ?2",
+                };
+                let mut delete = tx.prepare_cached(sql)?;
+                for topic in &topics {
+                    delete.execute(params![topic, owner])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Runs `f` on the connection on tokio's blocking pool.
     async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -707,20 +735,7 @@ impl Coordinator for SqliteStore {
         if topics.is_empty() {
             return Ok(());
         }
-        let (topics, owner) = (topics.to_vec(), owner.to_string());
-        self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
-                let mut delete = tx
-                    .prepare_cached("DELETE FROM advertisements WHERE topic = ?1 AND owner = ?2")?;
-                for topic in &topics {
-                    delete.execute(params![topic, owner])?;
-                }
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.drop_leases(Lease::Advertisement, topics, owner).await
     }
 
     /// Claims, in topic order, up to `n` live advertisements without a live claim. Topics
@@ -801,20 +816,7 @@ impl Coordinator for SqliteStore {
         if topics.is_empty() {
             return Ok(());
         }
-        let (topics, owner) = (topics.to_vec(), owner.to_string());
-        self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
-                let mut delete =
-                    tx.prepare_cached("DELETE FROM claims WHERE topic = ?1 AND owner = ?2")?;
-                for topic in &topics {
-                    delete.execute(params![topic, owner])?;
-                }
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.drop_leases(Lease::Claim, topics, owner).await
     }
 
     async fn advertisements(&self) -> Result<Vec<Advertisement>, StoreError> {
