@@ -120,6 +120,12 @@ pub(crate) struct RunArgs {
     /// answers instead, and latency is still measured on one clock.
     #[arg(long, env = "IOTLOAD_EXTERNAL_IPAAS")]
     pub(crate) external_ipaas: bool,
+    /// Broker of the actions, when it is not --broker: the echo consumes requests from
+    /// --broker and publishes actions here, where the collector listens (e.g. MQTT devices
+    /// bridged into Kafka). Options such as TLS files apply to both brokers; give
+    /// credentials in each URL when they differ.
+    #[arg(long, env = "IOTLOAD_TO_BROKER", value_name = "URL")]
+    pub(crate) to_broker: Option<String>,
     #[command(flatten)]
     pub(crate) store: StoreArgs,
     #[command(flatten)]
@@ -146,6 +152,13 @@ pub(crate) struct LoadgenArgs {
 pub(crate) struct EchoIpaasArgs {
     #[command(flatten)]
     pub(crate) broker: BrokerArgs,
+    /// Broker the requests are consumed from; --broker when not given.
+    #[arg(long, env = "IOTLOAD_FROM_BROKER", value_name = "URL")]
+    pub(crate) from_broker: Option<String>,
+    /// Broker the actions are published to; --broker when not given. With --from-broker,
+    /// the echo bridges two brokers (e.g. mqtt:// into kafka:// or amqp://).
+    #[arg(long, env = "IOTLOAD_TO_BROKER", value_name = "URL")]
+    pub(crate) to_broker: Option<String>,
     #[command(flatten)]
     pub(crate) echo: EchoArgs,
     /// Stop after this long (e.g. 10m); until Ctrl-C or SIGTERM when not given.

@@ -53,8 +53,9 @@ pub(crate) async fn run_loadgen<T: Transport>(
     finish(&mut summary, output)
 }
 
-pub(crate) async fn run_echo<T: Transport>(
-    transport: Arc<T>,
+pub(crate) async fn run_echo<F: Transport, T: Transport>(
+    from: Arc<F>,
+    to: Arc<T>,
     plan: echo_ipaas::EchoPlan,
     duration: Option<Duration>,
     output: &OutputArgs,
@@ -62,7 +63,7 @@ pub(crate) async fn run_echo<T: Transport>(
 ) -> anyhow::Result<Outcome> {
     let started = started_at();
     let clock = Instant::now();
-    let conns = echo_ipaas::connect(transport.as_ref(), &plan)
+    let conns = echo_ipaas::connect(from.as_ref(), to.as_ref(), &plan)
         .await
         .context("connecting the echo iPaaS")?;
     eprintln!(
@@ -86,13 +87,25 @@ pub(crate) async fn run_echo<T: Transport>(
             ..Sources::default()
         },
     );
-    echo_ipaas::serve::<T>(conns, &plan, stats.clone(), stop).await;
+    echo_ipaas::serve::<F, T>(conns, &plan, stats.clone(), stop).await;
     progress.stop().await;
-    let mut summary = RunSummary::new("echo-ipaas", transport.url().to_string(), started);
+    let mut summary = RunSummary::new("echo-ipaas", bridge_label(from.url(), to.url()), started);
     summary.interrupted = shutdown.interrupted();
     summary.echo = Some(echo_section(&stats));
     summary.elapsed_s = clock.elapsed().as_secs_f64();
     finish(&mut summary, output)
+}
+
+/// The broker a summary names: one URL, or `FROM -> TO` when the echo bridges two.
+pub(crate) fn bridge_label(
+    from: &iotload_core::plan::BrokerUrl,
+    to: &iotload_core::plan::BrokerUrl,
+) -> String {
+    if from == to {
+        from.to_string()
+    } else {
+        format!("{from} -> {to}")
+    }
 }
 
 pub(crate) async fn run_collector<T: Transport>(

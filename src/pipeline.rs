@@ -6,40 +6,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use iotload_core::args::BrokerArgs;
-use iotload_core::plan::{BrokerKind, BrokerUrl};
+use iotload_core::plan::BrokerUrl;
 use iotload_core::shutdown::Shutdown;
 use iotload_core::summary::{ProcessSection, RunSummary};
 use iotload_core::transport::Transport;
-use iotload_core::transport::mqtt::MqttTransport;
 
+use crate::brokers::with_transport;
 use crate::cli::{Cli, Command, OutputArgs, RunArgs};
 use crate::progress::{Progress, Sources};
 use crate::recording::Recording;
 use crate::summary_build::{echo_section, load_section, receive_section};
-
-/// Builds the transport the URL names and runs `$body` with it bound to `$t`: the one
-/// place a new broker family adds a match arm.
-macro_rules! with_transport {
-    ($broker:expr, $url:expr, |$t:ident| $body:expr) => {
-        match $url.kind {
-            BrokerKind::Mqtt => {
-                let $t = mqtt($broker, $url)?;
-                $body
-            }
-            #[cfg(feature = "nats")]
-            BrokerKind::Nats => {
-                let $t = nats($broker, $url)?;
-                $body
-            }
-            #[cfg(not(feature = "nats"))]
-            BrokerKind::Nats => Err(iotload_core::transport::TransportError::NotBuilt {
-                broker: "NATS",
-                feature: "nats",
-            }
-            .into()),
-        }
-    };
-}
 
 /// How a command ended.
 pub(crate) struct Outcome {
@@ -100,12 +76,14 @@ pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
             .await)
         }
         Command::EchoIpaas(a) => {
-            let url = required_url(&a.broker)?;
+            let from = broker_side(&a.broker, a.from_broker.as_deref(), "--from-broker")?;
+            let to = broker_side(&a.broker, a.to_broker.as_deref(), "--to-broker")?;
+            let from_url = required_url(&from)?;
+            let to_url = required_url(&to)?;
             let plan = a.echo.resolve(&a.broker)?;
-            with_transport!(&a.broker, url, |t| crate::components::run_echo(
-                t, plan, a.duration, &a.output, shutdown
-            )
-            .await)
+            with_transport!(&from, from_url, |f| with_transport!(&to, to_url, |t| {
+                crate::components::run_echo(f, t, plan, a.duration, &a.output, shutdown).await
+            }))
         }
         Command::Results(_) => Err(anyhow!("`results` takes no --dry-run")),
         Command::Collector(a) => {
@@ -124,31 +102,28 @@ pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
     }
 }
 
+/// The broker options with the URL replaced by `url` (from `flag`), when given.
+fn broker_side(
+    broker: &BrokerArgs,
+    url: Option<&str>,
+    flag: &'static str,
+) -> anyhow::Result<BrokerArgs> {
+    let mut side = broker.clone();
+    if let Some(url) = url {
+        BrokerUrl::parse(url).with_context(|| format!("{flag} {}", redact(url)))?;
+        side.broker = Some(url.to_string());
+    }
+    Ok(side)
+}
+
+fn redact(url: &str) -> String {
+    iotload_core::plan::redact_url(url)
+}
+
 pub(crate) fn required_url(broker: &BrokerArgs) -> anyhow::Result<BrokerUrl> {
     broker.url()?.ok_or_else(|| {
         anyhow!("--broker is required (e.g. --broker mqtt://127.0.0.1:1883, or IOTLOAD_BROKER)")
     })
-}
-
-fn mqtt(broker: &BrokerArgs, url: BrokerUrl) -> anyhow::Result<Arc<MqttTransport>> {
-    if broker.jetstream {
-        return Err(iotload_core::transport::TransportError::Unsupported(
-            "--jetstream needs a NATS broker (nats:// or tls://)".into(),
-        )
-        .into());
-    }
-    Ok(Arc::new(MqttTransport::new(url, broker.mqtt_settings()?)?))
-}
-
-#[cfg(feature = "nats")]
-fn nats(
-    broker: &BrokerArgs,
-    url: BrokerUrl,
-) -> anyhow::Result<Arc<iotload_core::transport::nats::NatsTransport>> {
-    Ok(Arc::new(iotload_core::transport::nats::NatsTransport::new(
-        url,
-        broker.nats_settings(),
-    )?))
 }
 
 pub(crate) fn started_at() -> String {
@@ -188,11 +163,19 @@ async fn run_loop(
         Some(url) => url,
         None => start_embedded(&args.broker, plan.devices)?,
     };
-    let rec = Recording::open(&args.store, "run", url.to_string(), config).await?;
-    with_transport!(&args.broker, url, |t| run_loop_on(
-        t, args, plan, rec, shutdown
-    )
-    .await)
+    let actions = broker_side(&args.broker, args.to_broker.as_deref(), "--to-broker")?;
+    let actions_url = match &args.to_broker {
+        Some(_) => required_url(&actions)?,
+        None => url.clone(),
+    };
+    let label = crate::components::bridge_label(&url, &actions_url);
+    let rec = Recording::open(&args.store, "run", label, config).await?;
+    let requests = args.broker.clone();
+    with_transport!(&requests, url, |t| with_transport!(
+        &actions,
+        actions_url,
+        |u| run_loop_on(t, u, args, plan, rec, shutdown).await
+    ))
 }
 
 #[cfg(feature = "embedded-broker")]
@@ -214,8 +197,12 @@ fn start_embedded(_: &BrokerArgs, _: u32) -> anyhow::Result<BrokerUrl> {
     ))
 }
 
-async fn run_loop_on<T: Transport>(
+/// The whole loop: devices publish requests on `transport`; the echo consumes them there
+/// and publishes actions on `actions` (the same transport unless --to-broker), where the
+/// collector listens.
+async fn run_loop_on<T: Transport, U: Transport>(
     transport: Arc<T>,
+    actions: Arc<U>,
     args: RunArgs,
     plan: loadgen::LoadPlan,
     rec: Recording,
@@ -234,7 +221,7 @@ async fn run_loop_on<T: Transport>(
     collect_plan.run_id = rec.run_id().to_string();
     collect_plan.instance = rec.instance().to_string();
     collect_plan.raw = rec.raw;
-    let subscriber = collector::subscribe(transport.as_ref(), &collect_plan)
+    let subscriber = collector::subscribe(actions.as_ref(), &collect_plan)
         .await
         .context("connecting the collector")?;
     let echo = if args.external_ipaas {
@@ -247,7 +234,7 @@ async fn run_loop_on<T: Transport>(
             client_id: None,
         };
         let echo_plan = echo_args.resolve(&args.broker)?;
-        let conns = echo_ipaas::connect(transport.as_ref(), &echo_plan)
+        let conns = echo_ipaas::connect(transport.as_ref(), actions.as_ref(), &echo_plan)
             .await
             .context("connecting the echo iPaaS")?;
         Some((echo_plan, conns))
@@ -268,7 +255,7 @@ async fn run_loop_on<T: Transport>(
     let echo_task = echo.map(|(echo_plan, conns)| {
         let stats = echo_stats.clone();
         let stop = consume.clone();
-        tokio::spawn(async move { echo_ipaas::serve::<T>(conns, &echo_plan, stats, stop).await })
+        tokio::spawn(async move { echo_ipaas::serve::<T, U>(conns, &echo_plan, stats, stop).await })
     });
     let progress = Progress::start(
         &args.output.progress,
@@ -310,7 +297,8 @@ async fn run_loop_on<T: Transport>(
     }
     let load = load.context("running the devices")?;
 
-    let mut summary = RunSummary::new("run", transport.url().to_string(), started);
+    let label = crate::components::bridge_label(transport.url(), actions.url());
+    let mut summary = RunSummary::new("run", label, started);
     summary.interrupted = shutdown.interrupted();
     summary.load = Some(load_section(&plan, &load, &mut warnings));
     if !args.external_ipaas {

@@ -13,11 +13,13 @@ use crate::payload::CarrierKind;
 use crate::plan::{BrokerUrl, PlanError, Template, parse_duration};
 use crate::stamp::{JsonFields, TimeFormat};
 use crate::transport::ClientIdentity;
+#[cfg(feature = "amqp")]
+use crate::transport::amqp::{AmqpSettings, ExchangeType};
 #[cfg(feature = "mqtt")]
 use crate::transport::mqtt::{MqttSettings, MqttVersion};
 #[cfg(feature = "nats")]
 use crate::transport::nats::NatsSettings;
-#[cfg(any(feature = "mqtt", feature = "nats"))]
+#[cfg(any(feature = "mqtt", feature = "nats", feature = "amqp"))]
 use crate::transport::tls::TlsSettings;
 
 /// How to reach and talk to the broker.
@@ -117,8 +119,8 @@ pub struct BrokerArgs {
     #[arg(long, env = "IOTLOAD_JETSTREAM")]
     pub jetstream: bool,
 
-    /// QoS 1/2 messages (MQTT) or JetStream acknowledgements (NATS) in flight per
-    /// connection.
+    /// QoS 1/2 messages (MQTT), JetStream acknowledgements (NATS) or publisher confirms
+    /// (AMQP) in flight per connection.
     #[arg(
         long,
         env = "IOTLOAD_INFLIGHT",
@@ -126,6 +128,71 @@ pub struct BrokerArgs {
         default_value_t = 100
     )]
     pub inflight: u16,
+
+    /// AMQP (RabbitMQ) options.
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+}
+
+/// Options only AMQP brokers take (`amqp://`, `amqps://`).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "AMQP options (amqp://, amqps://)")]
+pub struct AmqpArgs {
+    /// Exchange every message goes through. One not named amq.* is declared with
+    /// --amqp-exchange-type.
+    #[arg(
+        long,
+        env = "IOTLOAD_AMQP_EXCHANGE",
+        value_name = "NAME",
+        default_value = "amq.topic"
+    )]
+    pub amqp_exchange: String,
+
+    /// Type of an exchange iotload declares: topic, direct or fanout.
+    #[arg(
+        long,
+        env = "IOTLOAD_AMQP_EXCHANGE_TYPE",
+        value_name = "TYPE",
+        default_value = "topic"
+    )]
+    pub amqp_exchange_type: AmqpExchangeType,
+
+    /// Shared queue subscribers consume from (competing consumers); each subscriber gets
+    /// a private, auto-deleted queue when not given.
+    #[arg(long, env = "IOTLOAD_AMQP_QUEUE", value_name = "NAME")]
+    pub amqp_queue: Option<String>,
+
+    /// Durable exchange and queue, persistent messages.
+    #[arg(long, env = "IOTLOAD_AMQP_DURABLE")]
+    pub amqp_durable: bool,
+
+    /// Publisher confirms: the broker confirms each message (up to --inflight pending).
+    #[arg(long, env = "IOTLOAD_AMQP_CONFIRMS")]
+    pub amqp_confirms: bool,
+
+    /// Acknowledge each delivery instead of consuming with no-ack.
+    #[arg(long, env = "IOTLOAD_AMQP_MANUAL_ACK")]
+    pub amqp_manual_ack: bool,
+
+    /// Unacknowledged deliveries the broker sends ahead (with --amqp-manual-ack).
+    #[arg(
+        long,
+        env = "IOTLOAD_AMQP_PREFETCH",
+        value_name = "MESSAGES",
+        default_value_t = 1000
+    )]
+    pub amqp_prefetch: u16,
+}
+
+/// The exchange types iotload can declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AmqpExchangeType {
+    /// Routing keys matched against patterns with `*` and `#`.
+    Topic,
+    /// Routing keys matched exactly.
+    Direct,
+    /// Every bound queue gets every message.
+    Fanout,
 }
 
 impl BrokerArgs {
@@ -173,7 +240,29 @@ impl BrokerArgs {
         }
     }
 
-    #[cfg(any(feature = "mqtt", feature = "nats"))]
+    /// The AMQP connection settings.
+    #[cfg(feature = "amqp")]
+    pub fn amqp_settings(&self) -> AmqpSettings {
+        let a = &self.amqp;
+        AmqpSettings {
+            tls: self.tls_settings(),
+            connect_timeout: self.connect_timeout,
+            exchange: a.amqp_exchange.clone(),
+            exchange_kind: match a.amqp_exchange_type {
+                AmqpExchangeType::Topic => ExchangeType::Topic,
+                AmqpExchangeType::Direct => ExchangeType::Direct,
+                AmqpExchangeType::Fanout => ExchangeType::Fanout,
+            },
+            queue: a.amqp_queue.clone(),
+            durable: a.amqp_durable,
+            confirms: a.amqp_confirms,
+            inflight: usize::from(self.inflight.max(1)),
+            manual_ack: a.amqp_manual_ack,
+            prefetch: a.amqp_prefetch,
+        }
+    }
+
+    #[cfg(any(feature = "mqtt", feature = "nats", feature = "amqp"))]
     fn tls_settings(&self) -> TlsSettings {
         TlsSettings {
             ca_file: self.ca_file.clone(),

@@ -54,6 +54,28 @@ pub enum BrokerKind {
     Mqtt,
     /// NATS (`nats://`, `tls://`, `nats+tls://`).
     Nats,
+    /// AMQP 0.9.1, e.g. RabbitMQ (`amqp://`, `amqps://`); the path is the virtual host.
+    Amqp,
+    /// Kafka protocol (`kafka://`, `kafka+tls://`).
+    Kafka,
+    /// ZeroMQ PUB/SUB (`zmq+tcp://`): an `iotload zmq-proxy` forwarder or a peer.
+    Zmq,
+    /// Apache Pulsar (`pulsar://`, `pulsar+ssl://`).
+    Pulsar,
+}
+
+impl BrokerKind {
+    /// The broker family's name as users know it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Mqtt => "MQTT",
+            Self::Nats => "NATS",
+            Self::Amqp => "AMQP",
+            Self::Kafka => "Kafka",
+            Self::Zmq => "ZeroMQ",
+            Self::Pulsar => "Pulsar",
+        }
+    }
 }
 
 /// A parsed broker address.
@@ -71,10 +93,14 @@ pub struct BrokerUrl {
     pub username: Option<String>,
     /// Password given in the URL, if any (never printed).
     pub password: Option<String>,
+    /// What follows `host:port/`, without the leading slash (the AMQP virtual host, still
+    /// percent-encoded); empty when none.
+    pub path: String,
 }
 
 impl BrokerUrl {
-    /// Parses `scheme://[user[:password]@]host[:port][/]`.
+    /// Parses `scheme://[user[:password]@]host[:port][/path]`; only AMQP takes a path
+    /// (the virtual host).
     pub fn parse(value: &str) -> Result<Self, PlanError> {
         let bad = |reason: &str| PlanError::BadUrl {
             value: redact_url(value),
@@ -88,17 +114,34 @@ impl BrokerUrl {
             "mqtts" | "ssl" => (BrokerKind::Mqtt, true, 8883),
             "nats" => (BrokerKind::Nats, false, 4222),
             "tls" | "nats+tls" => (BrokerKind::Nats, true, 4222),
+            "amqp" => (BrokerKind::Amqp, false, 5672),
+            "amqps" => (BrokerKind::Amqp, true, 5671),
+            "kafka" => (BrokerKind::Kafka, false, 9092),
+            "kafka+tls" | "kafka+ssl" => (BrokerKind::Kafka, true, 9093),
+            "zmq+tcp" | "zmq" => (BrokerKind::Zmq, false, 5559),
+            "pulsar" => (BrokerKind::Pulsar, false, 6650),
+            "pulsar+ssl" => (BrokerKind::Pulsar, true, 6651),
             other => {
                 return Err(bad(&format!(
-                    "unknown scheme `{other}`; use mqtt://, mqtts://, nats:// or tls://"
+                    "unknown scheme `{other}`; use mqtt://, mqtts://, nats://, tls://, amqp://, \
+                     amqps://, kafka://, kafka+tls://, zmq+tcp://, pulsar:// or pulsar+ssl://"
                 )));
             }
         };
-        let rest = rest.trim_end_matches('/');
-        if rest.contains('/') || rest.contains('?') {
+        if rest.contains('?') || rest.contains('#') {
             return Err(bad(
-                "a path or query is not supported; give only host and port",
+                "a query is not supported; give host, port and path only",
             ));
+        }
+        let (rest, path) = match rest.split_once('/') {
+            Some((authority, path)) => (authority, path.trim_end_matches('/').to_string()),
+            None => (rest, String::new()),
+        };
+        if !path.is_empty() && kind != BrokerKind::Amqp {
+            return Err(bad(&format!(
+                "a path (`/{path}`) is only taken by amqp:// (the virtual host); give only \
+                 host and port"
+            )));
         }
         let (userinfo, hostport) = match rest.rsplit_once('@') {
             Some((u, h)) => (Some(u), h),
@@ -122,6 +165,7 @@ impl BrokerUrl {
             port,
             username,
             password,
+            path,
         })
     }
 
@@ -168,6 +212,13 @@ impl fmt::Display for BrokerUrl {
             (BrokerKind::Mqtt, true) => "mqtts",
             (BrokerKind::Nats, false) => "nats",
             (BrokerKind::Nats, true) => "tls",
+            (BrokerKind::Amqp, false) => "amqp",
+            (BrokerKind::Amqp, true) => "amqps",
+            (BrokerKind::Kafka, false) => "kafka",
+            (BrokerKind::Kafka, true) => "kafka+tls",
+            (BrokerKind::Zmq, _) => "zmq+tcp",
+            (BrokerKind::Pulsar, false) => "pulsar",
+            (BrokerKind::Pulsar, true) => "pulsar+ssl",
         };
         write!(f, "{scheme}://")?;
         if let Some(user) = &self.username {
@@ -177,7 +228,11 @@ impl fmt::Display for BrokerUrl {
             }
             write!(f, "@")?;
         }
-        write!(f, "{}", self.host_port())
+        write!(f, "{}", self.host_port())?;
+        if !self.path.is_empty() {
+            write!(f, "/{}", self.path)?;
+        }
+        Ok(())
     }
 }
 
@@ -404,6 +459,40 @@ mod tests {
         assert!(e.contains("port `99999`"), "{e}");
         let e = BrokerUrl::parse("localhost:1883").unwrap_err().to_string();
         assert!(e.contains("expected scheme://"), "{e}");
+    }
+
+    #[test]
+    fn broker_url_parses_every_broker_family() {
+        let cases = [
+            ("amqp://h", BrokerKind::Amqp, false, 5672),
+            ("amqps://h", BrokerKind::Amqp, true, 5671),
+            ("kafka://h", BrokerKind::Kafka, false, 9092),
+            ("kafka+tls://h", BrokerKind::Kafka, true, 9093),
+            ("zmq+tcp://h", BrokerKind::Zmq, false, 5559),
+            ("pulsar://h", BrokerKind::Pulsar, false, 6650),
+            ("pulsar+ssl://h", BrokerKind::Pulsar, true, 6651),
+        ];
+        for (url, kind, tls, port) in cases {
+            let u = BrokerUrl::parse(url).unwrap();
+            assert_eq!((u.kind, u.tls, u.port), (kind, tls, port), "{url}");
+            assert_eq!(
+                BrokerUrl::parse(&u.to_string()).unwrap(),
+                u,
+                "{url} round trip"
+            );
+        }
+    }
+
+    #[test]
+    fn broker_url_takes_a_path_only_for_amqp() {
+        let u = BrokerUrl::parse("amqp://guest:pw@127.0.0.1:5672/test%2Fa").unwrap();
+        assert_eq!(u.path, "test%2Fa");
+        assert_eq!(u.to_string(), "amqp://guest:***@127.0.0.1:5672/test%2Fa");
+        assert_eq!(BrokerUrl::parse("mqtt://h:1883/").unwrap().path, "");
+        let e = BrokerUrl::parse("mqtt://h:1883/x").unwrap_err().to_string();
+        assert!(e.contains("only taken by amqp://"), "{e}");
+        let e = BrokerUrl::parse("amqp://h/v?x=1").unwrap_err().to_string();
+        assert!(e.contains("query is not supported"), "{e}");
     }
 
     #[test]

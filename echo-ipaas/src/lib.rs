@@ -118,19 +118,22 @@ pub struct EchoStats {
     pub errors: AtomicU64,
 }
 
-/// The echo's two connections, opened and subscribed.
-pub struct Connections<T: Transport> {
-    subscriber: T::Subscriber,
+/// The echo's two connections, opened and subscribed: requests come from broker `F`,
+/// actions go to broker `T` (the same broker family and server in most runs; different
+/// ones when the echo bridges, e.g. MQTT devices into Kafka).
+pub struct Connections<F: Transport, T: Transport> {
+    subscriber: F::Subscriber,
     publisher: T::Publisher,
 }
 
-/// Opens the publishing connection and subscribes to the requests.
-pub async fn connect<T: Transport>(
-    transport: &T,
+/// Opens the publishing connection on `to` and subscribes to the requests on `from`.
+pub async fn connect<F: Transport, T: Transport>(
+    from: &F,
+    to: &T,
     plan: &EchoPlan,
-) -> Result<Connections<T>, TransportError> {
-    let publisher = transport.publisher(&plan.producer).await?;
-    let subscriber = transport.subscriber(&plan.consumer, &plan.from).await?;
+) -> Result<Connections<F, T>, TransportError> {
+    let publisher = to.publisher(&plan.producer).await?;
+    let subscriber = from.subscriber(&plan.consumer, &plan.from).await?;
     Ok(Connections {
         subscriber,
         publisher,
@@ -138,8 +141,8 @@ pub async fn connect<T: Transport>(
 }
 
 /// Echoes requests as actions until `stop` fires; delayed actions still due are sent first.
-pub async fn serve<T: Transport>(
-    connections: Connections<T>,
+pub async fn serve<F: Transport, T: Transport>(
+    connections: Connections<F, T>,
     plan: &EchoPlan,
     stats: Arc<EchoStats>,
     stop: CancellationToken,

@@ -39,6 +39,15 @@ pub enum TestkitError {
         log: String,
     },
 
+    /// An administration command (e.g. `rabbitmqctl add_vhost`) failed.
+    #[error("`{command}` failed: {output}")]
+    Admin {
+        /// The command line that was run.
+        command: String,
+        /// What it printed.
+        output: String,
+    },
+
     /// A file or process operation failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

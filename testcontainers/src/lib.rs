@@ -1,6 +1,7 @@
 //! iotload's test kit: gives each integration test its own fresh, real server
 //! (an MQTT broker run as a private `mosquitto` process, a Redis or a NATS
-//! server, each on an ephemeral loopback port), plus helpers for tests that use the machine's shared
+//! server, each on an ephemeral loopback port, or a private virtual host on the
+//! machine's RabbitMQ), plus helpers for tests that use the machine's shared
 //! servers instead. The API says nothing about *how* a server is started, so a
 //! container backend can be added later without touching any test.
 //!
@@ -22,6 +23,7 @@ mod mqtt;
 mod nats;
 mod pki;
 mod process;
+mod rabbitmq;
 mod redis;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +33,9 @@ pub use error::TestkitError;
 pub use mqtt::{MqttBroker, MqttBrokerOptions};
 pub use nats::{DEFAULT_NATS_URL, NATS_URL_ENV, NatsOptions, NatsServer, machine_nats_url};
 pub use pki::TestPki;
+pub use rabbitmq::{
+    AMQP_URL_ENV, DEFAULT_AMQP_URL, RABBITMQ_START_HINT, RabbitVhost, machine_amqp_url,
+};
 pub use redis::{DEFAULT_REDIS_URL, REDIS_URL_ENV, RedisOptions, RedisServer, machine_redis_url};
 
 /// Environment variable naming the machine's shared MQTT broker.

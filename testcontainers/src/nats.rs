@@ -47,6 +47,8 @@ pub struct NatsOptions {
     /// Require TLS with the server certificate of this PKI (`--tls`); the URL
     /// becomes `tls://127.0.0.1:PORT`.
     pub tls: Option<TestPki>,
+    /// Require this `(user, password)` from every client (`--user`, `--pass`).
+    pub user: Option<(String, String)>,
 }
 
 /// A NATS server process (or, later, container) owned by one test; killed on
@@ -144,6 +146,9 @@ impl ProcessNats {
                     "--tlskey".into(),
                     pki.server_key().into(),
                 ]);
+            }
+            if let Some((user, pass)) = &opts.user {
+                args.extend(["--user".into(), user.into(), "--pass".into(), pass.into()]);
             }
             Ok(Launch {
                 ports: vec![port],

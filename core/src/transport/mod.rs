@@ -5,11 +5,13 @@
 //! added. Dispatch on the URL scheme happens once at startup; the per-message path is
 //! monomorphised, with no boxing.
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
-#[cfg(any(feature = "mqtt", feature = "nats"))]
+#[cfg(any(feature = "mqtt", feature = "nats", feature = "amqp"))]
 pub mod tls;
 
 use std::future::Future;

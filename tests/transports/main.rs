@@ -1,0 +1,13 @@
+//! Every transport through the same conformance suite (`conformance.rs` here), each
+//! on a real server: one module per broker family, compiled when its feature is on.
+
+#![allow(clippy::unwrap_used)]
+
+#[macro_use]
+mod conformance;
+
+#[cfg(feature = "amqp")]
+mod amqp;
+mod mqtt;
+#[cfg(feature = "nats")]
+mod nats;
