@@ -30,8 +30,9 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("IOTLOAD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rumqttd=off")),
+            tracing_subscriber::EnvFilter::try_from_env("IOTLOAD_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,rumqttd=off,lapin=off")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

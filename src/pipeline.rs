@@ -32,11 +32,13 @@ impl Outcome {
 /// A hint for errors with a known fix.
 pub(crate) fn hint_for(err: &anyhow::Error) -> Option<&'static str> {
     let text = format!("{err:#}");
-    if text.contains("cannot connect to") || text.contains("no answer from") {
+    if text.contains("virtual host") {
+        Some("list the virtual hosts with `rabbitmqctl list_vhosts`; `amqp://HOST:5672` uses `/`")
+    } else if text.contains("cannot connect to") || text.contains("no answer from") {
         Some(
             "check that the broker runs and the address is right (e.g. `service mosquitto \
-             start` or `service nats-server start`); `iotload run` without --broker uses an \
-             embedded MQTT broker",
+             start`, `service rabbitmq-server start` or `service nats-server start`); \
+             `iotload run` without --broker uses an embedded MQTT broker",
         )
     } else if text.contains("TLS setup failed") {
         Some(

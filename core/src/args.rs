@@ -182,6 +182,17 @@ pub struct AmqpArgs {
         default_value_t = 1000
     )]
     pub amqp_prefetch: u16,
+
+    /// Devices (one channel each) sharing one AMQP connection; 1 gives each device its own
+    /// connection. Devices share only when their credentials are the same.
+    #[arg(
+        long,
+        env = "IOTLOAD_AMQP_CHANNELS_PER_CONNECTION",
+        value_name = "N",
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u32).range(1..=2047)
+    )]
+    pub amqp_channels_per_connection: u32,
 }
 
 /// The exchange types iotload can declare.
@@ -259,6 +270,7 @@ impl BrokerArgs {
             inflight: usize::from(self.inflight.max(1)),
             manual_ack: a.amqp_manual_ack,
             prefetch: a.amqp_prefetch,
+            channels_per_connection: a.amqp_channels_per_connection as usize,
         }
     }
 

@@ -1,7 +1,11 @@
 //! AMQP 0.9.1 (RabbitMQ and compatible brokers) over TCP or TLS, with lapin.
 //!
-//! Each publisher is one connection with one channel (one per emulated device); a
-//! subscriber is one connection whose queue is bound to the exchange once per filter.
+//! Each publisher (emulated device) is one channel. Publishers with the same credentials
+//! share a connection, up to [`AmqpSettings::channels_per_connection`] each (100 by
+//! default; 1 gives every device a connection of its own, as devices connecting directly
+//! would): lapin runs one OS thread per connection, so a connection per device costs a
+//! thread and several MiB each. A subscriber is one connection whose queue is bound to the
+//! exchange once per filter.
 //!
 //! # Topics, routing keys and queues
 //!
@@ -28,7 +32,9 @@
 //!
 //! Headers (the `header` stamp carrier) ride as AMQP message headers (long strings).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -93,6 +99,8 @@ pub struct AmqpSettings {
     pub manual_ack: bool,
     /// Unacknowledged deliveries the broker sends ahead (with `manual_ack`).
     pub prefetch: u16,
+    /// Publishers (one channel each) sharing one connection; 1 gives every device its own.
+    pub channels_per_connection: usize,
 }
 
 impl Default for AmqpSettings {
@@ -108,6 +116,7 @@ impl Default for AmqpSettings {
             inflight: 100,
             manual_ack: false,
             prefetch: 1000,
+            channels_per_connection: 100,
         }
     }
 }
@@ -117,6 +126,29 @@ pub struct AmqpTransport {
     url: BrokerUrl,
     settings: AmqpSettings,
     tls: Option<OwnedTLSConfig>,
+    /// The connection publishers are being added to, per credentials.
+    filling: Mutex<HashMap<Credentials, (Arc<SharedConnection>, usize)>>,
+}
+
+/// User name and password of a connection: only publishers with the same share one.
+type Credentials = (Option<String>, Option<String>);
+
+/// A connection shared by several publishers; the last one to close closes it.
+struct SharedConnection {
+    connection: Connection,
+    open: AtomicUsize,
+}
+
+impl SharedConnection {
+    /// One publisher is done with it: closes the connection when it was the last.
+    async fn release(&self) {
+        if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _ = self
+                .connection
+                .close(200, ShortString::from("iotload done"))
+                .await;
+        }
+    }
 }
 
 impl AmqpTransport {
@@ -134,7 +166,12 @@ impl AmqpTransport {
         } else {
             None
         };
-        Ok(Self { url, settings, tls })
+        Ok(Self {
+            url,
+            settings,
+            tls,
+            filling: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The URI handed to lapin: credentials from the identity (or the URL), the virtual
@@ -222,11 +259,8 @@ impl AmqpTransport {
         }
     }
 
-    /// Opens a connection and a channel on it, declaring the exchange when it is ours.
-    async fn open(
-        &self,
-        identity: &ClientIdentity,
-    ) -> Result<(Connection, Channel), TransportError> {
+    /// Opens one connection and waits until the broker accepted it.
+    async fn connect(&self, identity: &ClientIdentity) -> Result<Connection, TransportError> {
         let id = identity.client_id.as_str();
         let properties = ConnectionProperties::default()
             .with_connection_name(LongString::from(identity.client_id.clone()));
@@ -237,7 +271,16 @@ impl AmqpTransport {
         if let Some(tls) = &self.tls {
             builder = builder.with_tls_config(tls.clone());
         }
-        let connection = self.step("connecting", id, builder.connect()).await?;
+        self.step("connecting", id, builder.connect()).await
+    }
+
+    /// Opens a channel, declaring the exchange when it is ours.
+    async fn channel(
+        &self,
+        connection: &Connection,
+        identity: &ClientIdentity,
+    ) -> Result<Channel, TransportError> {
+        let id = identity.client_id.as_str();
         let channel = self
             .step("opening a channel", id, connection.create_channel())
             .await?;
@@ -258,7 +301,34 @@ impl AmqpTransport {
             )
             .await?;
         }
-        Ok((connection, channel))
+        Ok(channel)
+    }
+
+    /// A connection for one more publisher: the one being filled for these credentials,
+    /// or a new one when it is full (or gone).
+    async fn shared_connection(
+        &self,
+        identity: &ClientIdentity,
+    ) -> Result<Arc<SharedConnection>, TransportError> {
+        let key = (identity.username.clone(), identity.password.clone());
+        let limit = self.settings.channels_per_connection.max(1);
+        {
+            let mut filling = lock(&self.filling);
+            if let Some((shared, used)) = filling.get_mut(&key)
+                && *used < limit
+                && shared.connection.status().connected()
+            {
+                *used += 1;
+                shared.open.fetch_add(1, Ordering::AcqRel);
+                return Ok(shared.clone());
+            }
+        }
+        let shared = Arc::new(SharedConnection {
+            connection: self.connect(identity).await?,
+            open: AtomicUsize::new(1),
+        });
+        lock(&self.filling).insert(key, (shared.clone(), 1));
+        Ok(shared)
     }
 
     /// Declares the queue, binds it to every filter and starts consuming.
@@ -349,6 +419,11 @@ impl AmqpTransport {
     }
 }
 
+/// The pool's lock; a panic while holding it cannot leave the map inconsistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Percent-encodes a URI user-info part.
 fn encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
@@ -427,7 +502,14 @@ impl Transport for AmqpTransport {
     }
 
     async fn publisher(&self, identity: &ClientIdentity) -> Result<AmqpPublisher, TransportError> {
-        let (connection, channel) = self.open(identity).await?;
+        let connection = self.shared_connection(identity).await?;
+        let channel = match self.channel(&connection.connection, identity).await {
+            Ok(c) => c,
+            Err(e) => {
+                connection.release().await;
+                return Err(e);
+            }
+        };
         if self.settings.confirms {
             self.step(
                 "turning on publisher confirms",
@@ -460,7 +542,8 @@ impl Transport for AmqpTransport {
         identity: &ClientIdentity,
         filters: &[String],
     ) -> Result<AmqpSubscriber, TransportError> {
-        let (connection, channel) = self.open(identity).await?;
+        let connection = self.connect(identity).await?;
+        let channel = self.channel(&connection, identity).await?;
         let consumer = self.consume(&channel, identity, filters).await?;
         Ok(AmqpSubscriber {
             connection,
@@ -472,9 +555,9 @@ impl Transport for AmqpTransport {
     }
 }
 
-/// An AMQP connection that publishes.
+/// An AMQP channel that publishes, on a connection it may share with other publishers.
 pub struct AmqpPublisher {
-    connection: Connection,
+    connection: Arc<SharedConnection>,
     channel: Channel,
     exchange: ShortString,
     properties: BasicProperties,
@@ -500,7 +583,7 @@ impl AmqpPublisher {
     }
 
     fn failed(&mut self, e: lapin::Error) -> TransportError {
-        if !self.connection.status().connected() {
+        if !self.connection.connection.status().connected() {
             self.disconnections += 1;
         }
         TransportError::Publish(e.into())
@@ -596,10 +679,7 @@ impl Publisher for AmqpPublisher {
             .channel
             .close(200, ShortString::from("iotload done"))
             .await;
-        let _ = self
-            .connection
-            .close(200, ShortString::from("iotload done"))
-            .await;
+        self.connection.release().await;
         first
     }
 
