@@ -159,6 +159,28 @@ async fn jetstream_publishes_are_acknowledged_and_all_arrive() {
 }
 
 #[tokio::test]
+async fn jetstream_consumers_without_acks_receive_every_message() {
+    let server = NatsServer::start_with(NatsOptions {
+        jetstream: true,
+        ..NatsOptions::default()
+    })
+    .await
+    .expect("nats-server starts");
+    exact_counts(
+        &server.url(),
+        &prefix("natsjsnone"),
+        &[
+            "--jetstream",
+            "--jetstream-ack",
+            "none",
+            "--stamp",
+            "header",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn jetstream_on_a_server_without_it_is_refused_clearly() {
     let server = NatsServer::start().await.expect("nats-server starts");
     let out = run(&[

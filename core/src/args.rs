@@ -18,7 +18,7 @@ use crate::transport::amqp::{AmqpSettings, ExchangeType};
 #[cfg(feature = "mqtt")]
 use crate::transport::mqtt::{MqttSettings, MqttVersion};
 #[cfg(feature = "nats")]
-use crate::transport::nats::NatsSettings;
+use crate::transport::nats::{JetStreamAck, NatsSettings};
 #[cfg(any(feature = "mqtt", feature = "nats", feature = "amqp"))]
 use crate::transport::tls::TlsSettings;
 
@@ -119,6 +119,16 @@ pub struct BrokerArgs {
     #[arg(long, env = "IOTLOAD_JETSTREAM")]
     pub jetstream: bool,
 
+    /// NATS JetStream only: how subscribers acknowledge what their consumers deliver:
+    /// explicit (each message), all (cumulative) or none.
+    #[arg(
+        long,
+        env = "IOTLOAD_JETSTREAM_ACK",
+        value_name = "POLICY",
+        default_value = "explicit"
+    )]
+    pub jetstream_ack: JetStreamAckArg,
+
     /// QoS 1/2 messages (MQTT), JetStream acknowledgements (NATS) or publisher confirms
     /// (AMQP) in flight per connection.
     #[arg(
@@ -195,6 +205,17 @@ pub struct AmqpArgs {
     pub amqp_channels_per_connection: u32,
 }
 
+/// The ack policies of JetStream consumers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JetStreamAckArg {
+    /// Each message acknowledged on its own.
+    Explicit,
+    /// Acknowledging one acknowledges every earlier one.
+    All,
+    /// No acknowledgements.
+    None,
+}
+
 /// The exchange types iotload can declare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AmqpExchangeType {
@@ -248,6 +269,11 @@ impl BrokerArgs {
             queue_capacity: self.queue_capacity.max(1),
             jetstream: self.jetstream,
             inflight: usize::from(self.inflight.max(1)),
+            jetstream_ack: match self.jetstream_ack {
+                JetStreamAckArg::Explicit => JetStreamAck::Explicit,
+                JetStreamAckArg::All => JetStreamAck::All,
+                JetStreamAckArg::None => JetStreamAck::None,
+            },
         }
     }
 

@@ -30,9 +30,10 @@
 //! window is full, so a slow store shows as send lag); `close` awaits them all. Each
 //! subscriber first makes sure a stream covers every filter: the stream
 //! `IOTLOAD_<subject>` (file storage, one hour of messages) is created when missing, and
-//! a filter that an existing stream already covers is left alone. Subscribers still read
-//! with core subscriptions, which see every message the stream stores, so a standalone
-//! `loadgen` needs the stream to exist (start the collector or echo first).
+//! a filter that an existing stream already covers is left alone. Subscribers then read
+//! through an ephemeral push consumer per filter (deliver policy "new", the ack policy of
+//! [`NatsSettings::jetstream_ack`]), so what they measure includes storing the message.
+//! A standalone `loadgen` needs the stream to exist (start the collector or echo first).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -66,6 +67,31 @@ pub struct NatsSettings {
     pub jetstream: bool,
     /// JetStream acknowledgements a publisher keeps pending before `publish` waits.
     pub inflight: usize,
+    /// How subscribers acknowledge what their JetStream consumers deliver.
+    pub jetstream_ack: JetStreamAck,
+}
+
+/// The ack policy of the JetStream consumers subscribers create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JetStreamAck {
+    /// Every message is acknowledged on its own (JetStream's default).
+    #[default]
+    Explicit,
+    /// Acknowledging a message acknowledges every earlier one too.
+    All,
+    /// Nothing is acknowledged: delivered means done.
+    None,
+}
+
+impl JetStreamAck {
+    fn policy(self) -> async_nats::jetstream::consumer::AckPolicy {
+        use async_nats::jetstream::consumer::AckPolicy;
+        match self {
+            Self::Explicit => AckPolicy::Explicit,
+            Self::All => AckPolicy::All,
+            Self::None => AckPolicy::None,
+        }
+    }
 }
 
 impl Default for NatsSettings {
@@ -76,6 +102,7 @@ impl Default for NatsSettings {
             queue_capacity: 1024,
             jetstream: false,
             inflight: 100,
+            jetstream_ack: JetStreamAck::Explicit,
         }
     }
 }
@@ -282,6 +309,10 @@ impl Transport for NatsTransport {
             messages: SelectAll::new(),
             url: self.url.to_string(),
             failures: 0,
+            jetstream: self
+                .settings
+                .jetstream
+                .then_some(self.settings.jetstream_ack),
         };
         let waited = self.settings.connect_timeout;
         match tokio::time::timeout(waited, subscriber.subscribe_all()).await {
@@ -460,6 +491,8 @@ pub struct NatsSubscriber {
     messages: SelectAll<async_nats::Subscriber>,
     url: String,
     failures: u32,
+    /// Set when reading through JetStream consumers, with their ack policy.
+    jetstream: Option<JetStreamAck>,
 }
 
 impl NatsSubscriber {
@@ -467,15 +500,26 @@ impl NatsSubscriber {
     /// server handles commands in order, so the subscriptions are in place after it.
     async fn subscribe_all(&mut self) -> Result<(), TransportError> {
         let mut messages = SelectAll::new();
+        let mut inboxes = Vec::new();
         for filter in &self.filters {
-            let subscription = self
-                .client
-                .subscribe(topic_to_subject(filter))
-                .await
-                .map_err(|_| TransportError::Subscribe {
-                    url: self.url.clone(),
-                    filter: filter.clone(),
-                })?;
+            // A JetStream consumer pushes to an inbox of ours; the core subscription to it
+            // exists before the consumer does, so its first message has somewhere to go.
+            let subject = match self.jetstream {
+                Some(_) => {
+                    let inbox = self.client.new_inbox();
+                    inboxes.push((filter, inbox.clone()));
+                    inbox
+                }
+                None => topic_to_subject(filter),
+            };
+            let subscription =
+                self.client
+                    .subscribe(subject)
+                    .await
+                    .map_err(|_| TransportError::Subscribe {
+                        url: self.url.clone(),
+                        filter: filter.clone(),
+                    })?;
             messages.push(subscription);
         }
         self.client
@@ -485,7 +529,52 @@ impl NatsSubscriber {
                 url: self.url.clone(),
                 filter: self.filters.join(", "),
             })?;
+        if let Some(ack) = self.jetstream {
+            for (filter, inbox) in inboxes {
+                self.create_consumer(filter, inbox, ack).await?;
+            }
+        }
         self.messages = messages;
+        Ok(())
+    }
+
+    /// An ephemeral push consumer on the stream that stores `filter`, delivering to
+    /// `inbox` every message stored from now on.
+    async fn create_consumer(
+        &self,
+        filter: &str,
+        inbox: String,
+        ack: JetStreamAck,
+    ) -> Result<(), TransportError> {
+        use async_nats::jetstream::consumer::{DeliverPolicy, push};
+        let context = async_nats::jetstream::new(self.client.clone());
+        let subject = topic_to_subject(filter);
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            TransportError::Unsupported(format!(
+                "cannot create a JetStream consumer for `{filter}` ({subject}) on {}: {what}: \
+                 {e}",
+                self.url
+            ))
+        };
+        let name = context
+            .stream_by_subject(subject.clone())
+            .await
+            .map_err(|e| failed("no stream stores it", &e))?;
+        let stream = context
+            .get_stream(&name)
+            .await
+            .map_err(|e| failed("cannot read its stream", &e))?;
+        let config = push::Config {
+            deliver_subject: inbox,
+            filter_subject: subject.clone(),
+            deliver_policy: DeliverPolicy::New,
+            ack_policy: ack.policy(),
+            ..push::Config::default()
+        };
+        stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| failed("the server refused it", &e))?;
         Ok(())
     }
 }
@@ -506,6 +595,18 @@ impl Subscriber for NatsSubscriber {
             Some(message) => {
                 let received_us = now_us();
                 self.failures = 0;
+                if let (Some(ack), Some(reply)) = (self.jetstream, &message.reply)
+                    && ack != JetStreamAck::None
+                {
+                    // Queued on the connection; the server takes it as the acknowledgement.
+                    self.client
+                        .publish(reply.clone(), Bytes::new())
+                        .await
+                        .map_err(|e| TransportError::Disconnected {
+                            url: self.url.clone(),
+                            source: e.into(),
+                        })?;
+                }
                 let headers = message
                     .headers
                     .as_ref()
