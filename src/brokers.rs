@@ -28,6 +28,16 @@ macro_rules! with_transport {
                 let $t = $crate::brokers::amqp($broker, $url)?;
                 $body
             }
+            #[cfg(feature = "kafka")]
+            BrokerKind::Kafka => {
+                let $t = $crate::brokers::kafka($broker, $url)?;
+                $body
+            }
+            #[cfg(feature = "pulsar")]
+            BrokerKind::Pulsar => {
+                let $t = $crate::brokers::pulsar($broker, $url)?;
+                $body
+            }
             #[allow(unreachable_patterns)]
             other => Err($crate::brokers::not_built(other).into()),
         }
@@ -91,4 +101,26 @@ pub(crate) fn amqp(
         url,
         broker.amqp_settings(),
     )?))
+}
+
+#[cfg(feature = "kafka")]
+pub(crate) fn kafka(
+    broker: &BrokerArgs,
+    url: BrokerUrl,
+) -> anyhow::Result<Arc<iotload_core::transport::kafka::KafkaTransport>> {
+    only_for(broker, &url)?;
+    Ok(Arc::new(
+        iotload_core::transport::kafka::KafkaTransport::new(url, broker.kafka_settings()?)?,
+    ))
+}
+
+#[cfg(feature = "pulsar")]
+pub(crate) fn pulsar(
+    broker: &BrokerArgs,
+    url: BrokerUrl,
+) -> anyhow::Result<Arc<iotload_core::transport::pulsar::PulsarTransport>> {
+    only_for(broker, &url)?;
+    Ok(Arc::new(
+        iotload_core::transport::pulsar::PulsarTransport::new(url, broker.pulsar_settings()?)?,
+    ))
 }

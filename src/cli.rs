@@ -65,6 +65,9 @@ pub(crate) enum Command {
     Collector(CollectorCmdArgs),
     /// Lists, shows and exports results stored by earlier runs.
     Results(crate::results::ResultsArgs),
+    /// Reads stored runs, aggregates them per second and per topic, and writes JSON Lines
+    /// documents and an HTML report (several runs: compared side by side).
+    Plotter(plotter::PlotterArgs),
 }
 
 impl Command {
@@ -76,6 +79,7 @@ impl Command {
             Command::EchoIpaas(_) => "echo-ipaas",
             Command::Collector(_) => "collector",
             Command::Results(_) => "results",
+            Command::Plotter(_) => "plotter",
         }
     }
 }
@@ -239,7 +243,7 @@ pub(crate) fn resolved_options(cli: &Cli) -> Vec<ResolvedOption> {
             .map(|v| v.map(|s| s.to_string_lossy().into_owned()).collect())
             .unwrap_or_default();
         let mut value = values.join(",");
-        if long.contains("password") && !value.is_empty() {
+        if (long.contains("password") || long.contains("token")) && !value.is_empty() {
             value = "***".into();
         }
         if matches!(long, "broker" | "store") {

@@ -31,6 +31,18 @@ pub(crate) fn print_dry_run(cli: &Cli) -> anyhow::Result<()> {
             Some(format!("echo {:?} → {}", plan.from, plan.route_text()))
         }
         Command::Results(_) => None,
+        Command::Plotter(a) => Some(format!(
+            "read run(s) {} from {}; write{}{}",
+            a.runs.join(", "),
+            iotload_core::plan::redact_url(&a.store),
+            a.jsonl
+                .as_ref()
+                .map_or(String::new(), |p| format!(" JSON Lines to {}", p.display())),
+            a.html.as_ref().map_or(String::new(), |p| format!(
+                " an HTML report to {}",
+                p.display()
+            )),
+        )),
         Command::Collector(a) => {
             let plan = a.collect.resolve(&a.broker, &a.stamp)?;
             required_url(&a.broker)?;

@@ -28,10 +28,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // pulsar logs each retry as an error; iotload reports failures itself.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("IOTLOAD_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("warn,rumqttd=off,lapin=off")
+                tracing_subscriber::EnvFilter::new("warn,rumqttd=off,lapin=off,pulsar=off")
             }),
         )
         .with_writer(std::io::stderr)

@@ -88,6 +88,41 @@ pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
             }))
         }
         Command::Results(_) => Err(anyhow!("`results` takes no --dry-run")),
+        Command::Plotter(a) => {
+            let outputs = plotter::run(&a).await?;
+            for o in &outputs {
+                println!(
+                    "run {}: {} s × {} topics{}",
+                    o.run_id,
+                    o.seconds,
+                    o.topics,
+                    if a.jsonl.is_some() {
+                        format!(", {} documents", o.documents)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            if let Some(path) = &a.jsonl {
+                println!("wrote {}", path.display());
+            }
+            if let Some(path) = &a.html {
+                println!("wrote {}", path.display());
+            }
+            if let Some(addr) = &a.serve {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on --serve {addr}"))?;
+                let bound = listener.local_addr()?;
+                eprintln!("serving Prometheus metrics at http://{bound}/metrics");
+                let stop = shutdown.produce().clone();
+                plotter::prometheus::serve(&a, listener, stop.cancelled_owned()).await?;
+                return Ok(Outcome {
+                    interrupted: shutdown.interrupted(),
+                });
+            }
+            Ok(Outcome { interrupted: false })
+        }
         Command::Collector(a) => {
             let url = required_url(&a.broker)?;
             let mut plan = a.collect.resolve(&a.broker, &a.stamp)?;
@@ -160,6 +195,13 @@ async fn run_loop(
     let plan = args
         .load
         .resolve(&args.broker, &args.stamp, args.output.drain_timeout)?;
+    if args.broker.kafka.kafka_group.is_some() {
+        return Err(anyhow!(
+            "--kafka-group names one consumer group, but `iotload run` has two consumers \
+             (the echo and the collector) that must not share one; give it to a standalone \
+             `iotload collector` or `iotload echo-ipaas`"
+        ));
+    }
     loadgen::ensure_open_files(plan.devices)?;
     let url = match args.broker.url()? {
         Some(url) => url,

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use anyhow::{Context, anyhow};
 use clap::{Args, Subcommand};
 use iotload_core::recorder::LatencyHistogram;
-use iotload_core::store::{Backend, RunRecord, TopicSecond};
+use iotload_core::store::{Backend, RunRecord};
+use plotter::aggregate::Cell;
 
 /// Options of `iotload results`.
 #[derive(Debug, Clone, Args)]
@@ -105,12 +106,10 @@ async fn resolve_run(store: &dyn Backend, run: &str) -> anyhow::Result<String> {
     if run != "latest" {
         return Ok(run.to_string());
     }
-    store
-        .runs()
-        .await?
-        .first()
-        .map(|r| r.run_id.clone())
-        .ok_or_else(|| anyhow!("{} holds no runs yet", store.url()))
+    let records = store.runs().await?;
+    let mut ids = plotter::resolve_runs(store.url(), &records, &[run.to_string()])?;
+    ids.pop()
+        .ok_or_else(|| anyhow!("no run `{run}` in {}", store.url()))
 }
 
 fn time_of(us: u64) -> String {
@@ -153,33 +152,6 @@ async fn list(store: &dyn Backend) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One topic's totals over a run.
-#[derive(Default)]
-struct TopicTotals {
-    sent: u64,
-    received: u64,
-    lost: u64,
-    duplicates: u64,
-    reordered: u64,
-    undecodable: u64,
-    latency: LatencyHistogram,
-}
-
-fn totals(seconds: &[TopicSecond]) -> anyhow::Result<BTreeMap<String, TopicTotals>> {
-    let mut out: BTreeMap<String, TopicTotals> = BTreeMap::new();
-    for s in seconds {
-        let t = out.entry(s.topic.clone()).or_default();
-        t.sent += s.sent;
-        t.received += s.received;
-        t.lost += s.lost;
-        t.duplicates += s.duplicates;
-        t.reordered += s.reordered;
-        t.undecodable += s.undecodable;
-        t.latency.add(&LatencyHistogram::decode(&s.latency_hdr)?);
-    }
-    Ok(out)
-}
-
 async fn show(store: &dyn Backend, run: &str) -> anyhow::Result<()> {
     let runs: Vec<RunRecord> = store
         .runs()
@@ -208,31 +180,22 @@ async fn show(store: &dyn Backend, run: &str) -> anyhow::Result<()> {
             r.broker
         );
     }
-    let seconds = store.seconds(run).await?;
-    let totals = totals(&seconds)?;
+    let aggregate = plotter::run_aggregate(store, run).await?;
     println!(
         "\n{:<32} {:>9} {:>9} {:>7} {:>6} {:>9} {:>9} {:>9} {:>9}",
         "topic", "sent", "received", "lost", "dup", "reordered", "p50 ms", "p99 ms", "max ms"
     );
-    let mut all = TopicTotals::default();
-    for (topic, t) in &totals {
-        print_row(topic, t);
-        all.sent += t.sent;
-        all.received += t.received;
-        all.lost += t.lost;
-        all.duplicates += t.duplicates;
-        all.reordered += t.reordered;
-        all.undecodable += t.undecodable;
-        all.latency.add(&t.latency);
+    for (topic, cell) in &aggregate.topics {
+        print_row(topic, cell);
     }
-    if totals.len() > 1 {
-        print_row("(all topics)", &all);
+    if aggregate.topics.len() > 1 {
+        print_row("(all topics)", &aggregate.total);
     }
     Ok(())
 }
 
-fn print_row(topic: &str, t: &TopicTotals) {
-    let s = t.latency.stats_ms();
+fn print_row(topic: &str, cell: &Cell) {
+    let (t, s) = (cell.counts, cell.latency.stats_ms());
     println!(
         "{topic:<32} {:>9} {:>9} {:>7} {:>6} {:>9} {:>9.3} {:>9.3} {:>9.3}",
         t.sent, t.received, t.lost, t.duplicates, t.reordered, s.p50, s.p99, s.max

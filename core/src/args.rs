@@ -15,18 +15,30 @@ use crate::stamp::{JsonFields, TimeFormat};
 use crate::transport::ClientIdentity;
 #[cfg(feature = "amqp")]
 use crate::transport::amqp::{AmqpSettings, ExchangeType};
+#[cfg(feature = "kafka")]
+use crate::transport::kafka::{
+    KafkaAcks, KafkaCompression, KafkaSettings, SaslMechanism, parse_option,
+};
 #[cfg(feature = "mqtt")]
 use crate::transport::mqtt::{MqttSettings, MqttVersion};
 #[cfg(feature = "nats")]
 use crate::transport::nats::{JetStreamAck, NatsSettings};
-#[cfg(any(feature = "mqtt", feature = "nats", feature = "amqp"))]
+#[cfg(feature = "pulsar")]
+use crate::transport::pulsar::{PulsarSettings, SubscriptionKind};
+#[cfg(any(
+    feature = "mqtt",
+    feature = "nats",
+    feature = "amqp",
+    feature = "pulsar"
+))]
 use crate::transport::tls::TlsSettings;
 
 /// How to reach and talk to the broker.
 #[derive(Debug, Clone, Args)]
 pub struct BrokerArgs {
     /// Broker URL: mqtt://host:port, or mqtts://host:port for TLS; nats://host:port, or
-    /// tls://host:port for NATS over TLS.
+    /// tls://host:port for NATS over TLS; kafka://host:port, or kafka+tls://host:port;
+    /// pulsar://host:6650, or pulsar+ssl://host:6651.
     ///
     /// `iotload run` starts an embedded broker when this is not given.
     #[arg(long, env = "IOTLOAD_BROKER", value_name = "URL")]
@@ -46,7 +58,7 @@ pub struct BrokerArgs {
           value_parser = clap::value_parser!(u8).range(0..=2))]
     pub qos: u8,
 
-    /// Keep-alive interval (e.g. 30s).
+    /// Keep-alive interval (e.g. 30s); for Pulsar, the interval of pings on the connection.
     #[arg(long, env = "IOTLOAD_KEEP_ALIVE", value_name = "DURATION", default_value = "30s",
           value_parser = parse_duration)]
     pub keep_alive: Duration,
@@ -129,8 +141,9 @@ pub struct BrokerArgs {
     )]
     pub jetstream_ack: JetStreamAckArg,
 
-    /// QoS 1/2 messages (MQTT), JetStream acknowledgements (NATS) or publisher confirms
-    /// (AMQP) in flight per connection.
+    /// QoS 1/2 messages (MQTT), JetStream acknowledgements (NATS), publisher confirms
+    /// (AMQP), unacknowledged deliveries (Kafka) or send receipts (Pulsar) in flight per
+    /// connection or device.
     #[arg(
         long,
         env = "IOTLOAD_INFLIGHT",
@@ -142,6 +155,14 @@ pub struct BrokerArgs {
     /// AMQP (RabbitMQ) options.
     #[command(flatten)]
     pub amqp: AmqpArgs,
+
+    /// Kafka options.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Apache Pulsar options.
+    #[command(flatten)]
+    pub pulsar: PulsarArgs,
 }
 
 /// Options only AMQP brokers take (`amqp://`, `amqps://`).
@@ -216,6 +237,96 @@ pub enum JetStreamAckArg {
     None,
 }
 
+/// Options only Pulsar brokers take (`pulsar://`, `pulsar+ssl://`).
+#[derive(Debug, Clone, Args)]
+#[command(
+    next_help_heading = "Pulsar options (pulsar://, pulsar+ssl://; untested against a live broker)"
+)]
+pub struct PulsarArgs {
+    /// Tenant that holds the topics: topic a/b is persistent://TENANT/NAMESPACE/a.b.
+    #[arg(
+        long,
+        env = "IOTLOAD_PULSAR_TENANT",
+        value_name = "NAME",
+        default_value = "public"
+    )]
+    pub pulsar_tenant: String,
+
+    /// Namespace (inside the tenant) that holds the topics.
+    #[arg(
+        long,
+        env = "IOTLOAD_PULSAR_NAMESPACE",
+        value_name = "NAME",
+        default_value = "default"
+    )]
+    pub pulsar_namespace: String,
+
+    /// Use non-persistent topics (non-persistent://): not stored, lost when no consumer is
+    /// connected, and faster.
+    #[arg(long, env = "IOTLOAD_PULSAR_NON_PERSISTENT")]
+    pub pulsar_non_persistent: bool,
+
+    /// Durable subscription that subscribers share (competing consumers, shared by
+    /// default); each subscriber gets a private, non-durable, exclusive one when not given.
+    #[arg(long, env = "IOTLOAD_PULSAR_SUBSCRIPTION", value_name = "NAME")]
+    pub pulsar_subscription: Option<String>,
+
+    /// Subscription type: exclusive, shared, failover or key-shared (default: exclusive,
+    /// or shared with --pulsar-subscription).
+    #[arg(long, env = "IOTLOAD_PULSAR_SUBSCRIPTION_TYPE", value_name = "TYPE")]
+    pub pulsar_subscription_type: Option<PulsarSubscriptionType>,
+
+    /// Batch messages in the producer (trades latency for throughput; off by default).
+    #[arg(long, env = "IOTLOAD_PULSAR_BATCHING")]
+    pub pulsar_batching: bool,
+
+    /// With --pulsar-batching, the most messages in one batch.
+    #[arg(
+        long,
+        env = "IOTLOAD_PULSAR_BATCH_SIZE",
+        value_name = "MESSAGES",
+        default_value_t = 1000
+    )]
+    pub pulsar_batch_size: u32,
+
+    /// With --pulsar-batching, the longest a message waits for its batch (e.g. 1ms).
+    #[arg(long, env = "IOTLOAD_PULSAR_BATCH_DELAY", value_name = "DURATION", default_value = "1ms",
+          value_parser = parse_duration)]
+    pub pulsar_batch_delay: Duration,
+
+    /// JWT for token authentication, the same for every device; without it, the
+    /// device's --password is sent as its token (--username is not used).
+    ///
+    /// Prefer the IOTLOAD_PULSAR_TOKEN variable: command lines are visible to other users
+    /// of the machine.
+    #[arg(
+        long,
+        env = "IOTLOAD_PULSAR_TOKEN",
+        value_name = "JWT",
+        hide_env_values = true
+    )]
+    pub pulsar_token: Option<String>,
+
+    /// How often a subscription with wildcards looks for new matching topics; the first
+    /// messages on a new topic can wait this long.
+    #[arg(long, env = "IOTLOAD_PULSAR_TOPIC_REFRESH", value_name = "DURATION", default_value = "1s",
+          value_parser = parse_duration)]
+    pub pulsar_topic_refresh: Duration,
+}
+
+/// The Pulsar subscription types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PulsarSubscriptionType {
+    /// One consumer per subscription.
+    Exclusive,
+    /// Consumers share the messages round robin.
+    Shared,
+    /// One active consumer; the others take over when it goes.
+    Failover,
+    /// Consumers share the messages by key.
+    KeyShared,
+}
+
 /// The exchange types iotload can declare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AmqpExchangeType {
@@ -225,6 +336,130 @@ pub enum AmqpExchangeType {
     Direct,
     /// Every bound queue gets every message.
     Fanout,
+}
+
+/// Options only Kafka brokers take (`kafka://`, `kafka+tls://`).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Kafka options (kafka://, kafka+tls://)")]
+pub struct KafkaArgs {
+    /// Acknowledgements each produced message waits for: 0 (none), 1 (the leader) or all
+    /// (every in-sync replica).
+    #[arg(
+        long,
+        env = "IOTLOAD_KAFKA_ACKS",
+        value_name = "ACKS",
+        default_value = "all"
+    )]
+    pub kafka_acks: KafkaAcksArg,
+
+    /// How long the producer waits to fill a batch before sending (linger.ms); every
+    /// millisecond adds to the measured latency.
+    #[arg(long, env = "IOTLOAD_KAFKA_LINGER", value_name = "DURATION", default_value = "1ms",
+          value_parser = parse_duration)]
+    pub kafka_linger: Duration,
+
+    /// Largest batch the producer sends per partition (batch.size); librdkafka's default
+    /// (1000000) when not given.
+    #[arg(long, env = "IOTLOAD_KAFKA_BATCH_SIZE", value_name = "BYTES")]
+    pub kafka_batch_size: Option<u32>,
+
+    /// Batch compression: none, gzip, snappy, lz4 or zstd.
+    #[arg(
+        long,
+        env = "IOTLOAD_KAFKA_COMPRESSION",
+        value_name = "CODEC",
+        default_value = "none"
+    )]
+    pub kafka_compression: KafkaCompressionArg,
+
+    /// Partitions of each topic iotload creates.
+    #[arg(
+        long,
+        env = "IOTLOAD_KAFKA_PARTITIONS",
+        value_name = "COUNT",
+        default_value_t = 1
+    )]
+    pub kafka_partitions: i32,
+
+    /// Replication factor of each topic iotload creates.
+    #[arg(
+        long,
+        env = "IOTLOAD_KAFKA_REPLICATION",
+        value_name = "COUNT",
+        default_value_t = 1
+    )]
+    pub kafka_replication: i32,
+
+    /// Do not create missing topics: publishing to a topic that does not exist then fails
+    /// (or the broker creates it, if it is set up to).
+    #[arg(long, env = "IOTLOAD_KAFKA_NO_CREATE_TOPICS")]
+    pub kafka_no_create_topics: bool,
+
+    /// Consumer group every subscriber joins (competing consumers, committed offsets);
+    /// each subscriber gets a fresh group of its own when not given.
+    #[arg(long, env = "IOTLOAD_KAFKA_GROUP", value_name = "NAME")]
+    pub kafka_group: Option<String>,
+
+    /// SASL mechanism used with a user name: plain, scram-sha-256 or scram-sha-512.
+    #[arg(
+        long,
+        env = "IOTLOAD_KAFKA_SASL_MECHANISM",
+        value_name = "MECHANISM",
+        default_value = "plain"
+    )]
+    pub kafka_sasl_mechanism: KafkaSaslArg,
+
+    /// A librdkafka property as KEY=VALUE, applied after iotload's own (so it wins), e.g.
+    /// enable.idempotence=true. Repeat the flag for more; in the variable, separate
+    /// pairs with `;`.
+    #[arg(
+        long,
+        env = "IOTLOAD_KAFKA_OPTION",
+        value_name = "KEY=VALUE",
+        value_delimiter = ';'
+    )]
+    pub kafka_option: Vec<String>,
+}
+
+/// Acknowledgements a produced message waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KafkaAcksArg {
+    /// None: delivered once sent.
+    #[value(name = "0")]
+    Zero,
+    /// The partition leader's.
+    #[value(name = "1")]
+    One,
+    /// Every in-sync replica's.
+    All,
+}
+
+/// Batch compression codecs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KafkaCompressionArg {
+    /// Not compressed.
+    None,
+    /// gzip.
+    Gzip,
+    /// Snappy.
+    Snappy,
+    /// LZ4.
+    Lz4,
+    /// Zstandard.
+    Zstd,
+}
+
+/// SASL mechanisms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KafkaSaslArg {
+    /// PLAIN: user name and password in clear (use with kafka+tls://).
+    Plain,
+    /// SCRAM-SHA-256.
+    #[value(name = "scram-sha-256")]
+    ScramSha256,
+    /// SCRAM-SHA-512.
+    #[value(name = "scram-sha-512")]
+    ScramSha512,
 }
 
 impl BrokerArgs {
@@ -300,7 +535,115 @@ impl BrokerArgs {
         }
     }
 
-    #[cfg(any(feature = "mqtt", feature = "nats", feature = "amqp"))]
+    /// The Kafka client settings.
+    #[cfg(feature = "kafka")]
+    pub fn kafka_settings(&self) -> Result<KafkaSettings, PlanError> {
+        let k = &self.kafka;
+        let options = k
+            .kafka_option
+            .iter()
+            .filter(|pair| !pair.trim().is_empty())
+            .map(|pair| parse_option(pair))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|reason| PlanError::BadValue {
+                option: "--kafka-option",
+                reason,
+            })?;
+        for (option, value) in [
+            ("--kafka-partitions", k.kafka_partitions),
+            ("--kafka-replication", k.kafka_replication),
+        ] {
+            if value < 1 {
+                return Err(PlanError::BadValue {
+                    option,
+                    reason: format!("{value} is not a count of at least 1"),
+                });
+            }
+        }
+        Ok(KafkaSettings {
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            insecure: self.insecure,
+            connect_timeout: self.connect_timeout,
+            inflight: usize::from(self.inflight.max(1)),
+            acks: match k.kafka_acks {
+                KafkaAcksArg::Zero => KafkaAcks::Zero,
+                KafkaAcksArg::One => KafkaAcks::One,
+                KafkaAcksArg::All => KafkaAcks::All,
+            },
+            linger: k.kafka_linger,
+            batch_size: k.kafka_batch_size,
+            compression: match k.kafka_compression {
+                KafkaCompressionArg::None => KafkaCompression::None,
+                KafkaCompressionArg::Gzip => KafkaCompression::Gzip,
+                KafkaCompressionArg::Snappy => KafkaCompression::Snappy,
+                KafkaCompressionArg::Lz4 => KafkaCompression::Lz4,
+                KafkaCompressionArg::Zstd => KafkaCompression::Zstd,
+            },
+            partitions: k.kafka_partitions,
+            replication: k.kafka_replication,
+            create_topics: !k.kafka_no_create_topics,
+            group: k.kafka_group.clone().filter(|g| !g.trim().is_empty()),
+            sasl_mechanism: match k.kafka_sasl_mechanism {
+                KafkaSaslArg::Plain => SaslMechanism::Plain,
+                KafkaSaslArg::ScramSha256 => SaslMechanism::ScramSha256,
+                KafkaSaslArg::ScramSha512 => SaslMechanism::ScramSha512,
+            },
+            options,
+        })
+    }
+
+    /// The Pulsar client settings.
+    #[cfg(feature = "pulsar")]
+    pub fn pulsar_settings(&self) -> Result<PulsarSettings, PlanError> {
+        let p = &self.pulsar;
+        if p.pulsar_batching && p.pulsar_batch_size < 2 {
+            return Err(PlanError::BadValue {
+                option: "--pulsar-batch-size",
+                reason: format!(
+                    "{} messages is no batch; give 2 or more, or leave out --pulsar-batching",
+                    p.pulsar_batch_size
+                ),
+            });
+        }
+        if p.pulsar_topic_refresh < Duration::from_millis(100) {
+            return Err(PlanError::BadValue {
+                option: "--pulsar-topic-refresh",
+                reason: "less than 100ms would ask the broker for the topic list all the time"
+                    .into(),
+            });
+        }
+        Ok(PulsarSettings {
+            tls: self.tls_settings(),
+            connect_timeout: self.connect_timeout,
+            keep_alive: self.keep_alive,
+            queue_capacity: self.queue_capacity.max(1),
+            inflight: usize::from(self.inflight.max(1)),
+            tenant: p.pulsar_tenant.clone(),
+            namespace: p.pulsar_namespace.clone(),
+            persistent: !p.pulsar_non_persistent,
+            subscription: p.pulsar_subscription.clone(),
+            subscription_kind: p.pulsar_subscription_type.map(|t| match t {
+                PulsarSubscriptionType::Exclusive => SubscriptionKind::Exclusive,
+                PulsarSubscriptionType::Shared => SubscriptionKind::Shared,
+                PulsarSubscriptionType::Failover => SubscriptionKind::Failover,
+                PulsarSubscriptionType::KeyShared => SubscriptionKind::KeyShared,
+            }),
+            batching: p.pulsar_batching,
+            batch_max_messages: p.pulsar_batch_size,
+            batch_max_delay: p.pulsar_batch_delay,
+            token: p.pulsar_token.clone().filter(|t| !t.is_empty()),
+            topic_refresh: p.pulsar_topic_refresh,
+        })
+    }
+
+    #[cfg(any(
+        feature = "mqtt",
+        feature = "nats",
+        feature = "amqp",
+        feature = "pulsar"
+    ))]
     fn tls_settings(&self) -> TlsSettings {
         TlsSettings {
             ca_file: self.ca_file.clone(),
@@ -432,7 +775,8 @@ impl Credentials {
 #[derive(Debug, Clone, Args)]
 pub struct StampArgs {
     /// Where the stamp rides: json (fields of a JSON payload), binary (a 32-byte header),
-    /// or header (MQTT 5 user properties, needs --mqtt-version 5; or NATS headers).
+    /// or header (MQTT 5 user properties, needs --mqtt-version 5; or NATS, AMQP or Kafka
+    /// headers).
     #[arg(
         long = "stamp",
         env = "IOTLOAD_STAMP",
@@ -582,4 +926,175 @@ pub fn default_instance() -> String {
         })
         .unwrap_or_else(|| "localhost".into());
     format!("{host}-{}", std::process::id())
+}
+
+#[cfg(all(test, feature = "kafka"))]
+mod kafka_tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        broker: BrokerArgs,
+    }
+
+    fn settings(args: &[&str]) -> Result<KafkaSettings, PlanError> {
+        let argv = std::iter::once("iotload").chain(args.iter().copied());
+        Cli::try_parse_from(argv)
+            .expect("the flags parse")
+            .broker
+            .kafka_settings()
+    }
+
+    #[test]
+    fn kafka_flags_become_client_settings() {
+        let s = settings(&[
+            "--kafka-acks",
+            "0",
+            "--kafka-linger",
+            "0ms",
+            "--kafka-compression",
+            "lz4",
+            "--kafka-partitions",
+            "3",
+            "--kafka-sasl-mechanism",
+            "scram-sha-512",
+            "--kafka-option",
+            "socket.nagle.disable=true;debug=broker,topic",
+            "--kafka-option",
+            "client.rack=r1",
+            "--inflight",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!(s.acks, KafkaAcks::Zero);
+        assert_eq!(s.linger, Duration::ZERO);
+        assert_eq!(s.compression, KafkaCompression::Lz4);
+        assert_eq!(s.partitions, 3);
+        assert_eq!(s.sasl_mechanism, SaslMechanism::ScramSha512);
+        assert_eq!(s.inflight, 7);
+        assert!(s.create_topics);
+        assert_eq!(s.group, None);
+        assert_eq!(
+            s.options,
+            vec![
+                ("socket.nagle.disable".to_string(), "true".to_string()),
+                ("debug".to_string(), "broker,topic".to_string()),
+                ("client.rack".to_string(), "r1".to_string()),
+            ]
+        );
+        let defaults = settings(&[]).unwrap();
+        assert_eq!(defaults.acks, KafkaAcks::All);
+        assert_eq!(defaults.linger, Duration::from_millis(1));
+    }
+
+    #[test]
+    fn bad_kafka_values_name_their_flag() {
+        let e = settings(&["--kafka-option", "linger.ms"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--kafka-option"), "{e}");
+        let e = settings(&["--kafka-partitions", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--kafka-partitions"), "{e}");
+    }
+}
+
+#[cfg(all(test, feature = "pulsar"))]
+mod pulsar_tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        broker: BrokerArgs,
+    }
+
+    fn pulsar(args: &[&str]) -> Result<PulsarSettings, String> {
+        let mut argv = vec!["iotload"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        cli.broker.pulsar_settings().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn pulsar_defaults_are_a_private_exclusive_subscription_without_batching() {
+        let s = pulsar(&[]).unwrap();
+        assert_eq!(
+            (s.tenant.as_str(), s.namespace.as_str()),
+            ("public", "default")
+        );
+        assert!(s.persistent);
+        assert_eq!(s.subscription, None);
+        assert_eq!(s.effective_kind(), SubscriptionKind::Exclusive);
+        assert!(!s.batching);
+        assert_eq!(s.token, None);
+        assert_eq!(s.topic_refresh, Duration::from_secs(1));
+        assert_eq!(s.inflight, 100);
+        assert_eq!(s.connect_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn pulsar_flags_reach_the_settings() {
+        let s = pulsar(&[
+            "--pulsar-tenant",
+            "acme",
+            "--pulsar-namespace",
+            "edge",
+            "--pulsar-non-persistent",
+            "--pulsar-subscription",
+            "collectors",
+            "--pulsar-batching",
+            "--pulsar-batch-size",
+            "50",
+            "--pulsar-batch-delay",
+            "5ms",
+            "--pulsar-token",
+            "eyJ.token",
+            "--pulsar-topic-refresh",
+            "250ms",
+            "--ca-file",
+            "ca.pem",
+            "--connect-timeout",
+            "3s",
+        ])
+        .unwrap();
+        assert_eq!((s.tenant.as_str(), s.namespace.as_str()), ("acme", "edge"));
+        assert!(!s.persistent);
+        assert_eq!(s.subscription.as_deref(), Some("collectors"));
+        assert_eq!(s.effective_kind(), SubscriptionKind::Shared);
+        assert!(s.batching);
+        assert_eq!(s.batch_max_messages, 50);
+        assert_eq!(s.batch_max_delay, Duration::from_millis(5));
+        assert_eq!(s.token.as_deref(), Some("eyJ.token"));
+        assert_eq!(s.topic_refresh, Duration::from_millis(250));
+        assert_eq!(
+            s.tls.ca_file.as_deref(),
+            Some(std::path::Path::new("ca.pem"))
+        );
+        assert_eq!(s.connect_timeout, Duration::from_secs(3));
+        let s = pulsar(&["--pulsar-subscription-type", "key-shared"]).unwrap();
+        assert_eq!(s.effective_kind(), SubscriptionKind::KeyShared);
+    }
+
+    #[test]
+    fn bad_pulsar_values_name_the_option() {
+        let e = pulsar(&["--pulsar-batching", "--pulsar-batch-size", "1"]).unwrap_err();
+        assert!(e.contains("--pulsar-batch-size"), "{e}");
+        // Without batching the size is not used, so it is not checked.
+        assert!(pulsar(&["--pulsar-batch-size", "1"]).is_ok());
+        let e = pulsar(&["--pulsar-topic-refresh", "10ms"]).unwrap_err();
+        assert!(e.contains("--pulsar-topic-refresh"), "{e}");
+        let e = pulsar(&["--pulsar-subscription-type", "bogus"]).unwrap_err();
+        assert!(e.contains("exclusive") && e.contains("key-shared"), "{e}");
+        let s = pulsar(&["--pulsar-token", ""]).unwrap();
+        assert_eq!(s.token, None, "an empty token is no token");
+    }
 }

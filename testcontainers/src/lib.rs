@@ -1,7 +1,7 @@
 //! iotload's test kit: gives each integration test its own fresh, real server
-//! (an MQTT broker run as a private `mosquitto` process, a Redis or a NATS
-//! server, each on an ephemeral loopback port, or a private virtual host on the
-//! machine's RabbitMQ), plus helpers for tests that use the machine's shared
+//! (an MQTT broker run as a private `mosquitto` process, a Redis, a NATS or a
+//! Kafka-protocol (tansu) server, each on an ephemeral loopback port, or a
+//! private virtual host on the machine's RabbitMQ), plus helpers for tests that use the machine's shared
 //! servers instead. The API says nothing about *how* a server is started, so a
 //! container backend can be added later without touching any test.
 //!
@@ -19,6 +19,7 @@
 
 mod error;
 mod fsutil;
+mod kafka;
 mod mqtt;
 mod nats;
 mod pki;
@@ -30,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use error::TestkitError;
+pub use kafka::{KafkaBroker, KafkaOptions, TANSU_INSTALL, tansu_available};
 pub use mqtt::{MqttBroker, MqttBrokerOptions};
 pub use nats::{DEFAULT_NATS_URL, NATS_URL_ENV, NatsOptions, NatsServer, machine_nats_url};
 pub use pki::TestPki;

@@ -185,3 +185,89 @@ pub fn received_at_least(line: &str, n: u64) -> bool {
         .and_then(|count| count.parse::<u64>().ok())
         .is_some_and(|count| count >= n)
 }
+
+/// Headless Chromium (Debian package `chromium`), or `None` with a message when it is not
+/// installed; with `CI=true` a missing Chromium fails the test instead.
+pub fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .flat_map(|dir| ["chromium", "chromium-browser"].map(|name| dir.join(name)))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+        assert!(
+            !ci,
+            "chromium is not installed (apt-get install chromium; scripts/test does it)"
+        );
+        eprintln!("skipped: chromium is not installed (apt-get install chromium)");
+    }
+    found
+}
+
+/// What headless Chromium made of a page.
+pub struct Rendered {
+    /// The DOM after loading (`--dump-dom`).
+    pub dom: String,
+    /// The screenshot (`--screenshot`), PNG bytes.
+    pub png: Vec<u8>,
+    /// Console messages and uncaught errors Chromium logged while loading the page.
+    pub console: Vec<String>,
+}
+
+/// Loads `page` in headless Chromium twice, offline: once for the DOM and once for a
+/// 1280×2000 screenshot, collecting every console message from its log on stderr (it
+/// logs each as `...:CONSOLE...`, errors and uncaught exceptions included).
+pub async fn render_in_chromium(chromium: &Path, page: &Path) -> Rendered {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("file://{}", page.display());
+    let run = |extra: Vec<String>, profile: &str| {
+        let mut cmd = Command::new(chromium);
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.path().join(profile).display()
+        ))
+        .args(extra)
+        .arg(&url)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+        cmd
+    };
+    let shot = dir.path().join("shot.png");
+    let dump = finish(&mut run(vec!["--dump-dom".into()], "dom")).await;
+    let picture = finish(&mut run(
+        vec![
+            format!("--screenshot={}", shot.display()),
+            "--window-size=1280,2000".into(),
+            "--hide-scrollbars".into(),
+        ],
+        "shot",
+    ))
+    .await;
+    assert_eq!(dump.code, 0, "chromium --dump-dom failed: {}", dump.stderr);
+    assert_eq!(
+        picture.code, 0,
+        "chromium --screenshot failed: {}",
+        picture.stderr
+    );
+    let console = dump
+        .stderr
+        .lines()
+        .chain(picture.stderr.lines())
+        .filter(|l| l.contains(":CONSOLE") || l.contains("Uncaught"))
+        .map(str::to_string)
+        .collect();
+    Rendered {
+        dom: dump.stdout,
+        png: std::fs::read(&shot).unwrap_or_default(),
+        console,
+    }
+}

@@ -36,6 +36,11 @@ pub(crate) trait Broker: Send + Sync + Sized + 'static {
     /// Whether headers travel with the message (the `header` stamp carrier).
     const HEADERS: bool = true;
 
+    /// Whether a server can be had on this machine; `false` skips the checks that need
+    /// one (only outside CI: with `CI=true` an implementation panics instead).
+    fn available() -> bool {
+        true
+    }
     /// Starts (or reaches) a server for one test; dropped at the end of the test.
     fn start() -> impl Future<Output = Self> + Send;
     /// A transport with valid credentials on that server.
@@ -162,6 +167,9 @@ fn seq_of(m: &Incoming) -> (u32, u32) {
 
 /// 3 publishers × 100 messages through one wildcard subscriber.
 pub(crate) async fn round_trip<B: Broker>() {
+    if !B::available() {
+        return;
+    }
     const DEVICES: u32 = 3;
     const PER_DEVICE: u32 = 100;
     let broker = B::start().await;
@@ -238,6 +246,9 @@ pub(crate) async fn round_trip<B: Broker>() {
 
 /// A filter on `.../+/a` sees `1/a` and `2/a` but neither `1/b` nor a deeper `1/a/x`.
 pub(crate) async fn filters_match<B: Broker>() {
+    if !B::available() {
+        return;
+    }
     let broker = B::start().await;
     let t = broker.transport();
     let prefix = B::prefix("flt");
@@ -271,6 +282,9 @@ pub(crate) async fn filters_match<B: Broker>() {
 
 /// 500 messages published back to back, then `close` at once: all 500 arrive.
 pub(crate) async fn close_flushes<B: Broker>() {
+    if !B::available() {
+        return;
+    }
     const N: u32 = 500;
     let broker = B::start().await;
     let t = broker.transport();
@@ -326,6 +340,9 @@ pub(crate) async fn unreachable<B: Broker>() {
 
 /// Refused credentials surface as [`TransportError::Auth`].
 pub(crate) async fn wrong_password<B: Broker>() {
+    if !B::available() {
+        return;
+    }
     let broker = B::start().await;
     let Some(t) = broker.with_wrong_password() else {
         return;

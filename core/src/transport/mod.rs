@@ -7,11 +7,20 @@
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
-#[cfg(any(feature = "mqtt", feature = "nats", feature = "amqp"))]
+#[cfg(feature = "pulsar")]
+pub mod pulsar;
+#[cfg(any(
+    feature = "mqtt",
+    feature = "nats",
+    feature = "amqp",
+    feature = "pulsar"
+))]
 pub mod tls;
 
 use std::future::Future;

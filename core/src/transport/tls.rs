@@ -21,6 +21,10 @@ pub struct TlsSettings {
 }
 
 /// Builds the rustls client configuration `s` describes; errors name the file at fault.
+#[cfg_attr(
+    not(any(feature = "mqtt", feature = "nats", feature = "amqp")),
+    allow(dead_code)
+)]
 pub(crate) fn tls_config(s: &TlsSettings) -> Result<rustls::ClientConfig, TransportError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -90,7 +94,8 @@ fn open(path: &Path) -> Result<BufReader<std::fs::File>, TransportError> {
         .map_err(|e| tls_err(path, format!("cannot open: {e}")))
 }
 
-fn read_certs(
+/// The PEM certificates in `path`; errors name the file.
+pub(crate) fn read_certs(
     path: &Path,
 ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, TransportError> {
     rustls_pemfile::certs(&mut open(path)?)

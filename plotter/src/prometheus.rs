@@ -1,0 +1,280 @@
+//! Prometheus: the stored runs' aggregates in the text exposition format, and the
+//! `/metrics` endpoint (`--serve ADDR`) a Prometheus server scrapes.
+//!
+//! Names use the `iotload_` prefix, base units (seconds) and `_total` on counters. Every
+//! series has a `run` label; the `topic` label only comes with `--per-topic-labels`, so
+//! the number of series stays bounded by the number of runs unless asked otherwise.
+//! Each scrape reads the store again, so a run still being recorded keeps growing.
+
+use std::fmt::Write as _;
+use std::future::Future;
+
+use iotload_core::recorder::LatencyStats;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::aggregate::{Cell, RunAggregate};
+use crate::{PlotterArgs, PlotterError};
+
+/// Reads one counter out of a cell.
+type Counter = fn(&Cell) -> u64;
+
+/// Counter names, with their help text and how to read them from a cell.
+const COUNTERS: [(&str, &str, Counter); 6] = [
+    (
+        "iotload_messages_sent_total",
+        "Messages sent by the loadgen side.",
+        |c| c.counts.sent,
+    ),
+    (
+        "iotload_messages_received_total",
+        "Messages received by the collector side, duplicates included.",
+        |c| c.counts.received,
+    ),
+    (
+        "iotload_messages_lost_total",
+        "Sequence gaps detected.",
+        |c| c.counts.lost,
+    ),
+    (
+        "iotload_messages_duplicate_total",
+        "Duplicate messages.",
+        |c| c.counts.duplicates,
+    ),
+    (
+        "iotload_messages_reordered_total",
+        "Messages that arrived after a later one.",
+        |c| c.counts.reordered,
+    ),
+    (
+        "iotload_messages_undecodable_total",
+        "Messages without a readable stamp.",
+        |c| c.counts.undecodable,
+    ),
+];
+
+/// Latency summary names.
+const LATENCY: &str = "iotload_latency_seconds";
+const LATENCY_CORRECTED: &str = "iotload_latency_corrected_seconds";
+/// Span gauge name.
+const RUN_SECONDS: &str = "iotload_run_duration_seconds";
+
+/// The runs' aggregates as Prometheus text exposition (format 0.0.4).
+pub fn exposition(runs: &[RunAggregate], per_topic: bool) -> String {
+    let mut out = String::new();
+    let series = |run: &RunAggregate| -> Vec<(String, Cell)> {
+        let run_label = format!("run=\"{}\"", label_value(&run.run_id));
+        if per_topic {
+            run.topics
+                .iter()
+                .map(|(t, c)| {
+                    (
+                        format!("{run_label},topic=\"{}\"", label_value(t)),
+                        c.clone(),
+                    )
+                })
+                .collect()
+        } else {
+            vec![(run_label, run.total.clone())]
+        }
+    };
+    let all: Vec<(String, Cell)> = runs.iter().flat_map(series).collect();
+    for (name, help, get) in COUNTERS {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (labels, cell) in &all {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", get(cell));
+        }
+    }
+    for (name, help, corrected) in [
+        (LATENCY, "Latency, receive time minus send time.", false),
+        (
+            LATENCY_CORRECTED,
+            "Latency corrected for coordinated omission, receive time minus intended send time.",
+            true,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
+        for (labels, cell) in &all {
+            let s: LatencyStats = if corrected {
+                cell.corrected.stats_ms()
+            } else {
+                cell.latency.stats_ms()
+            };
+            for (q, v) in [
+                ("0.5", s.p50),
+                ("0.9", s.p90),
+                ("0.99", s.p99),
+                ("0.999", s.p999),
+                ("1", s.max),
+            ] {
+                let _ = writeln!(out, "{name}{{{labels},quantile=\"{q}\"}} {}", v / 1000.0);
+            }
+            let sum = s.mean * s.count as f64 / 1000.0;
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+            let _ = writeln!(out, "{name}_count{{{labels}}} {}", s.count);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {RUN_SECONDS} Seconds the run's stored results span.\n# TYPE {RUN_SECONDS} gauge"
+    );
+    for run in runs {
+        let _ = writeln!(
+            out,
+            "{RUN_SECONDS}{{run=\"{}\"}} {}",
+            label_value(&run.run_id),
+            run.span_s()
+        );
+    }
+    out
+}
+
+/// Escapes a label value: backslash, double quote and newline.
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Serves `/metrics` on `listener` until `stop` completes.
+pub async fn serve(
+    args: &PlotterArgs,
+    listener: TcpListener,
+    stop: impl Future<Output = ()>,
+) -> Result<(), PlotterError> {
+    let store = iotload_core::store::open(&args.store).await?;
+    tokio::pin!(stop);
+    loop {
+        let (socket, _) = tokio::select! {
+            _ = &mut stop => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("accepting a /metrics connection: {e}");
+                    continue;
+                }
+            },
+        };
+        // One scrape at a time: Prometheus scrapes each target serially anyway.
+        if let Err(e) = answer(args, store.as_ref(), socket).await {
+            tracing::warn!("answering a /metrics request: {e}");
+        }
+    }
+}
+
+async fn answer(
+    args: &PlotterArgs,
+    store: &dyn iotload_core::store::Store,
+    mut socket: TcpStream,
+) -> std::io::Result<()> {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 2048];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 * 1024 {
+        let n = socket.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&request);
+    let path = line.split_whitespace().nth(1).unwrap_or("");
+    let (status, kind, body) = if path == "/metrics" || path.starts_with("/metrics?") {
+        match read_runs(args, store).await {
+            Ok(runs) => (
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                exposition(&runs, args.per_topic_labels),
+            ),
+            Err(e) => (
+                "503 Service Unavailable",
+                "text/plain; charset=utf-8",
+                format!("{e}\n"),
+            ),
+        }
+    } else {
+        (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "iotload plotter: see /metrics\n".to_string(),
+        )
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await?;
+    socket.write_all(body.as_bytes()).await?;
+    socket.shutdown().await
+}
+
+async fn read_runs(
+    args: &PlotterArgs,
+    store: &dyn iotload_core::store::Store,
+) -> Result<Vec<RunAggregate>, PlotterError> {
+    let records = store.runs().await?;
+    let ids = crate::resolve_runs(store.url(), &records, &args.runs)?;
+    let mut runs = Vec::new();
+    for id in ids {
+        runs.push(crate::run_aggregate(store, &id).await?);
+    }
+    Ok(runs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::aggregate;
+    use iotload_core::recorder::{SecondSamples, second_scratch};
+    use iotload_core::store::TopicSecond;
+
+    fn agg() -> RunAggregate {
+        let mut samples = SecondSamples::default();
+        samples.record(2_000, 3_000);
+        let (latency_hdr, corrected_hdr) = samples.take_encoded(&mut second_scratch());
+        let rows = ["a", "b\"x"]
+            .iter()
+            .map(|t| TopicSecond {
+                run_id: "r1".into(),
+                topic: (*t).into(),
+                second: 100,
+                instance: "i".into(),
+                sent: 3,
+                received: 2,
+                lost: 1,
+                latency_hdr: latency_hdr.clone(),
+                corrected_hdr: corrected_hdr.clone(),
+                ..TopicSecond::default()
+            })
+            .collect();
+        aggregate::<crate::aggregate::AggregateError>("r1", rows, |_| Ok(())).unwrap()
+    }
+
+    #[test]
+    fn totals_are_exposed_per_run_in_base_units() {
+        let text = exposition(&[agg()], false);
+        assert!(text.contains("# TYPE iotload_messages_received_total counter"));
+        assert!(
+            text.contains("iotload_messages_received_total{run=\"r1\"} 4\n"),
+            "{text}"
+        );
+        assert!(text.contains("iotload_messages_lost_total{run=\"r1\"} 2\n"));
+        assert!(text.contains("iotload_latency_seconds_count{run=\"r1\"} 2\n"));
+        let p50: f64 = text
+            .lines()
+            .find(|l| l.starts_with("iotload_latency_seconds{run=\"r1\",quantile=\"0.5\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        assert!((p50 - 0.002).abs() < 0.0001, "{p50}");
+        assert!(!text.contains("topic="));
+    }
+
+    #[test]
+    fn topic_labels_only_on_request_and_escaped() {
+        let text = exposition(&[agg()], true);
+        assert!(
+            text.contains("iotload_messages_sent_total{run=\"r1\",topic=\"b\\\"x\"} 3\n"),
+            "{text}"
+        );
+    }
+}

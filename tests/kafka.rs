@@ -1,0 +1,227 @@
+//! End to end on Kafka: the real binary against a private tansu broker per test (a
+//! Kafka-protocol broker; its speed says nothing about Apache Kafka's), checked through
+//! the JSON summary. Topics are MQTT-style and mapped to Kafka topics by the transport,
+//! which creates them on first publish.
+
+#![cfg(feature = "kafka")]
+
+mod common;
+
+use common::*;
+use iotload_testkit::{KafkaBroker, KafkaOptions};
+
+/// A private broker, or `None` (test skipped) when tansu is not installed outside CI.
+async fn broker() -> Option<KafkaBroker> {
+    KafkaBroker::require(KafkaOptions::default()).await
+}
+
+/// `iotload run` with 20 devices at 25 msg/s for 2 s: every one of the 1000 messages
+/// goes out, through the echo, and back to the collector.
+async fn exact_counts(url: &str, topic_prefix: &str, extra: &[&str]) -> serde_json::Value {
+    let scratch = Scratch::new();
+    let topic = format!("{topic_prefix}/{{device}}/req");
+    let action = format!("{topic_prefix}/{{device}}/act");
+    let client = format!("{topic_prefix}-{{device}}").replace('/', "-");
+    let json = scratch.json();
+    let mut args = vec![
+        "run",
+        "--broker",
+        url,
+        "--devices",
+        "20",
+        "--rate",
+        "25",
+        "--duration",
+        "2s",
+        "--topic",
+        &topic,
+        "--action-topic",
+        &action,
+        "--client-id",
+        &client,
+        "--json",
+        &json,
+    ];
+    args.extend(extra);
+    let out = run(&args).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let s = scratch.summary();
+    assert_valid_summary(&s);
+    assert_eq!(u(&s, "/load/planned"), 1000);
+    assert_eq!(u(&s, "/load/sent"), 1000, "{s:#}");
+    assert_eq!(u(&s, "/receive/received"), 1000, "{s:#}");
+    assert_eq!(u(&s, "/receive/unique"), 1000, "{s:#}");
+    assert_eq!(u(&s, "/receive/lost"), 0);
+    assert_eq!(u(&s, "/receive/duplicates"), 0);
+    assert_eq!(u(&s, "/echo/published"), 1000);
+    assert!(f(&s, "/receive/latency_ms/p50") > 0.0);
+    assert!(out.stdout.contains("latency ms"), "{}", out.stdout);
+    s
+}
+
+#[tokio::test]
+async fn run_on_a_private_kafka_broker_receives_every_message() {
+    let Some(broker) = broker().await else { return };
+    let s = exact_counts(&broker.url(), &prefix("kafka"), &[]).await;
+    assert_eq!(
+        s.pointer("/broker").and_then(|b| b.as_str()),
+        Some(broker.url().as_str()),
+        "{s:#}"
+    );
+}
+
+#[tokio::test]
+async fn header_stamp_rides_in_kafka_headers() {
+    let Some(broker) = broker().await else { return };
+    let s = exact_counts(
+        &broker.url(),
+        &prefix("kafkahdr"),
+        &["--stamp", "header", "--payload", "opaque body"],
+    )
+    .await;
+    assert_eq!(u(&s, "/receive/unique"), 1000);
+}
+
+#[tokio::test]
+async fn unreachable_kafka_broker_exits_2_and_names_the_url() {
+    let port = iotload_testkit::free_port();
+    let url = format!("kafka://127.0.0.1:{port}");
+    let out = run(&[
+        "run",
+        "--broker",
+        &url,
+        "--duration",
+        "1s",
+        "--connect-timeout",
+        "2s",
+    ])
+    .await;
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(&format!("cannot connect to {url}")),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("Connection refused"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn run_refuses_one_consumer_group_for_echo_and_collector() {
+    let port = iotload_testkit::free_port();
+    let url = format!("kafka://127.0.0.1:{port}");
+    let out = run(&[
+        "run",
+        "--broker",
+        &url,
+        "--kafka-group",
+        "shared",
+        "--duration",
+        "1s",
+    ])
+    .await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("--kafka-group"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn a_bad_kafka_option_is_refused_before_connecting() {
+    let port = iotload_testkit::free_port();
+    let url = format!("kafka://127.0.0.1:{port}");
+    let out = run(&[
+        "run",
+        "--broker",
+        &url,
+        "--kafka-option",
+        "no.such.property=1",
+        "--duration",
+        "1s",
+    ])
+    .await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("no.such.property"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn producer_options_reach_the_client_and_every_message_still_arrives() {
+    let Some(broker) = broker().await else { return };
+    exact_counts(
+        &broker.url(),
+        &prefix("kafkaopts"),
+        &[
+            "--kafka-acks",
+            "1",
+            "--kafka-linger",
+            "5ms",
+            "--kafka-batch-size",
+            "65536",
+            "--kafka-compression",
+            "zstd",
+            "--kafka-partitions",
+            "3",
+            "--kafka-option",
+            "socket.nagle.disable=true",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn separate_loadgen_echo_and_collector_processes_in_named_groups_measure_every_message() {
+    let Some(broker) = broker().await else { return };
+    let url = broker.url();
+    let scratch = Scratch::new();
+    let json = scratch.json();
+    let mut collector = spawn(&[
+        "collector",
+        "--broker",
+        &url,
+        "--kafka-group",
+        "collectors",
+        "--progress",
+        "always",
+        "--json",
+        &json,
+    ]);
+    collector.wait_for("collector: listening").await;
+    let mut echo = spawn(&[
+        "echo-ipaas",
+        "--broker",
+        &url,
+        "--kafka-group",
+        "echoes",
+        "--progress",
+        "never",
+    ]);
+    echo.wait_for("echo-ipaas:").await;
+    let load_json = scratch.path("load.json").display().to_string();
+    let out = run(&[
+        "loadgen",
+        "--broker",
+        &url,
+        "--devices",
+        "5",
+        "--rate",
+        "100",
+        "--count",
+        "50",
+        "--json",
+        &load_json,
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let load = read_json(&scratch.path("load.json"));
+    assert_valid_summary(&load);
+    assert_eq!(u(&load, "/load/sent"), 250);
+    collector
+        .wait_until(|l| received_at_least(l, 250), "received 250")
+        .await;
+    collector.interrupt();
+    assert_eq!(collector.exit_code().await, Some(130));
+    echo.interrupt();
+    let _ = echo.exit_code().await;
+    let s = scratch.summary();
+    assert_valid_summary(&s);
+    assert_eq!(u(&s, "/receive/unique"), 250);
+    assert_eq!(u(&s, "/receive/lost"), 0);
+    assert_eq!(u(&s, "/receive/duplicates"), 0);
+}
