@@ -38,6 +38,11 @@ macro_rules! with_transport {
                 let $t = $crate::brokers::pulsar($broker, $url)?;
                 $body
             }
+            #[cfg(feature = "zmq")]
+            BrokerKind::Zmq => {
+                let $t = $crate::brokers::zmq($broker, $url)?;
+                $body
+            }
             #[allow(unreachable_patterns)]
             other => Err($crate::brokers::not_built(other).into()),
         }
@@ -123,4 +128,16 @@ pub(crate) fn pulsar(
     Ok(Arc::new(
         iotload_core::transport::pulsar::PulsarTransport::new(url, broker.pulsar_settings()?)?,
     ))
+}
+
+#[cfg(feature = "zmq")]
+pub(crate) fn zmq(
+    broker: &BrokerArgs,
+    url: BrokerUrl,
+) -> anyhow::Result<Arc<iotload_core::transport::zmq::ZmqTransport>> {
+    only_for(broker, &url)?;
+    Ok(Arc::new(iotload_core::transport::zmq::ZmqTransport::new(
+        url,
+        broker.zmq_settings()?,
+    )?))
 }

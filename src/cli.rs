@@ -68,6 +68,10 @@ pub(crate) enum Command {
     /// Reads stored runs, aggregates them per second and per topic, and writes JSON Lines
     /// documents and an HTML report (several runs: compared side by side).
     Plotter(plotter::PlotterArgs),
+    /// A ZeroMQ XSUB/XPUB forwarder standing in for a broker: publishers connect to one
+    /// port, subscribers to the next (--broker zmq+tcp://HOST:PORT).
+    #[cfg(feature = "zmq")]
+    ZmqProxy(crate::zmq_proxy::ZmqProxyArgs),
 }
 
 impl Command {
@@ -80,6 +84,8 @@ impl Command {
             Command::Collector(_) => "collector",
             Command::Results(_) => "results",
             Command::Plotter(_) => "plotter",
+            #[cfg(feature = "zmq")]
+            Command::ZmqProxy(_) => "zmq-proxy",
         }
     }
 }

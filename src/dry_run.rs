@@ -43,6 +43,11 @@ pub(crate) fn print_dry_run(cli: &Cli) -> anyhow::Result<()> {
                 p.display()
             )),
         )),
+        #[cfg(feature = "zmq")]
+        Command::ZmqProxy(a) => Some(format!(
+            "forward from publishers at {} to subscribers at {}",
+            a.pub_bind, a.sub_bind
+        )),
         Command::Collector(a) => {
             let plan = a.collect.resolve(&a.broker, &a.stamp)?;
             required_url(&a.broker)?;

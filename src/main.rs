@@ -13,6 +13,8 @@ mod progress;
 mod recording;
 mod results;
 mod summary_build;
+#[cfg(feature = "zmq")]
+mod zmq_proxy;
 
 use std::process::ExitCode;
 

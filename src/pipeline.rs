@@ -34,6 +34,12 @@ pub(crate) fn hint_for(err: &anyhow::Error) -> Option<&'static str> {
     let text = format!("{err:#}");
     if text.contains("virtual host") {
         Some("list the virtual hosts with `rabbitmqctl list_vhosts`; `amqp://HOST:5672` uses `/`")
+    } else if text.contains("zmq+tcp://") {
+        let unreachable = ["nothing listens", "nothing accepts", "no answer from"];
+        unreachable.iter().any(|t| text.contains(t)).then_some(
+            "start `iotload zmq-proxy` first (publishers connect to the URL's port, \
+             subscribers to the next one), or use --zmq-mode peer",
+        )
     } else if text.contains("cannot connect to") || text.contains("no answer from") {
         Some(
             "check that the broker runs and the address is right (e.g. `service mosquitto \
@@ -64,6 +70,11 @@ pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
     let shutdown = Shutdown::new();
     let _signals = shutdown.listen_for_signals();
     match cli.command {
+        #[cfg(feature = "zmq")]
+        Command::ZmqProxy(args) => {
+            crate::zmq_proxy::execute(&args, &shutdown).await?;
+            Ok(Outcome { interrupted: false })
+        }
         Command::Run(args) => run_loop(args, config, shutdown).await,
         Command::Loadgen(a) => {
             let url = required_url(&a.broker)?;

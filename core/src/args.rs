@@ -32,6 +32,8 @@ use crate::transport::pulsar::{PulsarSettings, SubscriptionKind};
     feature = "pulsar"
 ))]
 use crate::transport::tls::TlsSettings;
+#[cfg(feature = "zmq")]
+use crate::transport::zmq::{ZmqMode, ZmqSettings};
 
 /// How to reach and talk to the broker.
 #[derive(Debug, Clone, Args)]
@@ -163,6 +165,10 @@ pub struct BrokerArgs {
     /// Apache Pulsar options.
     #[command(flatten)]
     pub pulsar: PulsarArgs,
+
+    /// ZeroMQ options.
+    #[command(flatten)]
+    pub zmq: ZmqArgs,
 }
 
 /// Options only AMQP brokers take (`amqp://`, `amqps://`).
@@ -462,6 +468,31 @@ pub enum KafkaSaslArg {
     ScramSha512,
 }
 
+/// Options only ZeroMQ takes (`zmq+tcp://`).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "ZeroMQ options (zmq+tcp://)")]
+pub struct ZmqArgs {
+    /// Topology: proxy (publishers connect to the URL's port and subscribers to the next
+    /// one, where `iotload zmq-proxy` or another XSUB/XPUB forwarder listens) or peer (no
+    /// proxy: each subscriber binds the URL's port and publishers connect to it).
+    #[arg(
+        long,
+        env = "IOTLOAD_ZMQ_MODE",
+        value_name = "MODE",
+        default_value = "proxy"
+    )]
+    pub zmq_mode: ZmqModeArg,
+}
+
+/// The ZeroMQ topologies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ZmqModeArg {
+    /// Through an XSUB/XPUB forwarder such as `iotload zmq-proxy`.
+    Proxy,
+    /// Publishers connect straight to a subscriber, which binds.
+    Peer,
+}
+
 impl BrokerArgs {
     /// The broker URL, parsed; `None` when not given.
     pub fn url(&self) -> Result<Option<BrokerUrl>, PlanError> {
@@ -635,6 +666,48 @@ impl BrokerArgs {
             batch_max_delay: p.pulsar_batch_delay,
             token: p.pulsar_token.clone().filter(|t| !t.is_empty()),
             topic_refresh: p.pulsar_topic_refresh,
+        })
+    }
+
+    /// The ZeroMQ settings; TLS and credential options are refused, since the transport
+    /// has neither.
+    #[cfg(feature = "zmq")]
+    pub fn zmq_settings(&self) -> Result<ZmqSettings, PlanError> {
+        let tls = [
+            ("--ca-file", self.ca_file.is_some()),
+            ("--cert-file", self.cert_file.is_some()),
+            ("--key-file", self.key_file.is_some()),
+            ("--insecure", self.insecure),
+        ];
+        if let Some(&(option, _)) = tls.iter().find(|(_, given)| *given) {
+            return Err(PlanError::BadValue {
+                option,
+                reason: "ZeroMQ (zmq+tcp://) has no TLS here (the zeromq crate has no CURVE); \
+                         leave out the TLS options or use another broker"
+                    .into(),
+            });
+        }
+        let credentials = [
+            ("--username", self.username.is_some()),
+            ("--password", self.password.is_some()),
+            ("--password-file", self.password_file.is_some()),
+            ("--credentials-file", self.credentials_file.is_some()),
+        ];
+        if let Some(&(option, _)) = credentials.iter().find(|(_, given)| *given) {
+            return Err(PlanError::BadValue {
+                option,
+                reason: "ZeroMQ (zmq+tcp://) has no authentication here; leave out the \
+                         credentials"
+                    .into(),
+            });
+        }
+        Ok(ZmqSettings {
+            mode: match self.zmq.zmq_mode {
+                ZmqModeArg::Proxy => ZmqMode::Proxy,
+                ZmqModeArg::Peer => ZmqMode::Peer,
+            },
+            connect_timeout: self.connect_timeout,
+            queue_capacity: self.queue_capacity.max(1),
         })
     }
 

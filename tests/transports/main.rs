@@ -17,3 +17,5 @@ mod nats;
 // distribution that no reachable package registry carries), and the suite only runs
 // against real servers. `tests/pulsar.rs` checks its connection errors on real loopback
 // sockets instead; publishing and receiving are untested against a live broker.
+#[cfg(feature = "zmq")]
+mod zmq;

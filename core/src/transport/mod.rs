@@ -22,6 +22,8 @@ pub mod pulsar;
     feature = "pulsar"
 ))]
 pub mod tls;
+#[cfg(feature = "zmq")]
+pub mod zmq;
 
 use std::future::Future;
 
