@@ -39,8 +39,9 @@ use crate::transport::zmq::{ZmqMode, ZmqSettings};
 #[derive(Debug, Clone, Args)]
 pub struct BrokerArgs {
     /// Broker URL: mqtt://host:port, or mqtts://host:port for TLS; nats://host:port, or
-    /// tls://host:port for NATS over TLS; kafka://host:port, or kafka+tls://host:port;
-    /// pulsar://host:6650, or pulsar+ssl://host:6651.
+    /// tls://host:port for NATS over TLS; amqp://user:password@host:5672/vhost, or
+    /// amqps://...; kafka://host:port, or kafka+tls://host:port; zmq+tcp://host:port (an
+    /// iotload zmq-proxy); pulsar://host:6650, or pulsar+ssl://host:6651.
     ///
     /// `iotload run` starts an embedded broker when this is not given.
     #[arg(long, env = "IOTLOAD_BROKER", value_name = "URL")]
