@@ -7,50 +7,6 @@ mod common;
 use common::*;
 use iotload_testkit::{NatsOptions, NatsServer, TestPki};
 
-/// `iotload run` with 20 devices at 25 msg/s for 2 s: every one of the 1000 messages
-/// goes out, through the echo, and back to the collector.
-async fn exact_counts(url: &str, topic_prefix: &str, extra: &[&str]) -> serde_json::Value {
-    let scratch = Scratch::new();
-    let topic = format!("{topic_prefix}/{{device}}/req");
-    let action = format!("{topic_prefix}/{{device}}/act");
-    let client = format!("{topic_prefix}-{{device}}").replace('/', "-");
-    let json = scratch.json();
-    let mut args = vec![
-        "run",
-        "--broker",
-        url,
-        "--devices",
-        "20",
-        "--rate",
-        "25",
-        "--duration",
-        "2s",
-        "--topic",
-        &topic,
-        "--action-topic",
-        &action,
-        "--client-id",
-        &client,
-        "--json",
-        &json,
-    ];
-    args.extend(extra);
-    let out = run(&args).await;
-    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    let s = scratch.summary();
-    assert_valid_summary(&s);
-    assert_eq!(u(&s, "/load/planned"), 1000);
-    assert_eq!(u(&s, "/load/sent"), 1000, "{s:#}");
-    assert_eq!(u(&s, "/receive/received"), 1000, "{s:#}");
-    assert_eq!(u(&s, "/receive/unique"), 1000, "{s:#}");
-    assert_eq!(u(&s, "/receive/lost"), 0);
-    assert_eq!(u(&s, "/receive/duplicates"), 0);
-    assert_eq!(u(&s, "/echo/published"), 1000);
-    assert!(f(&s, "/receive/latency_ms/p50") > 0.0);
-    assert!(out.stdout.contains("latency ms"), "{}", out.stdout);
-    s
-}
-
 #[tokio::test]
 async fn run_on_a_private_nats_server_receives_every_message() {
     let server = NatsServer::start().await.expect("nats-server starts");
