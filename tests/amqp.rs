@@ -88,24 +88,7 @@ async fn header_stamp_confirms_and_acks_on_a_declared_exchange() {
 
 #[tokio::test]
 async fn unreachable_rabbitmq_exits_2_and_names_the_url() {
-    let port = iotload_testkit::free_port();
-    let url = format!("amqp://127.0.0.1:{port}");
-    let out = run(&[
-        "run",
-        "--broker",
-        &url,
-        "--duration",
-        "1s",
-        "--connect-timeout",
-        "2s",
-    ])
-    .await;
-    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
-    assert!(
-        out.stderr.contains(&format!("cannot connect to {url}")),
-        "{}",
-        out.stderr
-    );
+    run_on_a_closed_port("amqp").await;
 }
 
 #[tokio::test]

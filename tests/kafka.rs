@@ -40,24 +40,7 @@ async fn header_stamp_rides_in_kafka_headers() {
 
 #[tokio::test]
 async fn unreachable_kafka_broker_exits_2_and_names_the_url() {
-    let port = iotload_testkit::free_port();
-    let url = format!("kafka://127.0.0.1:{port}");
-    let out = run(&[
-        "run",
-        "--broker",
-        &url,
-        "--duration",
-        "1s",
-        "--connect-timeout",
-        "2s",
-    ])
-    .await;
-    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
-    assert!(
-        out.stderr.contains(&format!("cannot connect to {url}")),
-        "{}",
-        out.stderr
-    );
+    let out = run_on_a_closed_port("kafka").await;
     assert!(out.stderr.contains("Connection refused"), "{}", out.stderr);
 }
 

@@ -32,24 +32,7 @@ async fn header_stamp_rides_in_nats_headers() {
 
 #[tokio::test]
 async fn unreachable_nats_server_exits_2_and_names_the_url() {
-    let port = iotload_testkit::free_port();
-    let url = format!("nats://127.0.0.1:{port}");
-    let out = run(&[
-        "run",
-        "--broker",
-        &url,
-        "--duration",
-        "1s",
-        "--connect-timeout",
-        "2s",
-    ])
-    .await;
-    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
-    assert!(
-        out.stderr.contains(&format!("cannot connect to {url}")),
-        "{}",
-        out.stderr
-    );
+    run_on_a_closed_port("nats").await;
 }
 
 #[tokio::test]

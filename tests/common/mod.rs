@@ -315,3 +315,27 @@ pub async fn exact_counts(url: &str, topic_prefix: &str, extra: &[&str]) -> Valu
     assert!(out.stdout.contains("latency ms"), "{}", out.stdout);
     s
 }
+
+/// `iotload run` against `SCHEME://127.0.0.1:PORT` where nothing listens: it must exit 2
+/// and name the URL. Returns the output for broker-specific checks.
+pub async fn run_on_a_closed_port(scheme: &str) -> Finished {
+    let port = iotload_testkit::free_port();
+    let url = format!("{scheme}://127.0.0.1:{port}");
+    let out = run(&[
+        "run",
+        "--broker",
+        &url,
+        "--duration",
+        "1s",
+        "--connect-timeout",
+        "2s",
+    ])
+    .await;
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(&format!("cannot connect to {url}")),
+        "{}",
+        out.stderr
+    );
+    out
+}
