@@ -111,6 +111,17 @@ pub(crate) struct OutputArgs {
     #[arg(long, env = "IOTLOAD_PROGRESS", value_name = "WHEN", default_value = "auto",
           value_parser = ["auto", "always", "never"])]
     pub(crate) progress: String,
+
+    /// Serve live Prometheus metrics of this process at http://ADDR/metrics while it runs
+    /// (e.g. 0.0.0.0:9465; port 0 picks a free port, printed on stderr): counters, devices
+    /// connected and latency histograms; names in docs/metrics.md.
+    #[arg(long, env = "IOTLOAD_METRICS_ADDR", value_name = "ADDR")]
+    pub(crate) metrics_addr: Option<String>,
+
+    /// With --metrics-addr, give the collector's received counter and latency histograms a
+    /// topic label (one series per topic: mind Prometheus' cardinality).
+    #[arg(long, env = "IOTLOAD_METRICS_TOPIC_LABELS")]
+    pub(crate) metrics_topic_labels: bool,
 }
 
 /// Options of `iotload run`.

@@ -11,6 +11,7 @@ use iotload_core::transport::Transport;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::OutputArgs;
+use crate::metrics::MetricsEndpoint;
 use crate::pipeline::{Outcome, finish, started_at};
 use crate::progress::{Progress, Sources};
 use crate::recording::Recording;
@@ -26,13 +27,12 @@ pub(crate) async fn run_loadgen<T: Transport>(
     let started = started_at();
     let clock = Instant::now();
     let stats = Arc::new(loadgen::LoadStats::new(plan.devices));
-    let progress = Progress::start(
-        &output.progress,
-        Sources {
-            load: Some(stats.clone()),
-            ..Sources::default()
-        },
-    );
+    let sources = Sources {
+        load: Some(stats.clone()),
+        ..Sources::default()
+    };
+    let metrics = MetricsEndpoint::start(output, &sources, Some(rec.run_id())).await?;
+    let progress = Progress::start(&output.progress, sources);
     let report = loadgen::run(
         transport.clone(),
         &plan,
@@ -42,6 +42,7 @@ pub(crate) async fn run_loadgen<T: Transport>(
     )
     .await;
     progress.stop().await;
+    MetricsEndpoint::stop(metrics).await;
     let report = report.context("running the devices")?;
     let mut warnings = Vec::new();
     let mut summary = RunSummary::new("loadgen", transport.url().to_string(), started);
@@ -80,15 +81,15 @@ pub(crate) async fn run_echo<F: Transport, T: Transport>(
             stop.cancel();
         });
     }
-    let progress = Progress::start(
-        &output.progress,
-        Sources {
-            echo: Some(stats.clone()),
-            ..Sources::default()
-        },
-    );
+    let sources = Sources {
+        echo: Some(stats.clone()),
+        ..Sources::default()
+    };
+    let metrics = MetricsEndpoint::start(output, &sources, None).await?;
+    let progress = Progress::start(&output.progress, sources);
     echo_ipaas::serve::<F, T>(conns, &plan, stats.clone(), stop).await;
     progress.stop().await;
+    MetricsEndpoint::stop(metrics).await;
     let mut summary = RunSummary::new("echo-ipaas", bridge_label(from.url(), to.url()), started);
     summary.interrupted = shutdown.interrupted();
     summary.echo = Some(echo_section(&stats));
@@ -164,14 +165,15 @@ pub(crate) async fn run_collector<T: Transport>(
             .context("joining the start barrier")?;
     }
     eprintln!("collector: listening on {:?}", plan.filters);
-    let live = Arc::new(collector::CollectorLive::default());
-    let progress = Progress::start(
-        &output.progress,
-        Sources {
-            collector: Some(live.clone()),
-            ..Sources::default()
-        },
-    );
+    let live = Arc::new(collector::CollectorLive::with_topic_detail(
+        output.metrics_topic_labels,
+    ));
+    let sources = Sources {
+        collector: Some(live.clone()),
+        ..Sources::default()
+    };
+    let metrics = MetricsEndpoint::start(output, &sources, Some(rec.run_id())).await?;
+    let progress = Progress::start(&output.progress, sources);
     let report = collector::collect(
         subscriber,
         &plan,
@@ -181,6 +183,7 @@ pub(crate) async fn run_collector<T: Transport>(
     )
     .await;
     progress.stop().await;
+    MetricsEndpoint::stop(metrics).await;
     claims_stop.cancel();
     if let Some(task) = claims_task {
         let _ = task.await;

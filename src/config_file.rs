@@ -39,7 +39,12 @@ pub(crate) struct ConfigFile {
 pub(crate) fn load(path: &Path) -> anyhow::Result<ConfigFile> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
-    let value: Value = serde_saphyr::from_str(&text)
+    parse(path, &text)
+}
+
+/// Parses the YAML text of the file at `path`.
+fn parse(path: &Path, text: &str) -> anyhow::Result<ConfigFile> {
+    let value: Value = serde_saphyr::from_str(text)
         .with_context(|| format!("config file {} is not valid YAML", path.display()))?;
     let root = match value {
         Value::Object(map) => map,
@@ -137,5 +142,57 @@ fn scalars(value: &Value) -> anyhow::Result<Vec<String>> {
             .collect(),
         Value::Null => bail!("has no value"),
         Value::Object(_) => bail!("must be a plain value or a list, not a mapping"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use proptest::prelude::*;
+
+    /// Parses `text` as a config file and, when it is accepted, parses `iotload run` with
+    /// it; any outcome but a panic is fine.
+    fn parse_with(text: &str) {
+        let Ok(file) = parse(Path::new("fuzz.yaml"), text) else {
+            return;
+        };
+        let mut from_file = BTreeSet::new();
+        let Ok(command) = file.apply(crate::cli::Cli::command(), &mut from_file) else {
+            return;
+        };
+        let _ = command.try_get_matches_from(["iotload", "run", "--dry-run"]);
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            parse_with(&text);
+        }
+
+        #[test]
+        fn yaml_like_text_never_panics(
+            text in "((run|loadgen|plotter|rate|devices|broker|duration|qos|topic|x_y|config):( |\n  )?(-?[0-9]{1,22}(\\.[0-9]+)?|true|null|~|\"[^\"\n]{0,12}\"|\\[[0-9a-z, ]{0,12}\\]|\\{[a-z: 0-9]{0,12}\\}|&a [0-9]|\\*a|!!str 5|[a-z/+#:{}]{0,12})\n){0,8}"
+        ) {
+            parse_with(&text);
+        }
+    }
+
+    #[test]
+    fn rejected_files_say_why() {
+        for (text, needle) in [
+            ("- 1\n- 2\n", "must be a mapping"),
+            ("rate: [1, [2]]\n", "list items must be plain values"),
+            ("rate: {a: 1}\n", "not a mapping"),
+            ("nope: 1\n", "unknown option `nope`"),
+            ("rate: [1\n", "not valid YAML"),
+        ] {
+            let result = parse(Path::new("f.yaml"), text).and_then(|f| {
+                f.apply(crate::cli::Cli::command(), &mut BTreeSet::new())
+                    .map(|_| ())
+            });
+            let err = format!("{:#}", result.expect_err(text));
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
     }
 }

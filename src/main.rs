@@ -8,6 +8,7 @@ mod cli;
 mod components;
 mod config_file;
 mod dry_run;
+mod metrics;
 mod pipeline;
 mod progress;
 mod recording;

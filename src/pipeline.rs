@@ -13,6 +13,7 @@ use iotload_core::transport::Transport;
 
 use crate::brokers::with_transport;
 use crate::cli::{Cli, Command, OutputArgs, RunArgs};
+use crate::metrics::MetricsEndpoint;
 use crate::progress::{Progress, Sources};
 use crate::recording::Recording;
 use crate::summary_build::{echo_section, load_section, receive_section};
@@ -102,22 +103,16 @@ pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Plotter(a) => {
             let outputs = plotter::run(&a).await?;
             for o in &outputs {
-                println!(
-                    "run {}: {} s × {} topics{}",
-                    o.run_id,
-                    o.seconds,
-                    o.topics,
-                    if a.jsonl.is_some() {
-                        format!(", {} documents", o.documents)
-                    } else {
-                        String::new()
-                    }
-                );
+                let mut line = format!("run {}: {} s × {} topics", o.run_id, o.seconds, o.topics);
+                if o.documents > 0 {
+                    line.push_str(&format!(", {} documents", o.documents));
+                }
+                if a.es.elasticsearch.is_some() {
+                    line.push_str(&format!(", {} indexed into Elasticsearch", o.indexed));
+                }
+                println!("{line}");
             }
-            if let Some(path) = &a.jsonl {
-                println!("wrote {}", path.display());
-            }
-            if let Some(path) = &a.html {
+            for path in [&a.jsonl, &a.csv, &a.hlog, &a.html].into_iter().flatten() {
                 println!("wrote {}", path.display());
             }
             if let Some(addr) = &a.serve {
@@ -296,7 +291,9 @@ async fn run_loop_on<T: Transport, U: Transport>(
     };
 
     let consume = shutdown.consume().clone();
-    let live = Arc::new(collector::CollectorLive::default());
+    let live = Arc::new(collector::CollectorLive::with_topic_detail(
+        args.output.metrics_topic_labels,
+    ));
     let load_stats = Arc::new(loadgen::LoadStats::new(plan.devices));
     let echo_stats = Arc::new(echo_ipaas::EchoStats::default());
     let collector_task = {
@@ -312,14 +309,13 @@ async fn run_loop_on<T: Transport, U: Transport>(
         let stop = consume.clone();
         tokio::spawn(async move { echo_ipaas::serve::<T, U>(conns, &echo_plan, stats, stop).await })
     });
-    let progress = Progress::start(
-        &args.output.progress,
-        Sources {
-            load: Some(load_stats.clone()),
-            echo: echo_task.as_ref().map(|_| echo_stats.clone()),
-            collector: Some(live.clone()),
-        },
-    );
+    let sources = Sources {
+        load: Some(load_stats.clone()),
+        echo: echo_task.as_ref().map(|_| echo_stats.clone()),
+        collector: Some(live.clone()),
+    };
+    let metrics = MetricsEndpoint::start(&args.output, &sources, Some(rec.run_id())).await?;
+    let progress = Progress::start(&args.output.progress, sources);
 
     let load = loadgen::run(
         transport.clone(),
@@ -350,6 +346,7 @@ async fn run_loop_on<T: Transport, U: Transport>(
     if let Some(t) = echo_task {
         let _ = t.await;
     }
+    MetricsEndpoint::stop(metrics).await;
     let load = load.context("running the devices")?;
 
     let label = crate::components::bridge_label(transport.url(), actions.url());

@@ -11,8 +11,8 @@ use loadgen::LoadStats;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// What the progress line reads.
-#[derive(Default)]
+/// What the progress line (and live `/metrics`) reads.
+#[derive(Default, Clone)]
 pub(crate) struct Sources {
     pub(crate) load: Option<Arc<LoadStats>>,
     pub(crate) echo: Option<Arc<EchoStats>>,

@@ -338,17 +338,7 @@ async fn export(
                 if h.is_empty() {
                     continue;
                 }
-                let tag_text: String = s
-                    .topic
-                    .chars()
-                    .map(|c| {
-                        if matches!(c, ',' | ' ' | '\r' | '\n') {
-                            '_'
-                        } else {
-                            c
-                        }
-                    })
-                    .collect();
+                let tag_text = plotter::export::interval_log_tag(&s.topic);
                 log.write_histogram(
                     h.inner(),
                     std::time::Duration::from_secs(s.second),

@@ -46,6 +46,7 @@ pub(crate) fn load_section(
         sent: report.sent,
         publish_errors: report.errors,
         disconnections: report.disconnections,
+        disconnected_s: report.disconnected.as_secs_f64(),
         sent_per_s: if secs > 0.0 {
             report.sent as f64 / secs
         } else {
@@ -89,6 +90,14 @@ pub(crate) fn receive_section(
             report.future_stamps
         ));
     }
+    if report.dropped_by_client > 0 {
+        warnings.push(format!(
+            "the collector could not keep up: its broker client dropped at least {} messages \
+             (slow consumer); spread the topics over more collectors (--claim N) or raise \
+             --queue-capacity",
+            report.dropped_by_client
+        ));
+    }
     let span = report
         .receive_span
         .max(Duration::from_millis(1))
@@ -102,6 +111,7 @@ pub(crate) fn receive_section(
         undecodable: report.undecodable.clone(),
         future_stamps: report.future_stamps,
         disconnections: report.disconnections,
+        dropped_by_client: report.dropped_by_client,
         received_per_s: report.received as f64 / span,
         latency_ms: report.latency.stats_ms(),
         latency_corrected_ms: report.latency_corrected.stats_ms(),

@@ -85,6 +85,60 @@ async fn assert_renders_in_chromium(page: &std::path::Path, charts: usize) {
     }
 }
 
+/// The CSV has the JSON Lines documents' rows and counts; the interval log's raw
+/// intervals hold every measured latency once, one interval per second.
+fn assert_exports_agree(
+    jsonl: &std::path::Path,
+    csv_path: &std::path::Path,
+    hlog: &std::path::Path,
+    summary: &Value,
+) {
+    let docs = documents(jsonl);
+    let mut reader = csv::Reader::from_path(csv_path).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), docs.len(), "one CSV row per document");
+    for (row, doc) in rows.iter().zip(&docs) {
+        assert_eq!(&row[col("timestamp")], doc["@timestamp"].as_str().unwrap());
+        assert_eq!(&row[col("topic")], doc["topic"].as_str().unwrap());
+        assert_eq!(
+            row[col("received")].parse::<u64>().unwrap(),
+            u(doc, "/received")
+        );
+        let p99: f64 = row[col("latency_p99_ms")].parse().unwrap();
+        assert!((p99 - f(doc, "/latency_ms/p99")).abs() < 1e-9);
+    }
+
+    use hdrhistogram::serialization::Deserializer;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    let bytes = std::fs::read(hlog).unwrap();
+    let (mut raw_count, mut intervals) = (0u64, 0usize);
+    for entry in IntervalLogIterator::new(&bytes) {
+        if let LogEntry::Interval(h) = entry.unwrap() {
+            assert_eq!(h.duration(), std::time::Duration::from_secs(1));
+            if h.tag().map(|t| t.as_str()) == Some("raw:plot-one") {
+                let decoded = base64::Engine::decode(
+                    &base64::engine::general_purpose::STANDARD,
+                    h.encoded_histogram(),
+                )
+                .unwrap();
+                let hist: hdrhistogram::Histogram<u64> = Deserializer::new()
+                    .deserialize(&mut decoded.as_slice())
+                    .unwrap();
+                raw_count += hist.len();
+                intervals += 1;
+            }
+        }
+    }
+    let seconds: BTreeSet<&str> = docs
+        .iter()
+        .map(|d| d["@timestamp"].as_str().unwrap())
+        .collect();
+    assert_eq!(intervals, seconds.len(), "one raw interval per second");
+    assert_eq!(raw_count, u(summary, "/receive/latency_ms/count"));
+}
+
 #[tokio::test]
 async fn plotter_writes_one_document_per_second_and_topic_and_a_report() {
     let scratch = Scratch::new();
@@ -92,18 +146,25 @@ async fn plotter_writes_one_document_per_second_and_topic_and_a_report() {
     let summary = record(&scratch, &store, "plot-one", "0s").await;
     let jsonl = scratch.path("docs.jsonl");
     let html = scratch.path("report.html");
+    let csv = scratch.path("rows.csv");
+    let hlog = scratch.path("latency.hlog");
     let out = run(&[
         "plotter",
         "--store",
         &store,
         "--jsonl",
         &jsonl.display().to_string(),
+        "--csv",
+        &csv.display().to_string(),
+        "--hlog",
+        &hlog.display().to_string(),
         "--html",
         &html.display().to_string(),
     ])
     .await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("run plot-one:"), "{}", out.stdout);
+    assert_exports_agree(&jsonl, &csv, &hlog, &summary);
 
     let docs = documents(&jsonl);
     let topics: BTreeSet<&str> = docs.iter().map(|d| d["topic"].as_str().unwrap()).collect();
@@ -256,7 +317,7 @@ async fn plotter_names_a_missing_run_and_asks_for_an_output() {
     assert_eq!(out.code, 2);
     assert!(
         out.stderr
-            .contains("--jsonl FILE, --html FILE and/or --serve ADDR"),
+            .contains("nothing to do: give --html FILE, --elasticsearch URL"),
         "{}",
         out.stderr
     );
@@ -282,19 +343,6 @@ async fn chromium_console_check_catches_a_script_error() {
         shown.console
     );
     assert!(shown.png.starts_with(b"\x89PNG"));
-}
-
-/// A plain HTTP/1.0 GET on loopback: (status line, body).
-async fn http_get(addr: &str, path: &str) -> Option<(String, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    Some((head.lines().next()?.to_string(), body.to_string()))
 }
 
 #[tokio::test]

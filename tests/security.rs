@@ -269,3 +269,114 @@ async fn passwords_from_env_file_and_csv_work_and_a_wrong_one_is_refused() {
         out.stderr
     );
 }
+
+/// A password given in the broker URL, and one given through IOTLOAD_PASSWORD, appear
+/// nowhere: not on stdout or stderr (with debug logs on), not in the JSON summary, not in
+/// any byte of the results store, not in the plotter's report or documents.
+#[tokio::test]
+async fn passwords_never_reach_output_logs_summary_or_store() {
+    let broker = MqttBroker::start_with(MqttBrokerOptions {
+        users: vec![
+            ("alice".into(), "Url-s3cret-pw".into()),
+            ("bob".into(), "Env-s3cret-pw".into()),
+        ],
+        ..MqttBrokerOptions::default()
+    })
+    .await
+    .expect("mosquitto starts");
+    let port = broker.url().rsplit(':').next().unwrap().to_string();
+    let scratch = Scratch::new();
+    let store = format!("sqlite://{}", scratch.path("r.db").display());
+    let json = scratch.json();
+    let secrets = ["Url-s3cret-pw", "Env-s3cret-pw"];
+    let mut outputs = Vec::new();
+    for (run_id, url, env) in [
+        (
+            "url-pw",
+            format!("mqtt://alice:Url-s3cret-pw@127.0.0.1:{port}"),
+            None,
+        ),
+        (
+            "env-pw",
+            format!("mqtt://bob@127.0.0.1:{port}"),
+            Some("Env-s3cret-pw"),
+        ),
+    ] {
+        let mut cmd = iotload();
+        cmd.args([
+            "run",
+            "--broker",
+            &url,
+            "--devices",
+            "2",
+            "--rate",
+            "20",
+            "--count",
+            "10",
+            "--store",
+            &store,
+            "--run-id",
+            run_id,
+            "--json",
+            &json,
+        ])
+        .env("IOTLOAD_LOG", "debug");
+        if let Some(pw) = env {
+            cmd.env("IOTLOAD_PASSWORD", pw);
+        }
+        let out = finish(&mut cmd).await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert_eq!(u(&scratch.summary(), "/receive/unique"), 20);
+        outputs.push(out.stdout);
+        outputs.push(out.stderr);
+        outputs.push(std::fs::read_to_string(&json).unwrap());
+        let dry = finish(
+            iotload()
+                .args(["run", "--dry-run", "--broker", &url])
+                .env("IOTLOAD_PASSWORD", env.unwrap_or("x")),
+        )
+        .await;
+        outputs.push(dry.stdout + &dry.stderr);
+    }
+    let html = scratch.path("report.html");
+    let docs = scratch.path("docs.jsonl");
+    let out = run(&[
+        "plotter",
+        "--store",
+        &store,
+        "--run",
+        "url-pw,env-pw",
+        "--html",
+        &path(&html),
+        "--jsonl",
+        &path(&docs),
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    outputs.push(std::fs::read_to_string(&html).unwrap());
+    outputs.push(std::fs::read_to_string(&docs).unwrap());
+    let listing = run(&["results", "list", "--store", &store]).await;
+    outputs.push(listing.stdout);
+    // The database and its write-ahead log, byte by byte.
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(scratch.dir.path()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name().to_string_lossy().starts_with("r.db") {
+            stored.extend(std::fs::read(entry.path()).unwrap());
+        }
+    }
+    assert!(stored.len() > 4096, "the store was written");
+    for secret in secrets {
+        for (i, text) in outputs.iter().enumerate() {
+            assert!(!text.contains(secret), "output {i} shows {secret}:\n{text}");
+        }
+        assert!(
+            !stored.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the SQLite store holds {secret}"
+        );
+    }
+    assert!(
+        outputs.iter().any(|t| t.contains("alice")),
+        "user names are not secret and stay visible"
+    );
+}

@@ -19,7 +19,7 @@ async fn redis_stopped_and_restarted_mid_run_loses_nothing_within_the_buffer() {
         "--rate",
         "20",
         "--duration",
-        "6s",
+        "40s",
         "--qos",
         "1",
         "--raw",
@@ -35,8 +35,8 @@ async fn redis_stopped_and_restarted_mid_run_loses_nothing_within_the_buffer() {
     run.wait_until(|l| received_at_least(l, 50), "received 50")
         .await;
     redis.stop().await.expect("redis stops");
-    // The run goes on while the store is away.
-    run.wait_until(|l| received_at_least(l, 250), "received 250")
+    // The run goes on while the store is away for 30 s (100 msg/s: 3,000 messages).
+    run.wait_until(|l| received_at_least(l, 3050), "received 3050")
         .await;
     redis.restart().await.expect("redis restarts");
     assert_eq!(run.exit_code().await, Some(0));

@@ -8,9 +8,9 @@
 pub mod claims;
 mod topics;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -136,6 +136,35 @@ pub struct IntervalStats {
     pub gaps: u64,
 }
 
+/// Everything received so far, updated once a second (and at the end): what live
+/// `/metrics` exposes.
+#[derive(Debug, Clone, Default)]
+pub struct LiveTotals {
+    /// Messages received, duplicates and undecodable ones included.
+    pub received: u64,
+    /// Sequence accounting.
+    pub seq: SeqCounts,
+    /// Messages without a readable stamp.
+    pub undecodable: u64,
+    /// Latency (receive − sent), µs.
+    pub latency: LatencyHistogram,
+    /// Corrected latency (receive − intended), µs.
+    pub latency_corrected: LatencyHistogram,
+    /// Per topic (only when asked for with [`CollectorLive::with_topic_detail`]).
+    pub topics: BTreeMap<String, TopicTotals>,
+}
+
+/// One topic's share of [`LiveTotals`].
+#[derive(Debug, Clone, Default)]
+pub struct TopicTotals {
+    /// Messages received on the topic, duplicates and undecodable ones included.
+    pub received: u64,
+    /// Latency (receive − sent), µs.
+    pub latency: LatencyHistogram,
+    /// Corrected latency (receive − intended), µs.
+    pub latency_corrected: LatencyHistogram,
+}
+
 /// What others may watch while the collector runs.
 #[derive(Debug)]
 pub struct CollectorLive {
@@ -144,6 +173,8 @@ pub struct CollectorLive {
     drain_target: AtomicU64,
     drained: Notify,
     interval_tx: watch::Sender<IntervalStats>,
+    totals: Mutex<LiveTotals>,
+    topic_detail: bool,
 }
 
 impl Default for CollectorLive {
@@ -153,11 +184,29 @@ impl Default for CollectorLive {
             drain_target: AtomicU64::new(u64::MAX),
             drained: Notify::new(),
             interval_tx: watch::channel(IntervalStats::default()).0,
+            totals: Mutex::new(LiveTotals::default()),
+            topic_detail: false,
         }
     }
 }
 
 impl CollectorLive {
+    /// Also keeps [`LiveTotals::topics`] (one entry per topic: bounded by the topics).
+    pub fn with_topic_detail(topic_detail: bool) -> Self {
+        Self {
+            topic_detail,
+            ..Self::default()
+        }
+    }
+
+    /// A copy of the totals as of the last second.
+    pub fn totals(&self) -> LiveTotals {
+        self.totals
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
     /// Resolves once `target` distinct messages have been received.
     pub async fn wait_for(&self, target: u64) {
         let notified = self.drained.notified();
@@ -168,6 +217,39 @@ impl CollectorLive {
             return;
         }
         notified.await;
+    }
+
+    /// Adds the last interval's latencies and topics (the run's only cumulative latency
+    /// histograms live here), and sets the counters.
+    fn add_interval(
+        &self,
+        received: u64,
+        seq: SeqCounts,
+        undecodable: u64,
+        (latency, corrected): (&LatencyHistogram, &LatencyHistogram),
+        topics: &mut HashMap<String, TopicTotals>,
+    ) {
+        let mut totals = match self.totals.lock() {
+            Ok(t) => t,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        totals.received = received;
+        totals.seq = seq;
+        totals.undecodable = undecodable;
+        totals.latency.add(latency);
+        totals.latency_corrected.add(corrected);
+        for (topic, t) in topics.iter_mut() {
+            let total = match totals.topics.get_mut(topic) {
+                Some(total) => total,
+                None => totals.topics.entry(topic.clone()).or_default(),
+            };
+            total.received += t.received;
+            total.latency.add(&t.latency);
+            total.latency_corrected.add(&t.latency_corrected);
+            t.received = 0;
+            t.latency.clear();
+            t.latency_corrected.clear();
+        }
     }
 
     /// The latest one-second interval.
@@ -197,6 +279,8 @@ pub struct CollectReport {
     pub disconnections: u64,
     /// Time from the first to the last message received.
     pub receive_span: Duration,
+    /// Messages the client library dropped because the collector fell behind.
+    pub dropped_by_client: u64,
 }
 
 /// Opens the subscription; messages published after this returns are received.
@@ -224,16 +308,16 @@ pub async fn collect<S: Subscriber>(
         }
     };
     let mut seq = SequenceTracker::new();
-    let mut latency = LatencyHistogram::new();
-    let mut latency_corrected = LatencyHistogram::new();
     let mut interval = LatencyHistogram::new();
     let mut interval_corrected = LatencyHistogram::new();
     let mut interval_received = 0u64;
+    let mut interval_topics: HashMap<String, TopicTotals> = HashMap::new();
     let mut received = 0u64;
     let mut unique = 0u64;
     let mut undecodable: BTreeMap<String, u64> = BTreeMap::new();
     let mut future_stamps = 0u64;
     let mut disconnections = 0u64;
+    let mut connected = true;
     let mut first: Option<Instant> = None;
     let mut last = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -252,8 +336,13 @@ pub async fn collect<S: Subscriber>(
             _ = stop.cancelled() => break,
             _ = &mut until_deadline => break,
             _ = tick.tick() => {
-                latency.add(&interval);
-                latency_corrected.add(&interval_corrected);
+                live.add_interval(
+                    received,
+                    seq.counts(),
+                    undecodable.values().sum(),
+                    (&interval, &interval_corrected),
+                    &mut interval_topics,
+                );
                 live.interval_tx.send_replace(IntervalStats {
                     received: interval_received,
                     p50_us: interval.percentile_us(50.0),
@@ -269,15 +358,32 @@ pub async fn collect<S: Subscriber>(
             }
             message = subscriber.recv() => {
                 let message = match message {
-                    Ok(m) => m,
+                    Ok(m) => {
+                        connected = true;
+                        m
+                    }
                     Err(e) => {
-                        disconnections += 1;
+                        // One outage counts once, however many reconnect attempts it takes.
+                        if connected {
+                            disconnections += 1;
+                            connected = false;
+                        }
                         tracing::warn!("{e:#}; reconnecting");
                         continue;
                     }
                 };
                 received += 1;
                 interval_received += 1;
+                let topic_totals = if live.topic_detail {
+                    let t = match interval_topics.get_mut(&message.topic) {
+                        Some(t) => t,
+                        None => interval_topics.entry(message.topic.clone()).or_default(),
+                    };
+                    t.received += 1;
+                    Some(t)
+                } else {
+                    None
+                };
                 let now = Instant::now();
                 first.get_or_insert(now);
                 last = now;
@@ -329,6 +435,10 @@ pub async fn collect<S: Subscriber>(
                 } else {
                     interval.record(raw_us);
                     interval_corrected.record(corrected_us);
+                    if let Some(t) = topic_totals {
+                        t.latency.record(raw_us);
+                        t.latency_corrected.record(corrected_us);
+                    }
                 }
                 live.unique.store(unique, Ordering::SeqCst);
                 if unique >= live.drain_target.load(Ordering::Relaxed) {
@@ -337,8 +447,16 @@ pub async fn collect<S: Subscriber>(
             }
         }
     }
-    latency.add(&interval);
-    latency_corrected.add(&interval_corrected);
+    let dropped_by_client = subscriber.dropped();
+    live.add_interval(
+        received,
+        seq.counts(),
+        undecodable.values().sum(),
+        (&interval, &interval_corrected),
+        &mut interval_topics,
+    );
+    // The run's latency histograms are the live totals, which now hold every interval.
+    let totals = live.totals();
     offer_all(per_topic.flush(None));
     let _ = subscriber.close().await;
     CollectReport {
@@ -347,9 +465,10 @@ pub async fn collect<S: Subscriber>(
         per_device: seq.per_device(),
         undecodable,
         future_stamps,
-        latency,
-        latency_corrected,
+        latency: totals.latency,
+        latency_corrected: totals.latency_corrected,
         disconnections,
         receive_span: first.map_or(Duration::ZERO, |f| last.saturating_duration_since(f)),
+        dropped_by_client,
     }
 }

@@ -120,7 +120,8 @@ pub struct BrokerArgs {
           value_parser = parse_duration)]
     pub connect_timeout: Duration,
 
-    /// Messages each connection queues before sending waits (the wait counts as send lag).
+    /// Messages each connection queues before sending waits (the wait counts as send lag);
+    /// for a NATS subscriber, the messages it buffers before its client drops new ones.
     #[arg(
         long,
         env = "IOTLOAD_QUEUE_CAPACITY",

@@ -118,6 +118,8 @@ pub struct LoadSection {
     pub publish_errors: u64,
     /// Connections lost during the run.
     pub disconnections: u64,
+    /// Seconds without a connection, summed over devices (10 devices down for 2 s: 20).
+    pub disconnected_s: f64,
     /// Sent messages per second over the sending time.
     pub sent_per_s: f64,
     /// Lateness of sends behind their schedule.
@@ -157,6 +159,10 @@ pub struct ReceiveSection {
     pub future_stamps: u64,
     /// Connections lost during the run.
     pub disconnections: u64,
+    /// Messages the broker client dropped because the collector did not keep up (NATS
+    /// slow consumer). A lower bound: the client reports drops through a bounded event
+    /// queue. The dropped messages also count in `lost` once their sequence gaps are seen.
+    pub dropped_by_client: u64,
     /// Received messages per second.
     pub received_per_s: f64,
     /// End-to-end latency: receive time minus actual send time.
@@ -231,11 +237,20 @@ impl RunSummary {
                 "devices     {} connected of {} · {} msg/s each · {} planned",
                 l.connected, l.devices, l.rate_per_device, l.planned
             );
-            let _ = writeln!(
+            let _ = write!(
                 o,
                 "sent        {} ({:.1}/s) · publish errors {} · disconnections {}",
                 l.sent, l.sent_per_s, l.publish_errors, l.disconnections
             );
+            let _ = if l.disconnected_s > 0.0 {
+                writeln!(
+                    o,
+                    " ({:.1} device-s without a connection)",
+                    l.disconnected_s
+                )
+            } else {
+                writeln!(o)
+            };
             let _ = writeln!(
                 o,
                 "send lag    p50 {:.3} ms · p99 {:.3} ms · max {:.3} ms{}",
@@ -338,6 +353,7 @@ mod tests {
             undecodable: BTreeMap::new(),
             future_stamps: 0,
             disconnections: 0,
+            dropped_by_client: 0,
             received_per_s: 10.0,
             latency_ms: LatencyStats {
                 count: 10,

@@ -106,6 +106,8 @@ pub struct LoadReport {
     pub errors: u64,
     /// Connections lost during the run.
     pub disconnections: u64,
+    /// Time without a connection, summed over devices.
+    pub disconnected: Duration,
     /// Lateness of each send behind its schedule, µs.
     pub send_lag: LatencyHistogram,
     /// Time from the first due send to the last send.
@@ -183,6 +185,7 @@ pub async fn run<T: Transport>(
         to_close.extend(done.publishers);
     }
     let disconnections = to_close.iter().map(Publisher::disconnections).sum();
+    let disconnected = to_close.iter().map(Publisher::disconnected_for).sum();
     close_all(to_close, plan.drain_timeout).await;
     fleet_stop.cancel();
     for task in [advertiser, reporter].into_iter().flatten() {
@@ -195,6 +198,7 @@ pub async fn run<T: Transport>(
         sent,
         errors,
         disconnections,
+        disconnected,
         send_lag,
         send_elapsed: last_send.saturating_duration_since(clock.instant),
     })

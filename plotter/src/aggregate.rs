@@ -145,7 +145,7 @@ pub struct CellStats {
 }
 
 /// One topic in one second, merged over the instances that wrote it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct TopicSecondStats<'a> {
     /// Second, Unix time.
     pub second: u64,
@@ -155,6 +155,10 @@ pub struct TopicSecondStats<'a> {
     pub instances: Vec<&'a str>,
     /// Counters and percentiles.
     pub stats: CellStats,
+    /// Merged latency histogram (receive − sent), µs.
+    pub latency: &'a LatencyHistogram,
+    /// Merged corrected latency histogram (receive − intended), µs.
+    pub corrected: &'a LatencyHistogram,
 }
 
 /// One second across every topic and instance.
@@ -235,6 +239,8 @@ where
                     topic: name,
                     instances,
                     stats: cell.stats(),
+                    latency: &cell.latency,
+                    corrected: &cell.corrected,
                 })?;
             }
             total.add(&all);

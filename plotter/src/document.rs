@@ -58,6 +58,7 @@ mod tests {
 
     #[test]
     fn document_has_the_documented_fields() {
+        let empty = iotload_core::recorder::LatencyHistogram::stored_precision();
         let cell = TopicSecondStats {
             second: 1_700_000_000,
             topic: "iot/1/action",
@@ -71,6 +72,8 @@ mod tests {
                 },
                 ..CellStats::default()
             },
+            latency: &empty,
+            corrected: &empty,
         };
         let v = serde_json::to_value(Document::new("run-1", &cell)).unwrap();
         assert_eq!(v["@timestamp"], "2023-11-14T22:13:20Z");

@@ -12,10 +12,11 @@
 pub mod aggregate;
 pub mod charts;
 pub mod document;
+pub mod elasticsearch;
+pub mod export;
 pub mod prometheus;
 pub mod report;
 
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -24,6 +25,8 @@ use iotload_core::store::{RunRecord, Store, StoreError};
 use crate::aggregate::{AggregateError, aggregate};
 use crate::charts::ChartError;
 use crate::document::Document;
+use crate::elasticsearch::{BulkDocument, ElasticsearchArgs, ElasticsearchError, Shipper};
+use crate::export::Exports;
 use crate::report::RunReport;
 
 /// Options of `iotload plotter`.
@@ -54,6 +57,17 @@ pub struct PlotterArgs {
     #[arg(long, env = "IOTLOAD_JSONL", value_name = "PATH")]
     pub jsonl: Option<PathBuf>,
 
+    /// Write the same rows as CSV (one per second and topic, latency fields flattened, e.g.
+    /// latency_p99_ms); the columns are in docs/plotter.md.
+    #[arg(long, env = "IOTLOAD_CSV", value_name = "PATH")]
+    pub csv: Option<PathBuf>,
+
+    /// Write an HdrHistogram interval log: one raw and one corrected latency histogram
+    /// per second (all topics merged), values in microseconds, for HistogramLogAnalyzer
+    /// and other HdrHistogram tools.
+    #[arg(long, env = "IOTLOAD_HLOG", value_name = "PATH")]
+    pub hlog: Option<PathBuf>,
+
     /// Write a self-contained HTML report (charts, per-topic table, configuration) to this
     /// file; it opens offline.
     #[arg(long, env = "IOTLOAD_HTML", value_name = "PATH")]
@@ -68,6 +82,10 @@ pub struct PlotterArgs {
     /// Prometheus' cardinality with thousands of topics).
     #[arg(long, env = "IOTLOAD_PER_TOPIC_LABELS")]
     pub per_topic_labels: bool,
+
+    /// The Elasticsearch output.
+    #[command(flatten)]
+    pub es: ElasticsearchArgs,
 }
 
 /// What can go wrong in the plotter.
@@ -75,8 +93,20 @@ pub struct PlotterArgs {
 #[non_exhaustive]
 pub enum PlotterError {
     /// No output was asked for.
-    #[error("nothing to do: give --jsonl FILE, --html FILE and/or --serve ADDR")]
+    #[error(
+        "nothing to do: give --html FILE, --elasticsearch URL, --jsonl FILE, --csv FILE, \
+         --hlog FILE and/or --serve ADDR"
+    )]
     NothingToDo,
+    /// The Elasticsearch output failed.
+    #[error(transparent)]
+    Elasticsearch(#[from] ElasticsearchError),
+    /// A document cannot be encoded (never expected).
+    #[error("cannot encode a document: {0}")]
+    Encode(String),
+    /// Aggregation stopped because an output failed (that output's error is reported).
+    #[error("stopped because an output failed")]
+    Stopped,
     /// The store failed or lacks the run.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -112,13 +142,18 @@ pub struct RunOutput {
     pub seconds: u64,
     /// Topics.
     pub topics: usize,
-    /// JSON Lines documents written (0 without --jsonl).
+    /// Documents made (one per second and topic; 0 without --jsonl, --csv or
+    /// --elasticsearch).
     pub documents: u64,
+    /// Documents indexed into Elasticsearch (0 without --elasticsearch).
+    pub indexed: u64,
 }
 
 /// Reads the runs `args` names and writes the outputs it asks for.
 pub async fn run(args: &PlotterArgs) -> Result<Vec<RunOutput>, PlotterError> {
-    if args.jsonl.is_none() && args.html.is_none() {
+    let files = args.jsonl.is_some() || args.csv.is_some() || args.hlog.is_some();
+    let es = args.es.elasticsearch.is_some();
+    if !files && !es && args.html.is_none() {
         if args.serve.is_some() {
             return Ok(Vec::new());
         }
@@ -127,34 +162,29 @@ pub async fn run(args: &PlotterArgs) -> Result<Vec<RunOutput>, PlotterError> {
     let store = iotload_core::store::open(&args.store).await?;
     let records = store.runs().await?;
     let ids = resolve_runs(store.url(), &records, &args.runs)?;
-    let mut jsonl = match &args.jsonl {
-        Some(path) => Some((
-            path.as_path(),
-            BufWriter::new(std::fs::File::create(path).map_err(|e| write_error(path, e))?),
-        )),
-        None => None,
+    let mut shipper = match es {
+        true => Some(Shipper::connect(&args.es).await?),
+        false => None,
     };
+    let mut exports = Some(Exports::create(
+        args.jsonl.as_deref(),
+        args.csv.as_deref(),
+        args.hlog.as_deref(),
+    )?);
     let mut outputs = Vec::new();
     let mut reports = Vec::new();
     for id in ids {
         let rows = store.seconds(&id).await?;
-        let mut documents = 0u64;
-        let aggregate = aggregate::<PlotterError>(&id, rows, |cell| {
-            if let Some((path, out)) = jsonl.as_mut() {
-                let line = serde_json::to_string(&Document::new(&id, &cell))
-                    .map_err(|e| write_error(path, e.into()))?;
-                out.write_all(line.as_bytes())
-                    .and_then(|()| out.write_all(b"\n"))
-                    .map_err(|e| write_error(path, e))?;
-                documents += 1;
-            }
-            Ok(())
-        })?;
+        let indexed_before = shipper.as_ref().map_or(0, Shipper::indexed);
+        let (aggregate, documents, back) =
+            aggregate_run(&id, rows, exports.take(), shipper.as_mut(), &args.es).await?;
+        exports = back;
         outputs.push(RunOutput {
             run_id: id.clone(),
             seconds: aggregate.span_s(),
             topics: aggregate.topics.len(),
             documents,
+            indexed: shipper.as_ref().map_or(0, Shipper::indexed) - indexed_before,
         });
         let run_records = records.iter().filter(|r| r.run_id == id).cloned().collect();
         if args.html.is_some() {
@@ -164,8 +194,8 @@ pub async fn run(args: &PlotterArgs) -> Result<Vec<RunOutput>, PlotterError> {
             });
         }
     }
-    if let Some((path, mut out)) = jsonl {
-        out.flush().map_err(|e| write_error(path, e))?;
+    if let Some(e) = exports {
+        e.finish()?;
     }
     if let Some(path) = &args.html {
         let generated = chrono::Utc::now()
@@ -175,6 +205,108 @@ pub async fn run(args: &PlotterArgs) -> Result<Vec<RunOutput>, PlotterError> {
         std::fs::write(path, html).map_err(|e| write_error(path, e))?;
     }
     Ok(outputs)
+}
+
+/// Aggregates one run on a blocking thread, writing its cells to the export files there
+/// and handing documents to the Elasticsearch shipper here, so aggregation and indexing
+/// overlap and memory stays bounded by a bulk batch.
+async fn aggregate_run(
+    id: &str,
+    rows: Vec<iotload_core::store::TopicSecond>,
+    mut exports: Option<Exports>,
+    shipper: Option<&mut Shipper>,
+    es: &ElasticsearchArgs,
+) -> Result<(aggregate::RunAggregate, u64, Option<Exports>), PlotterError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<BulkDocument>(4096);
+    let want_es = shipper.is_some();
+    let prefix = es.elasticsearch_index.clone();
+    let run_id = id.to_string();
+    let task = tokio::task::spawn_blocking(move || {
+        let mut documents = 0u64;
+        let want_files = exports.as_ref().is_some_and(Exports::any);
+        let mut progress = Progress::new(&run_id, &rows);
+        let result = aggregate::<PlotterError>(&run_id, rows, |cell| {
+            progress.at(cell.second);
+            if !want_files && !want_es {
+                return Ok(());
+            }
+            let json = serde_json::to_string(&Document::new(&run_id, &cell))
+                .map_err(|e| PlotterError::Encode(e.to_string()))?;
+            if let Some(x) = exports.as_mut() {
+                x.cell(&run_id, &cell, &json)?;
+            }
+            if want_es {
+                let doc = BulkDocument::new(&prefix, &run_id, cell.second, cell.topic, json);
+                // A closed channel means the shipper failed; its error is the one reported.
+                tx.blocking_send(doc).map_err(|_| PlotterError::Stopped)?;
+            }
+            documents += 1;
+            Ok(())
+        });
+        drop(tx);
+        if let (Ok(_), Some(x)) = (&result, exports.as_mut()) {
+            x.end_run(&run_id)?;
+        }
+        result.map(|a| (a, documents, exports))
+    });
+    if let Some(s) = shipper {
+        let shipped = async {
+            while let Some(doc) = rx.recv().await {
+                s.push(doc).await?;
+            }
+            s.flush().await
+        }
+        .await;
+        if let Err(e) = shipped {
+            drop(rx);
+            let _ = task.await;
+            return Err(e.into());
+        }
+    }
+    task.await
+        .map_err(|e| PlotterError::Encode(format!("aggregation thread failed: {e}")))?
+}
+
+/// A line on stderr every 5 s while a long run is aggregated (short runs stay silent).
+struct Progress<'a> {
+    run_id: &'a str,
+    first: u64,
+    span: u64,
+    started: std::time::Instant,
+    next: std::time::Duration,
+}
+
+impl<'a> Progress<'a> {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+    fn new(run_id: &'a str, rows: &[iotload_core::store::TopicSecond]) -> Self {
+        let first = rows.iter().map(|r| r.second).min().unwrap_or(0);
+        let last = rows.iter().map(|r| r.second).max().unwrap_or(0);
+        Self {
+            run_id,
+            first,
+            span: last.saturating_sub(first) + 1,
+            started: std::time::Instant::now(),
+            next: Self::EVERY,
+        }
+    }
+
+    /// Called for each cell; prints when the next report is due.
+    fn at(&mut self, second: u64) {
+        let elapsed = self.started.elapsed();
+        if elapsed < self.next {
+            return;
+        }
+        self.next = elapsed + Self::EVERY;
+        let done = second.saturating_sub(self.first);
+        eprintln!(
+            "plotter: run {}: {done} of {} s aggregated ({:.0} %, {:.0} s so far)",
+            self.run_id,
+            self.span,
+            done as f64 * 100.0 / self.span as f64,
+            elapsed.as_secs_f64()
+        );
+    }
 }
 
 /// The run ids `wanted` names, `latest` being the newest run of `records` (newest first).
@@ -208,7 +340,7 @@ pub async fn run_aggregate(
     aggregate::<PlotterError>(run_id, rows, |_| Ok(()))
 }
 
-fn write_error(path: &Path, source: std::io::Error) -> PlotterError {
+pub(crate) fn write_error(path: &Path, source: std::io::Error) -> PlotterError {
     PlotterError::Write {
         path: path.to_path_buf(),
         source,
@@ -249,9 +381,18 @@ mod tests {
             store: "sqlite://unused.db".into(),
             runs: vec!["latest".into()],
             jsonl: None,
+            csv: None,
+            hlog: None,
             html: None,
             serve: None,
             per_topic_labels: false,
+            es: ElasticsearchArgs {
+                elasticsearch: None,
+                elasticsearch_index: "iotload".into(),
+                elasticsearch_api_key: None,
+                elasticsearch_batch: 10,
+                elasticsearch_retries: 0,
+            },
         };
         assert!(matches!(run(&args).await, Err(PlotterError::NothingToDo)));
     }

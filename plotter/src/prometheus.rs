@@ -130,7 +130,7 @@ pub fn exposition(runs: &[RunAggregate], per_topic: bool) -> String {
 }
 
 /// Escapes a label value: backslash, double quote and newline.
-fn label_value(text: &str) -> String {
+pub fn label_value(text: &str) -> String {
     text.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -143,10 +143,32 @@ pub async fn serve(
     stop: impl Future<Output = ()>,
 ) -> Result<(), PlotterError> {
     let store = iotload_core::store::open(&args.store).await?;
+    let store = store.as_ref();
+    serve_exposition(listener, stop, || async move {
+        read_runs(args, store)
+            .await
+            .map(|runs| exposition(&runs, args.per_topic_labels))
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    Ok(())
+}
+
+/// Serves what `body` renders at `/metrics` on `listener`, one scrape at a time (Prometheus
+/// scrapes each target serially anyway), until `stop` completes. An `Err` from `body` is
+/// answered with 503 and its text. Shared by the plotter and the components' live
+/// `--metrics-addr`.
+pub async fn serve_exposition<F>(
+    listener: TcpListener,
+    stop: impl Future<Output = ()>,
+    mut body: impl FnMut() -> F,
+) where
+    F: Future<Output = Result<String, String>>,
+{
     tokio::pin!(stop);
     loop {
         let (socket, _) = tokio::select! {
-            _ = &mut stop => return Ok(()),
+            _ = &mut stop => return,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -155,17 +177,16 @@ pub async fn serve(
                 }
             },
         };
-        // One scrape at a time: Prometheus scrapes each target serially anyway.
-        if let Err(e) = answer(args, store.as_ref(), socket).await {
+        if let Err(e) = answer(socket, body()).await {
             tracing::warn!("answering a /metrics request: {e}");
         }
     }
 }
 
+/// Answers one request; `body` renders the exposition (only awaited for `/metrics`).
 async fn answer(
-    args: &PlotterArgs,
-    store: &dyn iotload_core::store::Store,
     mut socket: TcpStream,
+    body: impl Future<Output = Result<String, String>>,
 ) -> std::io::Result<()> {
     let mut request = Vec::new();
     let mut buf = [0u8; 2048];
@@ -178,13 +199,9 @@ async fn answer(
     }
     let line = String::from_utf8_lossy(&request);
     let path = line.split_whitespace().nth(1).unwrap_or("");
-    let (status, kind, body) = if path == "/metrics" || path.starts_with("/metrics?") {
-        match read_runs(args, store).await {
-            Ok(runs) => (
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                exposition(&runs, args.per_topic_labels),
-            ),
+    let (status, kind, text) = if path == "/metrics" || path.starts_with("/metrics?") {
+        match body.await {
+            Ok(text) => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", text),
             Err(e) => (
                 "503 Service Unavailable",
                 "text/plain; charset=utf-8",
@@ -195,15 +212,15 @@ async fn answer(
         (
             "404 Not Found",
             "text/plain; charset=utf-8",
-            "iotload plotter: see /metrics\n".to_string(),
+            "iotload: see /metrics\n".to_string(),
         )
     };
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+        text.len()
     );
     socket.write_all(head.as_bytes()).await?;
-    socket.write_all(body.as_bytes()).await?;
+    socket.write_all(text.as_bytes()).await?;
     socket.shutdown().await
 }
 

@@ -1,5 +1,5 @@
 //! Helpers for the end-to-end tests: run the real `iotload` binary and read its summary.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -338,4 +338,92 @@ pub async fn run_on_a_closed_port(scheme: &str) -> Finished {
         out.stderr
     );
     out
+}
+
+/// A plain HTTP/1.0 GET on loopback: (status line, body).
+pub async fn http_get(addr: &str, path: &str) -> Option<(String, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_string(), body.to_string()))
+}
+
+/// The per-second documents `iotload plotter --jsonl` makes of `run` in `store`: what the
+/// store holds, for comparing with a printed summary.
+pub async fn stored_documents(store: &str, run_id: &str) -> Vec<Value> {
+    let scratch = Scratch::new();
+    let docs = scratch.path("docs.jsonl");
+    let out = run(&[
+        "plotter",
+        "--store",
+        store,
+        "--run",
+        run_id,
+        "--jsonl",
+        &docs.display().to_string(),
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    std::fs::read_to_string(&docs)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Reads stderr until the metrics line and returns the address it names.
+pub async fn metrics_addr(p: &mut Proc) -> String {
+    p.wait_for("serving live metrics at http://").await;
+    let line = p.seen.last().unwrap();
+    line.split("http://")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap()
+        .to_string()
+}
+
+/// The samples of one exposition: series (name and labels, as written) → value.
+pub fn samples(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series.to_string(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+pub fn total(samples: &std::collections::BTreeMap<String, f64>, name: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|(s, _)| s.split('{').next() == Some(name))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// Scrapes `addr` until `done` holds for the samples (each scrape is a fresh read of the
+/// counters, which the components update as they go; the collector's once a second).
+pub async fn scrape_until(
+    addr: &str,
+    what: &str,
+    done: impl Fn(&std::collections::BTreeMap<String, f64>) -> bool,
+) -> String {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut last = String::new();
+    while tokio::time::Instant::now() < deadline {
+        if let Some((status, body)) = http_get(addr, "/metrics").await {
+            assert!(status.contains("200"), "{status}");
+            if done(&samples(&body)) {
+                return body;
+            }
+            last = body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{addr}/metrics never showed {what}; last scrape:\n{last}");
 }

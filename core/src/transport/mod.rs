@@ -204,6 +204,12 @@ pub trait Publisher: Send + 'static {
 
     /// How many times the connection was lost so far.
     fn disconnections(&self) -> u64;
+
+    /// How long the connection has been down in total so far (zero for transports that
+    /// do not track it).
+    fn disconnected_for(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// The receiving half of a connection.
@@ -213,4 +219,11 @@ pub trait Subscriber: Send + 'static {
 
     /// Closes the connection.
     fn close(self) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// Messages the client library dropped because this subscriber did not read them fast
+    /// enough (its buffer was full); zero for clients that never drop (they leave the
+    /// backlog to the broker instead).
+    fn dropped(&self) -> u64 {
+        0
+    }
 }

@@ -48,9 +48,13 @@ pub struct MqttSettings {
     pub inflight: u16,
     /// How long to wait for the broker to accept a connection or subscription.
     pub connect_timeout: Duration,
-    /// Largest packet accepted or sent, in bytes.
+    /// Largest packet sent (MQTT 3.1.1) or accepted and sent (MQTT 5, where the broker
+    /// drops larger packets for this client), in bytes.
     pub max_packet_size: usize,
 }
+
+/// The largest packet MQTT can carry (a 4-byte remaining length), in bytes.
+const MQTT_MAX_PACKET: usize = 268_435_455;
 
 impl Default for MqttSettings {
     fn default() -> Self {
@@ -130,7 +134,10 @@ impl MqttTransport {
                 o.set_keep_alive(s.keep_alive.max(Duration::from_secs(1)))
                     .set_clean_session(s.clean_start)
                     .set_inflight(s.inflight.max(1))
-                    .set_max_packet_size(s.max_packet_size, s.max_packet_size)
+                    // Accept any packet MQTT allows: a foreign oversized message is then read
+                    // and counted as undecodable, instead of breaking the connection (and
+                    // losing everything published while it reconnects).
+                    .set_max_packet_size(MQTT_MAX_PACKET, s.max_packet_size)
                     .set_transport(self.net_transport());
                 if let Some((u, p)) = self.credentials(identity) {
                     o.set_credentials(u, p);
@@ -231,19 +238,30 @@ impl Transport for MqttTransport {
         let mut client = self.client(identity);
         self.connect(&mut client, &identity.client_id).await?;
         let disconnections = Arc::new(AtomicU64::new(0));
+        let downtime = Arc::new(Downtime::default());
         let (sender, mut events) = client.split();
         let lost = disconnections.clone();
+        let down = downtime.clone();
         let driver = tokio::spawn(async move {
             let mut failures = 0u32;
             let mut closing = false;
             loop {
                 match events.poll().await {
                     Ok(Polled::DisconnectSent) => closing = true,
-                    Ok(_) => failures = 0,
+                    // Every publish passes here: touch the shared downtime only after an
+                    // outage, not once per message.
+                    Ok(_) if failures > 0 => {
+                        failures = 0;
+                        down.up();
+                    }
+                    Ok(_) => {}
                     Err(PollError::RequestsDone) => break,
                     Err(_) if closing => break,
                     Err(_) => {
-                        lost.fetch_add(1, Ordering::Relaxed);
+                        if failures == 0 {
+                            lost.fetch_add(1, Ordering::Relaxed);
+                            down.down();
+                        }
                         failures = failures.saturating_add(1);
                         tokio::time::sleep(backoff(failures)).await;
                     }
@@ -256,6 +274,7 @@ impl Transport for MqttTransport {
             retain: self.settings.retain,
             driver,
             disconnections,
+            downtime,
         })
     }
 
@@ -329,6 +348,45 @@ pub struct MqttPublisher {
     retain: bool,
     driver: JoinHandle<()>,
     disconnections: Arc<AtomicU64>,
+    downtime: Arc<Downtime>,
+}
+
+/// Time a connection spent down: finished outages plus the current one.
+#[derive(Debug, Default)]
+struct Downtime {
+    /// Finished outages, µs.
+    total_us: AtomicU64,
+    /// Start of the current outage (µs since the Unix epoch), 0 while connected.
+    since_us: AtomicU64,
+}
+
+impl Downtime {
+    fn down(&self) {
+        let _ = self.since_us.compare_exchange(
+            0,
+            now_us().max(1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn up(&self) {
+        let since = self.since_us.swap(0, Ordering::Relaxed);
+        if since > 0 {
+            self.total_us
+                .fetch_add(now_us().saturating_sub(since), Ordering::Relaxed);
+        }
+    }
+
+    fn so_far(&self) -> Duration {
+        let since = self.since_us.load(Ordering::Relaxed);
+        let current = if since > 0 {
+            now_us().saturating_sub(since)
+        } else {
+            0
+        };
+        Duration::from_micros(self.total_us.load(Ordering::Relaxed) + current)
+    }
 }
 
 impl Publisher for MqttPublisher {
@@ -377,6 +435,10 @@ impl Publisher for MqttPublisher {
 
     fn disconnections(&self) -> u64 {
         self.disconnections.load(Ordering::Relaxed)
+    }
+
+    fn disconnected_for(&self) -> Duration {
+        self.downtime.so_far()
     }
 }
 

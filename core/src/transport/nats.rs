@@ -37,6 +37,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::header::{HeaderMap, HeaderName, HeaderValue};
@@ -145,15 +146,29 @@ impl NatsTransport {
     }
 
     /// Opens one connection and waits until the server accepted it.
+    /// Counts the messages the client drops for a slow subscription into `dropped`.
     async fn connect(
         &self,
         identity: &ClientIdentity,
+        dropped: Option<Arc<AtomicU64>>,
     ) -> Result<async_nats::Client, TransportError> {
         let waited = self.settings.connect_timeout;
         let mut options = ConnectOptions::new()
             .name(&identity.client_id)
             .connection_timeout(waited)
             .client_capacity(self.settings.queue_capacity.max(1));
+        if let Some(dropped) = dropped {
+            // A subscriber buffers up to --queue-capacity messages; past that the client
+            // drops each new one and reports a slow-consumer event for it.
+            options = options
+                .subscription_capacity(self.settings.queue_capacity.max(1))
+                .event_callback(move |event| {
+                    if matches!(event, async_nats::Event::SlowConsumer(_)) {
+                        dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    std::future::ready(())
+                });
+        }
         if let Some((user, pass)) = self.credentials(identity) {
             options = options.user_and_password(user, pass);
         }
@@ -276,7 +291,7 @@ impl Transport for NatsTransport {
     }
 
     async fn publisher(&self, identity: &ClientIdentity) -> Result<NatsPublisher, TransportError> {
-        let client = self.connect(identity).await?;
+        let client = self.connect(identity, None).await?;
         let jetstream = self.settings.jetstream.then(|| JetStreamPublisher {
             context: async_nats::jetstream::new(client.clone()),
             pending: VecDeque::new(),
@@ -295,7 +310,8 @@ impl Transport for NatsTransport {
         identity: &ClientIdentity,
         filters: &[String],
     ) -> Result<NatsSubscriber, TransportError> {
-        let client = self.connect(identity).await?;
+        let dropped = Arc::new(AtomicU64::new(0));
+        let client = self.connect(identity, Some(dropped.clone())).await?;
         if self.settings.jetstream {
             let waited = self.settings.connect_timeout;
             match tokio::time::timeout(waited, self.ensure_streams(&client, filters)).await {
@@ -313,6 +329,7 @@ impl Transport for NatsTransport {
                 .settings
                 .jetstream
                 .then_some(self.settings.jetstream_ack),
+            dropped,
         };
         let waited = self.settings.connect_timeout;
         match tokio::time::timeout(waited, subscriber.subscribe_all()).await {
@@ -493,6 +510,8 @@ pub struct NatsSubscriber {
     failures: u32,
     /// Set when reading through JetStream consumers, with their ack policy.
     jetstream: Option<JetStreamAck>,
+    /// Messages the client dropped because the subscription's buffer was full.
+    dropped: Arc<AtomicU64>,
 }
 
 impl NatsSubscriber {
@@ -641,6 +660,10 @@ impl Subscriber for NatsSubscriber {
     async fn close(self) -> Result<(), TransportError> {
         let _ = tokio::time::timeout(Duration::from_millis(500), self.client.drain()).await;
         Ok(())
+    }
+
+    fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 

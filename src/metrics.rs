@@ -1,0 +1,278 @@
+//! Live Prometheus `/metrics` (`--metrics-addr`) of the components running in this
+//! process: the same counters the progress line reads, and the collector's latency as
+//! Prometheus histograms. Names and labels are listed in docs/metrics.md.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use iotload_core::recorder::LatencyHistogram;
+use plotter::prometheus::{label_value, serve_exposition};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::OutputArgs;
+use crate::progress::Sources;
+
+/// Histogram bucket bounds, seconds: 100 µs to 10 s.
+const BUCKETS_S: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// A running `/metrics` endpoint; [`MetricsEndpoint::stop`] closes it.
+pub(crate) struct MetricsEndpoint {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MetricsEndpoint {
+    /// Listens on `--metrics-addr` when it is given; `run_id` labels every series.
+    pub(crate) async fn start(
+        output: &OutputArgs,
+        sources: &Sources,
+        run_id: Option<&str>,
+    ) -> anyhow::Result<Option<Self>> {
+        let Some(addr) = &output.metrics_addr else {
+            return Ok(None);
+        };
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;
+        eprintln!(
+            "serving live metrics at http://{}/metrics",
+            listener.local_addr()?
+        );
+        let stop = CancellationToken::new();
+        let exposition = Exposition {
+            sources: sources.clone(),
+            run_label: run_id.map(|r| format!("run=\"{}\"", label_value(r))),
+        };
+        let cancelled = stop.clone();
+        let task = tokio::spawn(async move {
+            serve_exposition(listener, cancelled.cancelled(), || {
+                std::future::ready(Ok(exposition.render()))
+            })
+            .await;
+        });
+        Ok(Some(Self { stop, task }))
+    }
+
+    /// Closes the endpoint.
+    pub(crate) async fn stop(this: Option<Self>) {
+        if let Some(m) = this {
+            m.stop.cancel();
+            let _ = m.task.await;
+        }
+    }
+}
+
+/// What one scrape renders.
+struct Exposition {
+    sources: Sources,
+    run_label: Option<String>,
+}
+
+impl Exposition {
+    fn render(&self) -> String {
+        let mut out = String::new();
+        let base = self.run_label.clone().unwrap_or_default();
+        let labels = |extra: &str| -> String {
+            match (base.is_empty(), extra.is_empty()) {
+                (true, true) => String::new(),
+                (false, true) => format!("{{{base}}}"),
+                (true, false) => format!("{{{extra}}}"),
+                (false, false) => format!("{{{base},{extra}}}"),
+            }
+        };
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{} {value}",
+                labels("")
+            );
+        };
+        if let Some(l) = &self.sources.load {
+            metric(
+                "iotload_messages_sent_total",
+                "counter",
+                "Messages handed to the broker client by the devices.",
+                l.sent.load(Ordering::Relaxed),
+            );
+            metric(
+                "iotload_publish_errors_total",
+                "counter",
+                "Publishes that failed.",
+                l.errors.load(Ordering::Relaxed),
+            );
+            metric(
+                "iotload_devices_connected",
+                "gauge",
+                "Devices connected so far.",
+                l.connected.load(Ordering::Relaxed),
+            );
+        }
+        if let Some(e) = &self.sources.echo {
+            metric(
+                "iotload_echo_received_total",
+                "counter",
+                "Requests the echo iPaaS received.",
+                e.received.load(Ordering::Relaxed),
+            );
+            metric(
+                "iotload_echo_published_total",
+                "counter",
+                "Actions the echo iPaaS published.",
+                e.published.load(Ordering::Relaxed),
+            );
+            metric(
+                "iotload_echo_errors_total",
+                "counter",
+                "Actions the echo iPaaS failed to publish or could not route.",
+                e.errors.load(Ordering::Relaxed),
+            );
+        }
+        let Some(c) = &self.sources.collector else {
+            return out;
+        };
+        let t = c.totals();
+        for (name, help, value) in [
+            (
+                "iotload_messages_lost_total",
+                "Sequence gaps (messages below a device's highest sequence number not received).",
+                t.seq.gaps,
+            ),
+            (
+                "iotload_messages_duplicate_total",
+                "Duplicate messages.",
+                t.seq.duplicates,
+            ),
+            (
+                "iotload_messages_reordered_total",
+                "Messages that arrived after a later one.",
+                t.seq.reordered,
+            ),
+            (
+                "iotload_messages_undecodable_total",
+                "Messages without a readable stamp.",
+                t.undecodable,
+            ),
+        ] {
+            metric(name, "counter", help, value);
+        }
+        let name = "iotload_messages_received_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Messages received by the collector, duplicates included.\n\
+             # TYPE {name} counter"
+        );
+        if t.topics.is_empty() {
+            let _ = writeln!(out, "{name}{} {}", labels(""), t.received);
+        }
+        for (topic, tt) in &t.topics {
+            let topic = format!("topic=\"{}\"", label_value(topic));
+            let _ = writeln!(out, "{name}{} {}", labels(&topic), tt.received);
+        }
+        for (name, help, corrected) in [
+            (
+                "iotload_latency_seconds",
+                "Latency, receive time minus send time.",
+                false,
+            ),
+            (
+                "iotload_latency_corrected_seconds",
+                "Latency corrected for coordinated omission: receive time minus intended send time.",
+                true,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            let pick = |latency, corr| if corrected { corr } else { latency };
+            if t.topics.is_empty() {
+                histogram(
+                    &mut out,
+                    name,
+                    &base,
+                    pick(&t.latency, &t.latency_corrected),
+                );
+            }
+            for (topic, tt) in &t.topics {
+                let mut l = base.clone();
+                if !l.is_empty() {
+                    l.push(',');
+                }
+                let _ = write!(l, "topic=\"{}\"", label_value(topic));
+                histogram(&mut out, name, &l, pick(&tt.latency, &tt.latency_corrected));
+            }
+        }
+        out
+    }
+}
+
+/// One Prometheus histogram's `_bucket`, `_sum` and `_count` lines from a µs histogram.
+fn histogram(out: &mut String, name: &str, labels: &str, h: &LatencyHistogram) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    let inner = h.inner();
+    for le in BUCKETS_S {
+        let le_us = (le * 1e6) as u64;
+        let count = if h.is_empty() {
+            0
+        } else {
+            inner.count_between(0, le_us)
+        };
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.len());
+    let sum_s = if h.is_empty() {
+        0.0
+    } else {
+        inner.mean() * h.len() as f64 / 1e6
+    };
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braces} {sum_s}");
+    let _ = writeln!(out, "{name}_count{braces} {}", h.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_in_seconds() {
+        let mut h = LatencyHistogram::new();
+        for us in [50, 300, 2_000, 2_000_000] {
+            h.record(us);
+        }
+        let mut out = String::new();
+        histogram(&mut out, "x", "run=\"r\"", &h);
+        assert!(
+            out.contains("x_bucket{run=\"r\",le=\"0.0001\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_bucket{run=\"r\",le=\"0.0005\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_bucket{run=\"r\",le=\"0.0025\"} 3\n"),
+            "{out}"
+        );
+        assert!(out.contains("x_bucket{run=\"r\",le=\"2.5\"} 4\n"), "{out}");
+        assert!(out.contains("x_bucket{run=\"r\",le=\"+Inf\"} 4\n"), "{out}");
+        assert!(out.contains("x_count{run=\"r\"} 4\n"), "{out}");
+        let sum: f64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("x_sum{run=\"r\"} "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((sum - 2.00235).abs() < 0.01, "{sum}");
+        let mut empty = String::new();
+        histogram(&mut empty, "x", "", &LatencyHistogram::new());
+        assert!(empty.contains("x_bucket{le=\"+Inf\"} 0\n"), "{empty}");
+        assert!(empty.contains("x_sum 0\n"), "{empty}");
+    }
+}

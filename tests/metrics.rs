@@ -1,0 +1,205 @@
+//! Live `/metrics` (`--metrics-addr`) of the standalone components on a private
+//! Mosquitto: the loadgen's counters while it sends, the echo's and the collector's once
+//! every message went through; checked by `promtool check metrics` (Prometheus' own
+//! parser and linter) and against docs/metrics.md.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::*;
+use iotload_testkit::MqttBroker;
+
+/// `promtool check metrics` accepts the exposition (parse errors and lint problems such
+/// as a counter without `_total` or a non-base unit fail).
+async fn promtool_accepts(text: &str) {
+    let promtool = if std::path::Path::new("/usr/bin/promtool").exists() {
+        "/usr/bin/promtool"
+    } else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "promtool (Debian package prometheus) is missing: scripts/test installs it"
+        );
+        eprintln!("skipping the promtool check: not installed");
+        return;
+    };
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(text.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every `iotload_*` name in the table of docs/metrics.md.
+fn documented_names() -> BTreeSet<String> {
+    let doc = include_str!("../docs/metrics.md");
+    doc.lines()
+        .filter_map(|l| l.strip_prefix("| `iotload_"))
+        .filter_map(|l| l.split('`').next())
+        .map(|n| format!("iotload_{n}"))
+        .collect()
+}
+
+/// Buckets of one histogram series set are cumulative and end at `_count`.
+fn assert_histogram(samples: &BTreeMap<String, f64>, name: &str, labels: &str, count: f64) {
+    let mut buckets: Vec<(f64, f64)> = samples
+        .iter()
+        .filter(|(s, _)| s.starts_with(&format!("{name}_bucket{{{labels},le=")))
+        .map(|(s, v)| {
+            let le = s.split("le=\"").nth(1).unwrap().trim_end_matches("\"}");
+            let bound = match le {
+                "+Inf" => f64::INFINITY,
+                _ => le.parse().unwrap(),
+            };
+            (bound, *v)
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let buckets: Vec<f64> = buckets.into_iter().map(|(_, v)| v).collect();
+    assert!(
+        buckets.len() > 10,
+        "{name}{{{labels}}} buckets: {buckets:?}"
+    );
+    assert!(
+        buckets.windows(2).all(|w| w[0] <= w[1]),
+        "{name} buckets are not cumulative: {buckets:?}"
+    );
+    assert_eq!(*buckets.last().unwrap(), count, "{name}{{{labels}}} +Inf");
+    assert_eq!(samples[&format!("{name}_count{{{labels}}}")], count);
+}
+
+#[tokio::test]
+async fn every_component_serves_live_metrics_that_prometheus_accepts() {
+    let broker = MqttBroker::start().await.expect("mosquitto starts");
+    let url = broker.url();
+    let scratch = Scratch::new();
+    let store = format!("sqlite://{}", scratch.path("r.db").display());
+    let mut collector = spawn(&[
+        "collector",
+        "--broker",
+        &url,
+        "--store",
+        &store,
+        "--run-id",
+        "live",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--metrics-topic-labels",
+        "--progress",
+        "never",
+    ]);
+    collector.wait_for("collector: listening").await;
+    let collector_addr = metrics_addr(&mut collector).await;
+    let mut echo = spawn(&[
+        "echo-ipaas",
+        "--broker",
+        &url,
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--progress",
+        "never",
+    ]);
+    echo.wait_for("echo-ipaas:").await;
+    let echo_addr = metrics_addr(&mut echo).await;
+    let mut loadgen = spawn(&[
+        "loadgen",
+        "--broker",
+        &url,
+        "--devices",
+        "5",
+        "--rate",
+        "50",
+        "--count",
+        "100",
+        "--store",
+        "none",
+        "--run-id",
+        "live",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--progress",
+        "never",
+    ]);
+    let loadgen_addr = metrics_addr(&mut loadgen).await;
+    let load_text = scrape_until(&loadgen_addr, "5 devices sending", |s| {
+        total(s, "iotload_devices_connected") == 5.0
+            && total(s, "iotload_messages_sent_total") > 0.0
+    })
+    .await;
+    assert!(
+        load_text.contains("iotload_messages_sent_total{run=\"live\"}"),
+        "{load_text}"
+    );
+    assert_eq!(loadgen.exit_code().await, Some(0));
+
+    let echo_text = scrape_until(&echo_addr, "500 echoed", |s| {
+        total(s, "iotload_echo_published_total") == 500.0
+    })
+    .await;
+    let text = scrape_until(&collector_addr, "500 received", |s| {
+        total(s, "iotload_messages_received_total") == 500.0
+    })
+    .await;
+    let s = samples(&text);
+    let topics: Vec<&String> = s
+        .keys()
+        .filter(|k| k.starts_with("iotload_messages_received_total{"))
+        .collect();
+    assert_eq!(topics.len(), 5, "one series per topic: {topics:?}");
+    for device in 0..5 {
+        let labels = format!("run=\"live\",topic=\"iot/{device}/action\"");
+        assert_eq!(
+            s[&format!("iotload_messages_received_total{{{labels}}}")],
+            100.0
+        );
+        assert_histogram(&s, "iotload_latency_seconds", &labels, 100.0);
+        assert_histogram(&s, "iotload_latency_corrected_seconds", &labels, 100.0);
+    }
+    assert_eq!(total(&s, "iotload_messages_lost_total"), 0.0);
+    assert_eq!(total(&s, "iotload_messages_duplicate_total"), 0.0);
+    collector.interrupt();
+    assert_eq!(collector.exit_code().await, Some(130));
+    echo.interrupt();
+    let _ = echo.exit_code().await;
+
+    let mut exposed = BTreeSet::new();
+    for body in [&load_text, &echo_text, &text] {
+        promtool_accepts(body).await;
+        for line in body.lines().filter(|l| l.starts_with("# TYPE ")) {
+            exposed.insert(line.split_whitespace().nth(2).unwrap().to_string());
+        }
+    }
+    assert_eq!(
+        exposed,
+        documented_names(),
+        "docs/metrics.md lists exactly what the components expose"
+    );
+}
+
+#[tokio::test]
+async fn metrics_addr_that_cannot_be_bound_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = run(&["run", "--duration", "1s", "--metrics-addr", &addr]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("cannot listen on --metrics-addr {addr}")),
+        "{}",
+        out.stderr
+    );
+}
