@@ -11,6 +11,10 @@ use std::sync::atomic::Ordering;
 /// The send lag above which the tool says it fell behind its own schedule.
 const BEHIND_LAG_MS: f64 = 10.0;
 
+/// Time with a full socket from which the tool says the receiver fell behind: one
+/// once-a-second sample may be a scheduling hiccup, two seconds in a run are not.
+const BACKLOG_WARNING: Duration = Duration::from_secs(2);
+
 pub(crate) fn load_section(
     plan: &LoadPlan,
     report: &LoadReport,
@@ -98,6 +102,15 @@ pub(crate) fn receive_section(
             report.dropped_by_client
         ));
     }
+    if report.backlog_behind >= BACKLOG_WARNING {
+        warnings.push(format!(
+            "the receiver fell behind: for {:.1} s its sockets held 64 KiB or more unread \
+             (peak {} KiB) and the latency includes that wait; spread the topics over more \
+             collectors (--claim N) or give the collector more CPU",
+            report.backlog_behind.as_secs_f64(),
+            report.backlog_peak_bytes / 1024
+        ));
+    }
     let span = report
         .receive_span
         .max(Duration::from_millis(1))
@@ -112,6 +125,8 @@ pub(crate) fn receive_section(
         future_stamps: report.future_stamps,
         disconnections: report.disconnections,
         dropped_by_client: report.dropped_by_client,
+        socket_backlog_peak_bytes: report.backlog_peak_bytes,
+        socket_backlog_behind_s: (report.backlog_behind.as_secs_f64() * 10.0).round() / 10.0,
         received_per_s: report.received as f64 / span,
         latency_ms: report.latency.stats_ms(),
         latency_corrected_ms: report.latency_corrected.stats_ms(),

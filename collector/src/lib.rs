@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use iotload_core::args::{BrokerArgs, StampArgs};
+use iotload_core::backlog::BacklogWatch;
 use iotload_core::payload::StampDecoder;
 use iotload_core::plan::{PlanError, parse_duration};
 use iotload_core::recorder::LatencyHistogram;
@@ -281,6 +282,12 @@ pub struct CollectReport {
     pub receive_span: Duration,
     /// Messages the client library dropped because the collector fell behind.
     pub dropped_by_client: u64,
+    /// The most bytes seen waiting unread in this process's TCP sockets (sampled each
+    /// second; 0 where the platform does not say).
+    pub backlog_peak_bytes: u64,
+    /// Time during which the unread bytes were at or above
+    /// [`iotload_core::backlog::BEHIND_BYTES`]: the receiver was behind.
+    pub backlog_behind: Duration,
 }
 
 /// Opens the subscription; messages published after this returns are received.
@@ -299,6 +306,7 @@ pub async fn collect<S: Subscriber>(
     records: Option<RecordSender>,
     stop: CancellationToken,
 ) -> CollectReport {
+    let backlog = BacklogWatch::start(Duration::from_secs(1));
     let mut per_topic = TopicSeconds::new(plan.run_id.clone(), plan.instance.clone());
     let offer_all = |done: Vec<TopicSecond>| {
         if let Some(r) = &records {
@@ -448,6 +456,7 @@ pub async fn collect<S: Subscriber>(
         }
     }
     let dropped_by_client = subscriber.dropped();
+    let (backlog_peak_bytes, backlog_behind) = backlog.finish();
     live.add_interval(
         received,
         seq.counts(),
@@ -470,5 +479,7 @@ pub async fn collect<S: Subscriber>(
         disconnections,
         receive_span: first.map_or(Duration::ZERO, |f| last.saturating_duration_since(f)),
         dropped_by_client,
+        backlog_peak_bytes,
+        backlog_behind,
     }
 }

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod args;
+pub mod backlog;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded_broker;
 pub mod payload;

@@ -163,6 +163,12 @@ pub struct ReceiveSection {
     /// slow consumer). A lower bound: the client reports drops through a bounded event
     /// queue. The dropped messages also count in `lost` once their sequence gaps are seen.
     pub dropped_by_client: u64,
+    /// The most bytes seen waiting unread in the receiving process's TCP sockets, sampled
+    /// each second (Linux; 0 elsewhere). In `iotload run` this covers every component.
+    pub socket_backlog_peak_bytes: u64,
+    /// Seconds during which 64 KiB or more waited unread (from the once-a-second
+    /// samples): a socket about full, the receiver behind, the latency including the wait.
+    pub socket_backlog_behind_s: f64,
     /// Received messages per second.
     pub received_per_s: f64,
     /// End-to-end latency: receive time minus actual send time.
@@ -354,6 +360,8 @@ mod tests {
             future_stamps: 0,
             disconnections: 0,
             dropped_by_client: 0,
+            socket_backlog_peak_bytes: 0,
+            socket_backlog_behind_s: 0.0,
             received_per_s: 10.0,
             latency_ms: LatencyStats {
                 count: 10,

@@ -10,12 +10,15 @@
 //! - deliver only what the filters match;
 //! - deliver everything queued when a publisher closes right after publishing, and close
 //!   a subscriber cleanly;
+//! - lose nothing when a receive is abandoned half way (the collector and the echo wait
+//!   for a message in a `select!` with timers, so `recv` must be cancel-safe);
 //! - fail fast with a connection error that names the address when nobody listens;
 //! - report refused credentials as an authentication error, where the broker has them.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use iotload_core::stamp::now_us;
@@ -73,6 +76,11 @@ macro_rules! conformance_suite {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn conformance_close_delivers_everything_queued() {
             $crate::conformance::close_flushes::<$broker>().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn conformance_abandoned_receives_lose_nothing() {
+            $crate::conformance::abandoned_receives::<$broker>().await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,6 +312,69 @@ pub(crate) async fn close_flushes<B: Broker>() {
     p.close().await.expect("close sends what is queued");
     let got = receive(&mut sub, N as usize, Duration::from_millis(200)).await;
     assert_eq!(got.len(), N as usize);
+    sub.close().await.expect("subscriber closes cleanly");
+}
+
+/// 300 messages received through receives that are polled once and dropped, or cut
+/// short by a 1 ms timeout, as a `select!` drops them when another branch wins: every
+/// message still arrives exactly once.
+pub(crate) async fn abandoned_receives<B: Broker>() {
+    if !B::available() {
+        return;
+    }
+    const N: u32 = 300;
+    let broker = B::start().await;
+    let t = broker.transport();
+    let prefix = B::prefix("abn");
+    let mut sub = t
+        .subscriber(&identity("abn-sub"), &[format!("{prefix}/+/t")])
+        .await
+        .expect("subscribe");
+    let mut p = t.publisher(&identity("abn-pub")).await.expect("connect");
+    for seq in 0..N {
+        publish(
+            &mut p,
+            &message(&format!("{prefix}/3/t"), 3, seq, B::HEADERS),
+        )
+        .await;
+    }
+    p.close().await.expect("close sends what is queued");
+    let mut got = Vec::with_capacity(N as usize);
+    let (mut abandoned, mut cut) = (0u32, 0u32);
+    // Well under a redelivery timeout (JetStream's 30 s ack wait): a message only
+    // redelivered after an abandoned receive dropped it counts as lost here.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while got.len() < N as usize {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {N} messages arrived through abandoned receives \
+             ({abandoned} polled once and dropped, {cut} cut short)",
+            got.len()
+        );
+        let once = {
+            let mut receive = std::pin::pin!(sub.recv());
+            std::future::poll_fn(|cx| Poll::Ready(receive.as_mut().poll(cx))).await
+        };
+        match once {
+            Poll::Ready(m) => {
+                got.push(m.expect("receive"));
+                continue;
+            }
+            Poll::Pending => abandoned += 1,
+        }
+        match tokio::time::timeout(Duration::from_millis(1), sub.recv()).await {
+            Ok(m) => got.push(m.expect("receive")),
+            Err(_) => cut += 1,
+        }
+    }
+    if let Ok(Ok(extra)) = tokio::time::timeout(Duration::from_millis(200), sub.recv()).await {
+        panic!("an unexpected extra message arrived: {extra:?}");
+    }
+    let mut seqs: Vec<u32> = got.iter().map(|m| seq_of(m).1).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), N as usize, "every message exactly once");
+    eprintln!("{abandoned} receives polled once and dropped, {cut} cut short");
     sub.close().await.expect("subscriber closes cleanly");
 }
 

@@ -46,7 +46,7 @@ use lapin::options::{
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{
-    BasicProperties, Channel, Connection, ConnectionBuilder, ConnectionProperties, Consumer,
+    Acker, BasicProperties, Channel, Connection, ConnectionBuilder, ConnectionProperties, Consumer,
     ExchangeKind, PublisherConfirm,
 };
 
@@ -551,6 +551,7 @@ impl Transport for AmqpTransport {
             consumer,
             manual_ack: self.settings.manual_ack,
             url: self.url.to_string(),
+            taken: None,
         })
     }
 }
@@ -695,38 +696,49 @@ pub struct AmqpSubscriber {
     consumer: Consumer,
     manual_ack: bool,
     url: String,
+    /// A delivery taken from the consumer and not yet returned: kept here while its
+    /// acknowledgement is sent, so a receive abandoned at that point (the caller's
+    /// `select!` chose another branch) hands it over on the next call instead of losing it.
+    taken: Option<(Acker, Incoming)>,
+}
+
+impl AmqpSubscriber {
+    fn disconnected(&self, source: impl Into<super::BoxError>) -> TransportError {
+        TransportError::Disconnected {
+            url: self.url.clone(),
+            source: source.into(),
+        }
+    }
 }
 
 impl Subscriber for AmqpSubscriber {
     async fn recv(&mut self) -> Result<Incoming, TransportError> {
-        match self.consumer.next().await {
-            Some(Ok(delivery)) => {
-                let received_us = now_us();
-                if self.manual_ack {
-                    delivery
-                        .acker
-                        .ack(BasicAckOptions::default())
-                        .await
-                        .map_err(|e| TransportError::Disconnected {
-                            url: self.url.clone(),
-                            source: e.into(),
-                        })?;
-                }
-                Ok(Incoming {
-                    topic: routing_key_to_topic(delivery.routing_key.as_str()),
-                    headers: header_pairs(&delivery.properties),
-                    payload: Bytes::from(delivery.data),
-                    received_us,
-                })
-            }
-            Some(Err(e)) => Err(TransportError::Disconnected {
-                url: self.url.clone(),
-                source: e.into(),
-            }),
-            None => Err(TransportError::Disconnected {
-                url: self.url.clone(),
-                source: "the broker cancelled the consumer".into(),
-            }),
+        if self.taken.is_none() {
+            let delivery = match self.consumer.next().await {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(e)) => return Err(self.disconnected(e)),
+                None => return Err(self.disconnected("the broker cancelled the consumer")),
+            };
+            let message = Incoming {
+                topic: routing_key_to_topic(delivery.routing_key.as_str()),
+                headers: header_pairs(&delivery.properties),
+                payload: Bytes::from(delivery.data),
+                received_us: now_us(),
+            };
+            self.taken = Some((delivery.acker, message));
+        }
+        if self.manual_ack
+            && let Some((acker, _)) = &self.taken
+            // The ack is sent when first polled; calling again after an abandoned receive
+            // sends nothing more (lapin answers `Ok(false)` for a used acker).
+            && let Err(e) = acker.ack(BasicAckOptions::default()).await
+        {
+            self.taken = None;
+            return Err(self.disconnected(e));
+        }
+        match self.taken.take() {
+            Some((_, message)) => Ok(message),
+            None => Err(self.disconnected("no delivery to hand over")),
         }
     }
 

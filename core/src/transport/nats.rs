@@ -330,6 +330,7 @@ impl Transport for NatsTransport {
                 .jetstream
                 .then_some(self.settings.jetstream_ack),
             dropped,
+            taken: None,
         };
         let waited = self.settings.connect_timeout;
         match tokio::time::timeout(waited, subscriber.subscribe_all()).await {
@@ -512,9 +513,65 @@ pub struct NatsSubscriber {
     jetstream: Option<JetStreamAck>,
     /// Messages the client dropped because the subscription's buffer was full.
     dropped: Arc<AtomicU64>,
+    /// A message taken from the subscriptions and not yet returned, with the JetStream
+    /// reply subject still to acknowledge: kept here while the ack is queued, so a
+    /// receive abandoned at that point (the caller's `select!` chose another branch)
+    /// hands it over on the next call instead of leaving it to be redelivered.
+    taken: Option<(Option<async_nats::Subject>, Incoming)>,
 }
 
 impl NatsSubscriber {
+    /// The next message, with the reply subject to acknowledge when the ack policy asks
+    /// for one; subscribes again first after the subscriptions ended.
+    async fn next_message(
+        &mut self,
+    ) -> Result<(Option<async_nats::Subject>, Incoming), TransportError> {
+        if self.failures > 0 {
+            tokio::time::sleep(backoff(self.failures)).await;
+            if let Err(e) = self.subscribe_all().await {
+                self.failures = self.failures.saturating_add(1);
+                return Err(TransportError::Disconnected {
+                    url: self.url.clone(),
+                    source: e.into(),
+                });
+            }
+        }
+        let Some(message) = self.messages.next().await else {
+            // Every subscription ended (the client gave up); subscribe again next time.
+            self.failures = self.failures.saturating_add(1);
+            return Err(TransportError::Disconnected {
+                url: self.url.clone(),
+                source: "all subscriptions ended".into(),
+            });
+        };
+        let received_us = now_us();
+        self.failures = 0;
+        let reply = match self.jetstream {
+            Some(ack) if ack != JetStreamAck::None => message.reply.clone(),
+            _ => None,
+        };
+        let headers = message
+            .headers
+            .as_ref()
+            .map(|h| {
+                h.iter()
+                    .flat_map(|(name, values)| {
+                        values
+                            .iter()
+                            .map(move |v| (AsRef::<str>::as_ref(name).to_string(), v.to_string()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let incoming = Incoming {
+            topic: subject_to_topic(message.subject.as_str()),
+            payload: message.payload,
+            headers,
+            received_us,
+        };
+        Ok((reply, incoming))
+    }
+
     /// Subscribes to every filter, then waits for the server's answer to a PING: the
     /// server handles commands in order, so the subscriptions are in place after it.
     async fn subscribe_all(&mut self) -> Result<(), TransportError> {
@@ -600,60 +657,29 @@ impl NatsSubscriber {
 
 impl Subscriber for NatsSubscriber {
     async fn recv(&mut self) -> Result<Incoming, TransportError> {
-        if self.failures > 0 {
-            tokio::time::sleep(backoff(self.failures)).await;
-            if let Err(e) = self.subscribe_all().await {
-                self.failures = self.failures.saturating_add(1);
+        if self.taken.is_none() {
+            self.taken = Some(self.next_message().await?);
+        }
+        if let Some((reply @ Some(_), _)) = &mut self.taken {
+            // Queued on the connection; the server takes it as the acknowledgement. Only
+            // cleared once queued: an abandoned receive queues it on the next call.
+            if let Some(subject) = reply.clone()
+                && let Err(e) = self.client.publish(subject, Bytes::new()).await
+            {
+                self.taken = None;
                 return Err(TransportError::Disconnected {
                     url: self.url.clone(),
                     source: e.into(),
                 });
             }
+            *reply = None;
         }
-        match self.messages.next().await {
-            Some(message) => {
-                let received_us = now_us();
-                self.failures = 0;
-                if let (Some(ack), Some(reply)) = (self.jetstream, &message.reply)
-                    && ack != JetStreamAck::None
-                {
-                    // Queued on the connection; the server takes it as the acknowledgement.
-                    self.client
-                        .publish(reply.clone(), Bytes::new())
-                        .await
-                        .map_err(|e| TransportError::Disconnected {
-                            url: self.url.clone(),
-                            source: e.into(),
-                        })?;
-                }
-                let headers = message
-                    .headers
-                    .as_ref()
-                    .map(|h| {
-                        h.iter()
-                            .flat_map(|(name, values)| {
-                                values.iter().map(move |v| {
-                                    (AsRef::<str>::as_ref(name).to_string(), v.to_string())
-                                })
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                Ok(Incoming {
-                    topic: subject_to_topic(message.subject.as_str()),
-                    payload: message.payload,
-                    headers,
-                    received_us,
-                })
-            }
-            None => {
-                // Every subscription ended (the client gave up); subscribe again next time.
-                self.failures = self.failures.saturating_add(1);
-                Err(TransportError::Disconnected {
-                    url: self.url.clone(),
-                    source: "all subscriptions ended".into(),
-                })
-            }
+        match self.taken.take() {
+            Some((_, message)) => Ok(message),
+            None => Err(TransportError::Disconnected {
+                url: self.url.clone(),
+                source: "no message to hand over".into(),
+            }),
         }
     }
 
