@@ -24,9 +24,12 @@ pub fn iotload() -> Command {
     cmd
 }
 
-/// A directory for the default results file, away from the source tree.
+/// A directory for the default results file, away from the source tree: under cargo's
+/// scratch directory for integration tests (inside `target/`, gone with `cargo clean`),
+/// one per test process so no two processes share a SQLite file.
 pub fn work_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("iotload-tests-{}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("iotload-tests-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("test work dir");
     dir
 }
