@@ -303,7 +303,7 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     // Safe with WAL: a crash of the process loses nothing, a power loss at most the last
     // transactions, never the file's consistency.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.pragma_update(None, "cache_size", -65_536)?;
+    conn.pragma_update(None, "cache_size", CACHE_KIB)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch(SCHEMA)?;
     tx.commit()?;
@@ -376,8 +376,19 @@ fn merge_second(old: TopicSecond, new: &TopicSecond) -> Result<TopicSecond, Fail
     })
 }
 
+/// SQLite's page cache (negative: KiB) while only per-second rows are written: small, so a
+/// process's memory does not grow with the file as a long run fills it.
+const CACHE_KIB: i64 = -4_096;
+
+/// The page cache once raw records are written: large enough to keep the raw index in
+/// memory, which sustained insert rates need (BENCHMARKS.md, issue #3).
+const RAW_CACHE_KIB: i64 = -65_536;
+
 /// Writes one batch in one transaction.
 fn write_batch(conn: &mut Connection, batch: &Batch, raw_run: Option<&str>) -> Result<(), Failure> {
+    if !batch.raw.is_empty() {
+        conn.pragma_update(None, "cache_size", RAW_CACHE_KIB)?;
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if !batch.seconds.is_empty() {
         let mut get = tx.prepare_cached(&format!(
