@@ -309,11 +309,15 @@ pub fn ensure_open_files(devices: u32) -> Result<u64, PlanErrorFiles> {
     if hard >= need && rlimit::Resource::NOFILE.set(need, hard).is_ok() {
         return Ok(need);
     }
+    // Root (CAP_SYS_RESOURCE) may raise the hard limit too, up to fs.nr_open.
+    if hard < need && rlimit::Resource::NOFILE.set(need, need).is_ok() {
+        return Ok(need);
+    }
     Err(PlanErrorFiles {
         need,
         soft,
         hard,
-        reason: "the hard limit is too low".into(),
+        reason: "the hard limit is too low, and this process may not raise it".into(),
     })
 }
 

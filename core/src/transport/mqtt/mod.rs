@@ -1,10 +1,15 @@
-//! MQTT 3.1.1 and 5 over TCP or TLS, with rumqttc.
+//! MQTT 3.1.1 and 5 over TCP or TLS.
 //!
-//! Each publisher is one MQTT connection whose event loop runs in its own task; each
-//! subscriber polls its event loop inline, so a received message costs no extra hop.
+//! QoS 0 MQTT 3.1.1 publishers over plain TCP write their frames straight to the socket
+//! ([`direct`]), the cheapest path for the load generator. Every other publisher is a
+//! rumqttc connection whose event loop runs in its own task; each subscriber polls its
+//! rumqttc event loop inline, so a received message costs no extra hop.
 
+mod direct;
+
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,6 +30,16 @@ pub enum MqttVersion {
     V311,
     /// MQTT 5.
     V5,
+}
+
+/// Which client library publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MqttPublisherKind {
+    /// iotload's direct writer for QoS 0 MQTT 3.1.1 over plain TCP; rumqttc otherwise.
+    #[default]
+    Direct,
+    /// rumqttc for every publisher.
+    Rumqttc,
 }
 
 /// Everything about an MQTT connection that is not in the URL or the client identity.
@@ -51,6 +66,10 @@ pub struct MqttSettings {
     /// Largest packet sent (MQTT 3.1.1) or accepted and sent (MQTT 5, where the broker
     /// drops larger packets for this client), in bytes.
     pub max_packet_size: usize,
+    /// Which client library publishes.
+    pub publisher: MqttPublisherKind,
+    /// Local addresses publishers connect from, taken in turn (direct publisher only).
+    pub source_addresses: Vec<IpAddr>,
 }
 
 /// The largest packet MQTT can carry (a 4-byte remaining length), in bytes.
@@ -69,6 +88,8 @@ impl Default for MqttSettings {
             inflight: 100,
             connect_timeout: Duration::from_secs(10),
             max_packet_size: 1 << 20,
+            publisher: MqttPublisherKind::Direct,
+            source_addresses: Vec::new(),
         }
     }
 }
@@ -78,6 +99,8 @@ pub struct MqttTransport {
     url: BrokerUrl,
     settings: MqttSettings,
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// The next publisher's index into `settings.source_addresses`.
+    next_source: AtomicUsize,
 }
 
 impl MqttTransport {
@@ -94,7 +117,63 @@ impl MqttTransport {
         } else {
             None
         };
-        Ok(Self { url, settings, tls })
+        let transport = Self {
+            url,
+            settings,
+            tls,
+            next_source: AtomicUsize::new(0),
+        };
+        if !transport.settings.source_addresses.is_empty() && !transport.publishes_directly() {
+            return Err(TransportError::Unsupported(
+                "--source-addresses needs the direct publisher: QoS 0, MQTT 3.1.1, mqtt:// \
+                 (not mqtts://) and --mqtt-publisher direct"
+                    .into(),
+            ));
+        }
+        Ok(transport)
+    }
+
+    /// Whether publishers use the direct QoS 0 writer rather than rumqttc.
+    pub fn publishes_directly(&self) -> bool {
+        let s = &self.settings;
+        s.publisher == MqttPublisherKind::Direct
+            && s.qos == 0
+            && s.version == MqttVersion::V311
+            && !self.url.tls
+    }
+
+    /// The direct publisher's dialer for one device.
+    fn dialer(&self, identity: &ClientIdentity) -> Result<direct::Dialer, TransportError> {
+        let s = &self.settings;
+        let mut connect = rumqttc::mqttbytes::v4::Connect::new(identity.client_id.as_str());
+        connect.keep_alive = s.keep_alive.as_secs().clamp(1, u64::from(u16::MAX)) as u16;
+        connect.clean_session = s.clean_start;
+        if let Some((u, p)) = self.credentials(identity) {
+            connect.set_login(u, p);
+        }
+        let mut encoded = bytes::BytesMut::new();
+        connect
+            .write(&mut encoded)
+            .map_err(|e| TransportError::Connect {
+                url: self.url.to_string(),
+                client_id: identity.client_id.clone(),
+                source: e.into(),
+            })?;
+        let sources = &s.source_addresses;
+        let source = (!sources.is_empty())
+            .then(|| sources[self.next_source.fetch_add(1, Ordering::Relaxed) % sources.len()]);
+        let host = &self.url.host;
+        Ok(direct::Dialer {
+            address: if host.contains(':') {
+                format!("[{host}]:{}", self.url.port)
+            } else {
+                format!("{host}:{}", self.url.port)
+            },
+            url: self.url.to_string(),
+            source,
+            connect: encoded.to_vec(),
+            timeout: s.connect_timeout,
+        })
     }
 
     fn qos(&self) -> rumqttc::QoS {
@@ -235,6 +314,19 @@ impl Transport for MqttTransport {
     }
 
     async fn publisher(&self, identity: &ClientIdentity) -> Result<MqttPublisher, TransportError> {
+        if self.publishes_directly() {
+            let s = &self.settings;
+            let publisher = direct::DirectPublisher::connect(
+                self.dialer(identity)?,
+                s.keep_alive,
+                s.retain,
+                s.queue_capacity,
+                s.max_packet_size,
+            )
+            .await
+            .map_err(|e| e.into_transport(self.url.to_string(), &identity.client_id))?;
+            return Ok(MqttPublisher(Connection::Direct(publisher)));
+        }
         let mut client = self.client(identity);
         self.connect(&mut client, &identity.client_id).await?;
         let disconnections = Arc::new(AtomicU64::new(0));
@@ -268,14 +360,14 @@ impl Transport for MqttTransport {
                 }
             }
         });
-        Ok(MqttPublisher {
+        Ok(MqttPublisher(Connection::Rumqttc(RumqttcPublisher {
             sender,
             qos: self.qos(),
             retain: self.settings.retain,
             driver,
             disconnections,
             downtime,
-        })
+        })))
     }
 
     async fn subscriber(
@@ -341,8 +433,19 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_millis(base_ms / 2 + jitter)
 }
 
-/// An MQTT connection that publishes; its event loop runs in a task of its own.
-pub struct MqttPublisher {
+/// An MQTT connection that publishes.
+pub struct MqttPublisher(Connection);
+
+/// The client behind a publisher.
+enum Connection {
+    /// The direct QoS 0 writer.
+    Direct(direct::DirectPublisher),
+    /// rumqttc.
+    Rumqttc(RumqttcPublisher),
+}
+
+/// A rumqttc connection that publishes; its event loop runs in a task of its own.
+struct RumqttcPublisher {
     sender: Sender,
     qos: rumqttc::QoS,
     retain: bool,
@@ -391,6 +494,39 @@ impl Downtime {
 
 impl Publisher for MqttPublisher {
     async fn publish(&mut self, m: Outgoing<'_>) -> Result<(), TransportError> {
+        match &mut self.0 {
+            Connection::Direct(p) => p.publish(m.topic, m.payload).await,
+            Connection::Rumqttc(p) => p.publish(m).await,
+        }
+    }
+
+    async fn close(self) -> Result<(), TransportError> {
+        match self.0 {
+            Connection::Direct(p) => {
+                p.close().await;
+                Ok(())
+            }
+            Connection::Rumqttc(p) => p.close().await,
+        }
+    }
+
+    fn disconnections(&self) -> u64 {
+        match &self.0 {
+            Connection::Direct(p) => p.disconnections(),
+            Connection::Rumqttc(p) => p.disconnections.load(Ordering::Relaxed),
+        }
+    }
+
+    fn disconnected_for(&self) -> Duration {
+        match &self.0 {
+            Connection::Direct(p) => p.disconnected_for(),
+            Connection::Rumqttc(p) => p.downtime.so_far(),
+        }
+    }
+}
+
+impl RumqttcPublisher {
+    async fn publish(&mut self, m: Outgoing<'_>) -> Result<(), TransportError> {
         match &self.sender {
             Sender::V4(c) => c
                 .publish(m.topic, self.qos, self.retain, m.payload.to_vec())
@@ -431,14 +567,6 @@ impl Publisher for MqttPublisher {
             driver.abort();
         }
         Ok(())
-    }
-
-    fn disconnections(&self) -> u64 {
-        self.disconnections.load(Ordering::Relaxed)
-    }
-
-    fn disconnected_for(&self) -> Duration {
-        self.downtime.so_far()
     }
 }
 
