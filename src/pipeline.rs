@@ -79,11 +79,12 @@ pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Run(args) => run_loop(args, config, shutdown).await,
         Command::Loadgen(a) => {
             let url = required_url(&a.broker)?;
-            let plan = a
+            let mut plan = a
                 .load
                 .resolve(&a.broker, &a.stamp, a.output.drain_timeout)?;
             loadgen::ensure_open_files(plan.devices)?;
             let rec = Recording::open(&a.store, "loadgen", url.to_string(), config).await?;
+            reserve_devices(&mut plan, &rec).await?;
             with_transport!(&a.broker, url, |t| crate::components::run_loadgen(
                 t, plan, rec, &a.output, shutdown
             )
@@ -198,7 +199,7 @@ async fn run_loop(
     config: serde_json::Value,
     shutdown: Shutdown,
 ) -> anyhow::Result<Outcome> {
-    let plan = args
+    let mut plan = args
         .load
         .resolve(&args.broker, &args.stamp, args.output.drain_timeout)?;
     if args.broker.kafka.kafka_group.is_some() {
@@ -220,6 +221,7 @@ async fn run_loop(
     };
     let label = crate::components::bridge_label(&url, &actions_url);
     let rec = Recording::open(&args.store, "run", label, config).await?;
+    reserve_devices(&mut plan, &rec).await?;
     let requests = args.broker.clone();
     with_transport!(&requests, url, |t| with_transport!(
         &actions,
@@ -370,4 +372,22 @@ async fn run_loop_on<T: Transport, U: Transport>(
 
 fn humantime_str(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
+}
+
+/// `--first-device auto`: reserves this instance's device numbers in the results store.
+async fn reserve_devices(plan: &mut loadgen::LoadPlan, rec: &Recording) -> anyhow::Result<()> {
+    if !plan.allocate_devices {
+        return Ok(());
+    }
+    let store = rec.backend();
+    plan.reserve_devices(store.as_deref(), rec.run_id())
+        .await
+        .context("reserving device numbers for --first-device auto")?;
+    eprintln!(
+        "devices {}..{} of run {} (reserved in the results store)",
+        plan.first_device,
+        plan.first_device + plan.devices - 1,
+        rec.run_id()
+    );
+    Ok(())
 }

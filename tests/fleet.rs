@@ -57,9 +57,10 @@ async fn two_loadgens_and_two_collectors_pair_through_redis_and_results_show_eve
         ]);
         collectors.push(c);
     }
+    // Both loadgens get the same settings but their names: `--first-device auto` gives
+    // each its own block of device numbers (0-2 and 3-5, in either order).
     let mut loadgens = Vec::new();
     for i in 0..2u32 {
-        let first = (i * 3).to_string();
         let l = spawn(&[
             "loadgen",
             "--broker",
@@ -75,7 +76,7 @@ async fn two_loadgens_and_two_collectors_pair_through_redis_and_results_show_eve
             "--devices",
             "3",
             "--first-device",
-            &first,
+            "auto",
             "--topic",
             &req,
             "--action-topic",
@@ -234,6 +235,33 @@ async fn an_unreachable_or_misaddressed_store_is_named_with_the_fix() {
     assert_eq!(out.code, 2);
     assert!(
         out.stderr.contains("bad store URL") && out.stderr.contains("redis://"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn first_device_auto_without_a_store_says_what_it_needs() {
+    let out = run(&[
+        "loadgen",
+        "--broker",
+        "mqtt://127.0.0.1:1",
+        "--first-device",
+        "auto",
+        "--store",
+        "none",
+    ])
+    .await;
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("--first-device auto") && out.stderr.contains("--store redis://"),
+        "{}",
+        out.stderr
+    );
+    let out = run(&["loadgen", "--first-device", "first", "--dry-run"]).await;
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("neither a device number") && out.stderr.contains("auto"),
         "{}",
         out.stderr
     );

@@ -203,6 +203,42 @@ async fn a_dead_claimers_topics_are_claimable_after_its_lease(subject: Subject) 
     assert_eq!(again, topics);
 }
 
+/// 50 concurrent callers (each with its own connection) reserve 100 device numbers each:
+/// the blocks are disjoint, cover 0..5000 without a gap, and another run starts at 0.
+async fn device_blocks_are_disjoint(subject: Subject) {
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let url = subject.url.clone();
+        callers.spawn(async move {
+            let store = open(&url).await.expect("store opens");
+            store.allocate_devices("blocks", 100).await.unwrap()
+        });
+    }
+    let mut firsts = Vec::new();
+    while let Some(first) = callers.join_next().await {
+        firsts.push(first.unwrap());
+    }
+    firsts.sort_unstable();
+    let expected: Vec<u32> = (0..50).map(|i| i * 100).collect();
+    assert_eq!(
+        firsts, expected,
+        "one block of 100 each, no overlap, no gap"
+    );
+    let store = open(&subject.url).await.unwrap();
+    assert_eq!(store.allocate_devices("another-run", 7).await.unwrap(), 0);
+    assert_eq!(store.allocate_devices("blocks", 1).await.unwrap(), 5000);
+}
+
+#[tokio::test]
+async fn redis_gives_concurrent_loadgens_disjoint_device_blocks() {
+    device_blocks_are_disjoint(redis().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_gives_concurrent_loadgens_disjoint_device_blocks() {
+    device_blocks_are_disjoint(sqlite()).await;
+}
+
 #[tokio::test]
 async fn redis_round_trips_runs_seconds_and_raw() {
     round_trip(redis().await).await;

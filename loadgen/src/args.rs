@@ -5,12 +5,39 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use iotload_core::args::{BrokerArgs, StampArgs};
+use iotload_core::args::{BrokerArgs, Credentials, StampArgs};
 use iotload_core::payload::{Body, CarrierKind, StampEncoder};
 use iotload_core::plan::{BrokerKind, PlanError, Rate, Template, parse_count, parse_duration};
 use iotload_core::schedule::Stop;
 
 use crate::LoadPlan;
+
+/// Where a loadgen's device numbers start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstDevice {
+    /// This number.
+    Number(u32),
+    /// The next free block of the run, reserved in the results store.
+    Auto,
+}
+
+impl std::fmt::Display for FirstDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FirstDevice::Number(n) => write!(f, "{n}"),
+            FirstDevice::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+fn parse_first_device(s: &str) -> Result<FirstDevice, String> {
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(FirstDevice::Auto);
+    }
+    s.parse()
+        .map(FirstDevice::Number)
+        .map_err(|_| format!("`{s}` is neither a device number (0 to 4294967295) nor `auto`"))
+}
 
 /// What the emulated devices send.
 #[derive(Debug, Clone, Args)]
@@ -20,14 +47,18 @@ pub struct LoadArgs {
           value_parser = parse_count)]
     pub devices: u64,
 
-    /// Number of the first device, so several loadgen instances use distinct devices.
+    /// Number of the first device, so several loadgen instances use distinct devices; or
+    /// `auto`: reserve the next free block of --devices numbers of this run in the results
+    /// store, so replicas started with the same settings (Compose, Kubernetes) never share
+    /// a device or topic.
     #[arg(
         long,
         env = "IOTLOAD_FIRST_DEVICE",
-        value_name = "N",
-        default_value_t = 0
+        value_name = "N|auto",
+        default_value = "0",
+        value_parser = parse_first_device
     )]
-    pub first_device: u32,
+    pub first_device: FirstDevice,
 
     /// Messages per second per device; fractional rates are allowed (0.2 = one every 5 s).
     #[arg(
@@ -138,7 +169,11 @@ impl LoadArgs {
                 option: "--devices",
                 reason: format!("{} is not between 1 and {}", self.devices, u32::MAX),
             })?;
-        if self.first_device.checked_add(devices).is_none() {
+        let (first_device, allocate_devices) = match self.first_device {
+            FirstDevice::Number(n) => (n, false),
+            FirstDevice::Auto => (0, true),
+        };
+        if first_device.checked_add(devices).is_none() {
             return Err(PlanError::BadValue {
                 option: "--first-device",
                 reason: "first device plus devices exceeds 4294967295".into(),
@@ -209,10 +244,19 @@ impl LoadArgs {
             self.payload_size,
         )?;
         let credentials = broker.credentials()?;
-        credentials.check_rows(self.first_device, devices)?;
+        if allocate_devices && matches!(credentials, Credentials::Table(_)) {
+            return Err(PlanError::BadValue {
+                option: "--first-device",
+                reason: "`auto` cannot be used with --credentials-file, whose rows are by \
+                         device number; give each instance its --first-device"
+                    .into(),
+            });
+        }
+        credentials.check_rows(first_device, devices)?;
         Ok(LoadPlan {
             devices,
-            first_device: self.first_device,
+            first_device,
+            allocate_devices,
             rate,
             stop,
             topic,

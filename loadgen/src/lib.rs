@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use args::LoadArgs;
+pub use args::{FirstDevice, LoadArgs};
 pub use fleet::Fleet;
 
 /// A checked description of what the devices do.
@@ -34,6 +34,9 @@ pub struct LoadPlan {
     pub devices: u32,
     /// Number of the first device.
     pub first_device: u32,
+    /// `--first-device auto`: `first_device` is still to be reserved in the results store
+    /// ([`LoadPlan::reserve_devices`]).
+    pub allocate_devices: bool,
     /// Messages per second per device.
     pub rate: Rate,
     /// When each device stops.
@@ -62,6 +65,26 @@ pub struct LoadPlan {
 }
 
 impl LoadPlan {
+    /// For `--first-device auto`: reserves this instance's block of device numbers in
+    /// `store` under `run_id` and starts the plan there. Does nothing otherwise.
+    pub async fn reserve_devices(
+        &mut self,
+        store: Option<&dyn iotload_core::store::Backend>,
+        run_id: &str,
+    ) -> Result<(), LoadgenError> {
+        if !self.allocate_devices {
+            return Ok(());
+        }
+        let store = store.ok_or(LoadgenError::NoStoreForAuto)?;
+        let first = store
+            .allocate_devices(run_id, self.devices)
+            .await
+            .map_err(LoadgenError::Fleet)?;
+        self.first_device = first;
+        self.allocate_devices = false;
+        Ok(())
+    }
+
     /// Messages the whole fleet will send if nothing stops it early.
     pub fn planned(&self) -> u64 {
         iotload_core::schedule::total_messages(self.devices, self.rate.per_s(), self.stop)
@@ -121,9 +144,15 @@ pub enum LoadgenError {
     /// Not a single device could connect.
     #[error("no device could connect")]
     NoDevice(#[source] TransportError),
-    /// The store refused the advertisement or the start barrier.
+    /// The store refused the advertisement, the start barrier or a device block.
     #[error("coordinating with the fleet through the results store failed")]
     Fleet(#[source] iotload_core::store::StoreError),
+    /// `--first-device auto` without a store to reserve the block in.
+    #[error(
+        "--first-device auto reserves device numbers in the results store, but there is \
+         none (--store none); give --store redis://... shared by the loadgens, or a number"
+    )]
+    NoStoreForAuto,
 }
 
 /// Connects the devices, runs their schedules, then flushes and closes every connection.

@@ -235,6 +235,11 @@ pub trait Coordinator: Send + Sync {
 
     /// How many members the start barrier `name` has.
     async fn barrier_size(&self, name: &str) -> Result<u64, StoreError>;
+
+    /// Reserves `count` device numbers in run `run` that no other caller gets, and returns
+    /// the first: replicas started with the same settings use distinct devices and topics
+    /// (`--first-device auto`). Blocks are handed out from 0 upwards.
+    async fn allocate_devices(&self, run: &str, count: u32) -> Result<u32, StoreError>;
 }
 
 /// A store that also coordinates fleets: what `open` returns.

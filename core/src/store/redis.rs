@@ -41,6 +41,8 @@ const AD_PREFIX: &str = "iotload:ad:";
 const CLAIM_PREFIX: &str = "iotload:claim:";
 /// Prefix of a barrier key (followed by its name).
 const BARRIER_PREFIX: &str = "iotload:barrier:";
+/// The next free device number of a run (`allocate_devices`).
+const DEVICES_PREFIX: &str = "iotload:devices:";
 /// Histogram field suffix for the latency (receive − sent) histogram.
 const HDR_RAW: &str = "raw";
 /// Histogram field suffix for the corrected (receive − intended) histogram.
@@ -1043,6 +1045,36 @@ impl Coordinator for RedisStore {
         })
         .await
     }
+
+    async fn allocate_devices(&self, run: &str, count: u32) -> Result<u32, StoreError> {
+        let key = format!("{DEVICES_PREFIX}{run}");
+        // Retried after a lost reply, INCRBY may reserve a block twice: the first one is
+        // then left unused, which costs nothing but a gap in the device numbers.
+        let end: u64 = self
+            .idempotent(|mut con| {
+                let key = &key;
+                async move {
+                    redis::cmd("INCRBY")
+                        .arg(key)
+                        .arg(count)
+                        .query_async(&mut con)
+                        .await
+                }
+            })
+            .await?;
+        block_start(end, count).ok_or_else(|| StoreError::Io {
+            url: self.url.clone(),
+            reason: format!("run {run} has used up the device numbers (next free: {end})"),
+        })
+    }
+}
+
+/// The first number of a block of `count` that ends (exclusive) at `end`, if it fits u32.
+fn block_start(end: u64, count: u32) -> Option<u32> {
+    let first = end.checked_sub(u64::from(count))?;
+    (first + u64::from(count) <= u64::from(u32::MAX))
+        .then_some(first)
+        .and_then(|f| u32::try_from(f).ok())
 }
 
 #[cfg(test)]

@@ -131,6 +131,10 @@ CREATE TABLE IF NOT EXISTS barriers (
     member TEXT NOT NULL,
     PRIMARY KEY (name, member)
 );
+CREATE TABLE IF NOT EXISTS device_blocks (
+    run_id TEXT PRIMARY KEY,
+    next   INTEGER NOT NULL
+);
 ";
 
 /// The columns of `seconds`, in the order [`read_second`] expects.
@@ -378,7 +382,7 @@ fn merge_second(old: TopicSecond, new: &TopicSecond) -> Result<TopicSecond, Fail
 
 /// SQLite's page cache (negative: KiB) while only per-second rows are written: small, so a
 /// process's memory does not grow with the file as a long run fills it.
-const CACHE_KIB: i64 = -4_096;
+const CACHE_KIB: i64 = -1_024;
 
 /// The page cache once raw records are written: large enough to keep the raw index in
 /// memory, which sustained insert rates need (BENCHMARKS.md, issue #3).
@@ -867,6 +871,32 @@ impl Coordinator for SqliteStore {
     async fn barrier_size(&self, name: &str) -> Result<u64, StoreError> {
         let name = name.to_string();
         self.call(move |conn| Ok(barrier_count(conn, &name)?)).await
+    }
+
+    async fn allocate_devices(&self, run: &str, count: u32) -> Result<u32, StoreError> {
+        let run = run.to_string();
+        let end: u64 = self
+            .call(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let end = tx
+                    .prepare_cached(
+                        "INSERT INTO device_blocks (run_id, next) VALUES (?1, ?2)
+                         ON CONFLICT (run_id) DO UPDATE SET next = next + ?2
+                         RETURNING next",
+                    )?
+                    .query_row(rusqlite::params![run, count], |r| r.get(0))?;
+                tx.commit()?;
+                Ok(end)
+            })
+            .await?;
+        let first = end - u64::from(count);
+        u32::try_from(end)
+            .ok()
+            .and(u32::try_from(first).ok())
+            .ok_or_else(|| StoreError::Io {
+                url: self.url.clone(),
+                reason: format!("the device numbers are used up (next free: {end})"),
+            })
     }
 }
 
