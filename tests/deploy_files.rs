@@ -157,6 +157,7 @@ fn the_compose_demo_renders_and_scales_loadgens_and_collectors_together() {
             .arg(&file)
             .arg("config")
             .env("LOADGENS", "7")
+            .env("WAIT_FOR", "14")
             .env("DEVICES", "250"),
     );
     let config: Value = serde_saphyr::from_str(&rendered).unwrap();
@@ -170,7 +171,7 @@ fn the_compose_demo_renders_and_scales_loadgens_and_collectors_together() {
             .unwrap_or_default()
             .to_string()
     };
-    assert_eq!(env(&loadgen, "IOTLOAD_WAIT_FOR"), "7");
+    assert_eq!(env(&loadgen, "IOTLOAD_WAIT_FOR"), "14");
     assert_eq!(env(&loadgen, "IOTLOAD_FIRST_DEVICE"), "auto");
     assert_eq!(env(&loadgen, "IOTLOAD_DEVICES"), "250");
     assert_eq!(
@@ -252,10 +253,11 @@ fn check_fleet(overlay: &str, docs: &[Value]) {
     let (loadgen, collector) = (deployment("loadgen"), deployment("collector"));
     let replicas = &loadgen["spec"]["replicas"];
     assert_eq!(&collector["spec"]["replicas"], replicas, "{overlay}");
+    let instances = replicas.as_u64().unwrap() + collector["spec"]["replicas"].as_u64().unwrap();
     assert_eq!(
         env(&loadgen, "IOTLOAD_WAIT_FOR"),
-        replicas.to_string(),
-        "{overlay}: the loadgens wait for all their replicas"
+        instances.to_string(),
+        "{overlay}: the loadgens wait for every loadgen and collector"
     );
     assert_eq!(
         env(&collector, "IOTLOAD_CLAIM"),

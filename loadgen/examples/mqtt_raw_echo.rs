@@ -67,6 +67,8 @@ fn main() -> std::io::Result<()> {
     for i in 0..count {
         let due = origin + period * i as u32;
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            // No async runtime here: the baseline is plain blocking threads on purpose.
+            #[allow(clippy::disallowed_methods)]
             std::thread::sleep(wait);
         }
         let sent = origin.elapsed().as_nanos() as u64;

@@ -139,6 +139,15 @@ pub fn spawn(args: &[&str]) -> Proc {
 }
 
 impl Proc {
+    /// Wraps a child started elsewhere (e.g. in a network namespace) whose stderr is piped.
+    pub fn from_child(child: Child, lines: Lines<BufReader<ChildStderr>>) -> Self {
+        Proc {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
     /// Reads stderr until a line contains `needle`.
     pub async fn wait_for(&mut self, needle: &str) {
         self.wait_until(|l| l.contains(needle), needle).await;
@@ -169,6 +178,15 @@ impl Proc {
             .status()
             .expect("kill runs");
         assert!(status.success());
+    }
+
+    /// Waits for the exit code and returns it with every stderr line.
+    pub async fn finish(mut self) -> (Option<i32>, Vec<String>) {
+        while let Ok(Some(line)) = self.lines.next_line().await {
+            self.seen.push(line);
+        }
+        let code = self.child.wait().await.expect("child ends").code();
+        (code, self.seen)
     }
 
     /// Waits for the exit code, reading the rest of stderr meanwhile.
