@@ -191,14 +191,55 @@ pub(crate) async fn run_collector<T: Transport>(
     let mut warnings = Vec::new();
     let mut summary = RunSummary::new("collector", transport.url().to_string(), started);
     summary.interrupted = shutdown.interrupted();
-    summary.receive = Some(receive_section(
-        &report,
-        None,
-        output.per_device,
-        &mut warnings,
-    ));
+    let mut receive = receive_section(&report, None, output.per_device, &mut warnings);
+    if let Some(store) = rec.backend() {
+        receive.clock_offsets = clock_offsets(store.as_ref(), rec.run_id(), &mut warnings).await;
+    }
+    summary.receive = Some(receive);
     summary.elapsed_s = clock.elapsed().as_secs_f64();
     summary.warnings = warnings;
     rec.close(&mut summary, output.drain_timeout).await;
     finish(&mut summary, output)
+}
+
+/// This collector's clock against each loadgen's that stored an estimate in the run, with
+/// a warning for any that is off by more than its error bound and 1 ms.
+async fn clock_offsets(
+    store: &dyn iotload_core::store::Backend,
+    run_id: &str,
+    warnings: &mut Vec<String>,
+) -> Vec<iotload_core::clock_offset::ClockOffset> {
+    use iotload_core::clock_offset::{estimate, offsets_to};
+    let measured = async {
+        let own = estimate(store, 16).await?;
+        Ok::<_, iotload_core::store::StoreError>(offsets_to(own, &store.clocks(run_id).await?))
+    };
+    match measured.await {
+        Ok(offsets) => {
+            for o in &offsets {
+                if o.offset_us.unsigned_abs() > o.bound_us.max(1_000) {
+                    warnings.push(format!(
+                        "the clock of loadgen {} is {:.3} ms {} this collector's (± {:.3} ms): \
+                         latencies of its messages are off by that much; synchronise the \
+                         clocks (NTP, PTP) or add the offset",
+                        o.instance,
+                        o.offset_us.unsigned_abs() as f64 / 1000.0,
+                        if o.offset_us > 0 {
+                            "ahead of"
+                        } else {
+                            "behind"
+                        },
+                        o.bound_us as f64 / 1000.0
+                    ));
+                }
+            }
+            offsets
+        }
+        Err(e) => {
+            warnings.push(format!(
+                "could not estimate the loadgens' clock offsets: {e}"
+            ));
+            Vec::new()
+        }
+    }
 }

@@ -137,5 +137,6 @@ pub(crate) fn receive_section(
                 .map(|&(device, counts)| DeviceCounts { device, counts })
                 .collect()
         }),
+        clock_offsets: Vec::new(),
     }
 }

@@ -2,8 +2,10 @@
 //! holds Redis and Mosquitto; three loadgens, one echo-ipaas and three collectors run in
 //! seven others, each configured only by environment variables, all joined by veth pairs
 //! to a bridge, with addresses in 10.201.0.0/24 that exist only inside the namespaces.
-//! The test checks that every topic was claimed by exactly one collector and that the
-//! plotter merges the results of all six instances. It removes its namespaces however it
+//! The test checks that every topic was claimed by exactly one collector, that each
+//! collector's estimate of every loadgen's clock offset is 0 within its error bound (the
+//! namespaces share one clock), and that the plotter merges the results of all six
+//! instances. It removes its namespaces however it
 //! ends. Needs root (CAP_NET_ADMIN); CI runs as root, elsewhere it is skipped.
 #![allow(clippy::unwrap_used)]
 
@@ -293,6 +295,30 @@ async fn three_loadgens_and_three_collectors_on_separate_hosts_pair_through_redi
         let s = read_json(&scratch.path(&format!("c{i}.json")));
         assert_eq!(u(&s, "/receive/unique"), 80, "collector {i}: {s:#}");
         assert_eq!(u(&s, "/receive/lost"), 0, "collector {i}: {s:#}");
+        // One clock: every loadgen's offset to this collector is 0 within its bound.
+        let offsets = s["receive"]["clock_offsets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let named: BTreeSet<&str> = offsets
+            .iter()
+            .filter_map(|o| o["instance"].as_str())
+            .collect();
+        assert_eq!(
+            named,
+            BTreeSet::from(["lg0", "lg1", "lg2"]),
+            "collector {i}: {s:#}"
+        );
+        for o in &offsets {
+            let (offset, bound) = (
+                o["offset_us"].as_i64().unwrap(),
+                o["bound_us"].as_u64().unwrap(),
+            );
+            assert!(
+                offset.unsigned_abs() <= bound + 2 && bound < 50_000,
+                "collector {i}: offset {offset} µs outside its bound {bound} µs"
+            );
+        }
         let devices: Vec<u64> = s["receive"]["per_device"]
             .as_array()
             .map(|d| d.iter().filter_map(|v| v["device"].as_u64()).collect())

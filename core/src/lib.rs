@@ -8,6 +8,7 @@
 
 pub mod args;
 pub mod backlog;
+pub mod clock_offset;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded_broker;
 pub mod payload;

@@ -178,6 +178,9 @@ pub struct ReceiveSection {
     /// Counts per device (with `--per-device`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_device: Option<Vec<DeviceCounts>>,
+    /// With a shared store: this collector's clock against each loadgen's of the run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub clock_offsets: Vec<crate::clock_offset::ClockOffset>,
 }
 
 /// One device's sequence accounting.
@@ -370,6 +373,7 @@ mod tests {
             },
             latency_corrected_ms: LatencyStats::default(),
             per_device: None,
+            clock_offsets: Vec::new(),
         });
         let t = s.render();
         assert!(t.contains("received    10 (10.0/s) · lost 0"), "{t}");

@@ -63,6 +63,19 @@ impl Fleet {
         })))
     }
 
+    /// Stores this instance's clock against the store's, so collectors on other hosts can
+    /// tell how far their clocks are from this one (a failure only warns).
+    pub(crate) async fn publish_clock(&self) {
+        let Some(store) = &self.store else { return };
+        let published = async {
+            let clock = iotload_core::clock_offset::estimate(store.as_ref(), 16).await?;
+            store.put_clock(&self.run_id, &self.instance, clock).await
+        };
+        if let Err(e) = published.await {
+            tracing::warn!("storing this loadgen's clock estimate failed: {e}");
+        }
+    }
+
     /// Joins the start barrier and waits for `members`, then for `start_at`.
     pub(crate) async fn wait_for_start(
         &self,

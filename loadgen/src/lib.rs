@@ -178,6 +178,7 @@ pub async fn run<T: Transport>(
     } else {
         None
     };
+    fleet.publish_clock().await;
     fleet
         .wait_for_start(plan.wait_for, plan.start_at, &stop)
         .await

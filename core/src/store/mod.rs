@@ -240,6 +240,24 @@ pub trait Coordinator: Send + Sync {
     /// the first: replicas started with the same settings use distinct devices and topics
     /// (`--first-device auto`). Blocks are handed out from 0 upwards.
     async fn allocate_devices(&self, run: &str, count: u32) -> Result<u32, StoreError>;
+
+    /// The store's clock, µs since the Unix epoch (for a local file, this host's clock),
+    /// for clock-offset exchanges ([`crate::clock_offset`]).
+    async fn server_time_us(&self) -> Result<u64, StoreError>;
+
+    /// Stores `instance`'s clock estimate in run `run`, replacing an earlier one.
+    async fn put_clock(
+        &self,
+        run: &str,
+        instance: &str,
+        clock: crate::clock_offset::ClockEstimate,
+    ) -> Result<(), StoreError>;
+
+    /// Every clock estimate stored in run `run`, by instance.
+    async fn clocks(
+        &self,
+        run: &str,
+    ) -> Result<Vec<(String, crate::clock_offset::ClockEstimate)>, StoreError>;
 }
 
 /// A store that also coordinates fleets: what `open` returns.

@@ -27,6 +27,7 @@ use redis::{AsyncConnectionConfig, ErrorKind, RedisError, RedisResult, Script};
 use super::{
     Advertisement, Batch, Coordinator, RawRecord, RunRecord, Store, StoreError, TopicSecond,
 };
+use crate::clock_offset::ClockEstimate;
 use crate::recorder::LatencyHistogram;
 
 /// Prefix of every key.
@@ -43,6 +44,8 @@ const CLAIM_PREFIX: &str = "iotload:claim:";
 const BARRIER_PREFIX: &str = "iotload:barrier:";
 /// The next free device number of a run (`allocate_devices`).
 const DEVICES_PREFIX: &str = "iotload:devices:";
+/// A run's clock estimates: a hash of instance → "offset_us bound_us".
+const CLOCKS_PREFIX: &str = "iotload:clocks:";
 /// Histogram field suffix for the latency (receive − sent) histogram.
 const HDR_RAW: &str = "raw";
 /// Histogram field suffix for the corrected (receive − intended) histogram.
@@ -1067,6 +1070,58 @@ impl Coordinator for RedisStore {
             reason: format!("run {run} has used up the device numbers (next free: {end})"),
         })
     }
+
+    async fn server_time_us(&self) -> Result<u64, StoreError> {
+        let (secs, micros): (u64, u64) = self
+            .idempotent(|mut con| async move { redis::cmd("TIME").query_async(&mut con).await })
+            .await?;
+        Ok(secs * 1_000_000 + micros)
+    }
+
+    async fn put_clock(
+        &self,
+        run: &str,
+        instance: &str,
+        clock: ClockEstimate,
+    ) -> Result<(), StoreError> {
+        let key = format!("{CLOCKS_PREFIX}{run}");
+        let value = format!("{} {}", clock.offset_us, clock.bound_us);
+        self.idempotent(|mut con| {
+            let (key, value) = (&key, &value);
+            async move {
+                redis::cmd("HSET")
+                    .arg(key)
+                    .arg(instance)
+                    .arg(value)
+                    .query_async::<()>(&mut con)
+                    .await
+            }
+        })
+        .await
+    }
+
+    async fn clocks(&self, run: &str) -> Result<Vec<(String, ClockEstimate)>, StoreError> {
+        let key = format!("{CLOCKS_PREFIX}{run}");
+        let all: std::collections::BTreeMap<String, String> = self
+            .idempotent(|mut con| {
+                let key = &key;
+                async move { redis::cmd("HGETALL").arg(key).query_async(&mut con).await }
+            })
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(instance, text)| parse_clock(&text).map(|c| (instance, c)))
+            .collect())
+    }
+}
+
+/// Parses a stored "offset_us bound_us" clock estimate.
+fn parse_clock(text: &str) -> Option<ClockEstimate> {
+    let (offset, bound) = text.split_once(' ')?;
+    Some(ClockEstimate {
+        offset_us: offset.parse().ok()?,
+        bound_us: bound.parse().ok()?,
+    })
 }
 
 /// The first number of a block of `count` that ends (exclusive) at `end`, if it fits u32.

@@ -70,6 +70,7 @@ use rusqlite::{
 use super::{
     Advertisement, Batch, Coordinator, RawRecord, RunRecord, Store, StoreError, TopicSecond,
 };
+use crate::clock_offset::ClockEstimate;
 use crate::recorder::LatencyHistogram;
 
 /// How long a call waits for another process's lock before failing with a retryable error.
@@ -134,6 +135,13 @@ CREATE TABLE IF NOT EXISTS barriers (
 CREATE TABLE IF NOT EXISTS device_blocks (
     run_id TEXT PRIMARY KEY,
     next   INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS clocks (
+    run_id    TEXT    NOT NULL,
+    instance  TEXT    NOT NULL,
+    offset_us INTEGER NOT NULL,
+    bound_us  INTEGER NOT NULL,
+    PRIMARY KEY (run_id, instance)
 );
 ";
 
@@ -897,6 +905,57 @@ impl Coordinator for SqliteStore {
                 url: self.url.clone(),
                 reason: format!("the device numbers are used up (next free: {end})"),
             })
+    }
+
+    async fn server_time_us(&self) -> Result<u64, StoreError> {
+        // A local file: every process that opens it shares this host's clock.
+        Ok(crate::stamp::now_us())
+    }
+
+    async fn put_clock(
+        &self,
+        run: &str,
+        instance: &str,
+        clock: ClockEstimate,
+    ) -> Result<(), StoreError> {
+        let (run, instance) = (run.to_string(), instance.to_string());
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO clocks (run_id, instance, offset_us, bound_us)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(rusqlite::params![
+                run,
+                instance,
+                clock.offset_us,
+                i64::try_from(clock.bound_us).unwrap_or(i64::MAX)
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn clocks(&self, run: &str) -> Result<Vec<(String, ClockEstimate)>, StoreError> {
+        let run = run.to_string();
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT instance, offset_us, bound_us FROM clocks WHERE run_id = ?1
+                 ORDER BY instance",
+            )?;
+            let rows = stmt
+                .query_map([&run], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        ClockEstimate {
+                            offset_us: r.get(1)?,
+                            bound_us: r.get::<_, i64>(2)?.max(0) as u64,
+                        },
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
     }
 }
 
