@@ -1,7 +1,7 @@
 //! MQTT 3.1.1 and 5 over TCP or TLS.
 //!
 //! QoS 0 MQTT 3.1.1 publishers over plain TCP write their frames straight to the socket
-//! ([`direct`]), the cheapest path for the load generator. Every other publisher is a
+//! (`direct.rs`), the cheapest path for the load generator. Every other publisher is a
 //! rumqttc connection whose event loop runs in its own task; each subscriber polls its
 //! rumqttc event loop inline, so a received message costs no extra hop.
 
