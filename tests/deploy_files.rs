@@ -16,26 +16,6 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A command-line tool on PATH (or in the tools venv `scripts/test` makes), or `None`
-/// with a message; with `CI=true` a missing tool fails the test instead.
-fn tool(name: &str, install: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let venv = repo().join("target/tools/venv/bin");
-    let found = std::env::split_paths(&path)
-        .chain([venv])
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
-        assert!(
-            !ci,
-            "{name} is not installed ({install}; scripts/test does it)"
-        );
-        eprintln!("skipped: {name} is not installed ({install})");
-    }
-    found
-}
-
 fn output(cmd: &mut std::process::Command) -> String {
     let out = cmd.output().unwrap();
     assert!(
@@ -141,7 +121,7 @@ fn deployment_files_name_only_variables_an_option_reads() {
 
 #[test]
 fn the_compose_demo_renders_and_scales_loadgens_and_collectors_together() {
-    let Some(compose) = tool("docker-compose", "apt-get install docker-compose") else {
+    let Some(compose) = common::tool(&["docker-compose"], "apt-get install docker-compose") else {
         return;
     };
     let file = repo().join("compose/docker-compose.yml");
@@ -201,11 +181,11 @@ fn kustomize(kubectl: &Path, overlay: &Path) -> String {
 
 #[test]
 fn every_kustomize_overlay_renders_and_validates_against_the_kubernetes_schemas() {
-    let Some(kubectl) = tool("kubectl", "apt-get install kubectl") else {
+    let Some(kubectl) = common::tool(&["kubectl"], "apt-get install kubectl") else {
         return;
     };
-    let Some(validate) = tool(
-        "kubernetes-validate",
+    let Some(validate) = common::tool(
+        &["kubernetes-validate"],
         "pip install kubernetes-validate, in a venv",
     ) else {
         return;

@@ -207,22 +207,38 @@ pub fn received_at_least(line: &str, n: u64) -> bool {
         .is_some_and(|count| count >= n)
 }
 
+/// Whether the suite runs in CI (`CI=true`), where a missing server or tool is a failure.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// The first of `names` found on PATH (or in the tools venv `scripts/test` makes under
+/// `target/tools`), or `None` with a message; in CI a missing tool fails the test instead.
+pub fn tool(names: &[&str], install: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/venv/bin");
+    let found = std::env::split_paths(&path)
+        .chain([venv])
+        .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            !in_ci(),
+            "{} is not installed ({install}; scripts/test does it)",
+            names[0]
+        );
+        eprintln!("skipped: {} is not installed ({install})", names[0]);
+    }
+    found
+}
+
 /// Headless Chromium (Debian package `chromium`), or `None` with a message when it is not
 /// installed; with `CI=true` a missing Chromium fails the test instead.
 pub fn chromium() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .flat_map(|dir| ["chromium", "chromium-browser"].map(|name| dir.join(name)))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
-        assert!(
-            !ci,
-            "chromium is not installed (apt-get install chromium; scripts/test does it)"
-        );
-        eprintln!("skipped: chromium is not installed (apt-get install chromium)");
-    }
-    found
+    tool(
+        &["chromium", "chromium-browser"],
+        "apt-get install chromium",
+    )
 }
 
 /// What headless Chromium made of a page.

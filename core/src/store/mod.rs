@@ -260,6 +260,13 @@ pub trait Coordinator: Send + Sync {
     ) -> Result<Vec<(String, crate::clock_offset::ClockEstimate)>, StoreError>;
 }
 
+/// The first number of a block of `count` device numbers that ends (exclusive) at `end`,
+/// if the whole block fits in u32 ([`Coordinator::allocate_devices`]).
+fn block_start(end: u64, count: u32) -> Option<u32> {
+    u32::try_from(end).ok()?;
+    u32::try_from(end.checked_sub(u64::from(count))?).ok()
+}
+
 /// A store that also coordinates fleets: what `open` returns.
 pub trait Backend: Store + Coordinator {}
 impl<T: Store + Coordinator> Backend for T {}

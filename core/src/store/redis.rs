@@ -1065,7 +1065,7 @@ impl Coordinator for RedisStore {
                 }
             })
             .await?;
-        block_start(end, count).ok_or_else(|| StoreError::Io {
+        super::block_start(end, count).ok_or_else(|| StoreError::Io {
             url: self.url.clone(),
             reason: format!("run {run} has used up the device numbers (next free: {end})"),
         })
@@ -1122,14 +1122,6 @@ fn parse_clock(text: &str) -> Option<ClockEstimate> {
         offset_us: offset.parse().ok()?,
         bound_us: bound.parse().ok()?,
     })
-}
-
-/// The first number of a block of `count` that ends (exclusive) at `end`, if it fits u32.
-fn block_start(end: u64, count: u32) -> Option<u32> {
-    let first = end.checked_sub(u64::from(count))?;
-    (first + u64::from(count) <= u64::from(u32::MAX))
-        .then_some(first)
-        .and_then(|f| u32::try_from(f).ok())
 }
 
 #[cfg(test)]

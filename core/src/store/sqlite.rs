@@ -897,14 +897,10 @@ impl Coordinator for SqliteStore {
                 Ok(end)
             })
             .await?;
-        let first = end - u64::from(count);
-        u32::try_from(end)
-            .ok()
-            .and(u32::try_from(first).ok())
-            .ok_or_else(|| StoreError::Io {
-                url: self.url.clone(),
-                reason: format!("the device numbers are used up (next free: {end})"),
-            })
+        super::block_start(end, count).ok_or_else(|| StoreError::Io {
+            url: self.url.clone(),
+            reason: format!("the device numbers are used up (next free: {end})"),
+        })
     }
 
     async fn server_time_us(&self) -> Result<u64, StoreError> {
