@@ -122,6 +122,34 @@ pub(crate) struct OutputArgs {
     /// topic label (one series per topic: mind Prometheus' cardinality).
     #[arg(long, env = "IOTLOAD_METRICS_TOPIC_LABELS")]
     pub(crate) metrics_topic_labels: bool,
+
+    /// Serve a live page at http://ADDR/ while this runs (e.g. 127.0.0.1:8080; port 0 picks
+    /// a free port, printed on stderr): latency percentiles and throughput per second,
+    /// loss, duplicates, reordering, devices, send lag, per-topic detail, and the final
+    /// summary. Works offline; the engine never waits for a viewer. Also keeps per-topic
+    /// latency in the collector (one histogram per topic).
+    #[arg(long, env = "IOTLOAD_UI", value_name = "ADDR")]
+    pub(crate) ui: Option<String>,
+
+    /// Pass/fail criterion checked at the end (repeatable; in the config file a list):
+    /// p50|p90|p99|p99.9|min|mean|max (latency; corrected.p99 for the corrected latency,
+    /// send_lag.p99 for the send lag) with a time in ms, us or s; loss|dup|reorder with a
+    /// count or a percentage; rate|sent_rate in messages per second. Compare with <, <=, >
+    /// or >=, e.g. 'p99<50ms', 'loss<0.1%', 'rate>=990/s'. The summary shows each verdict;
+    /// the exit code is 1 when one failed.
+    #[arg(
+        long,
+        env = "IOTLOAD_THRESHOLD",
+        value_name = "EXPR",
+        value_delimiter = ','
+    )]
+    pub(crate) threshold: Vec<iotload_core::threshold::Threshold>,
+
+    /// Stop the run early (as the first Ctrl-C does: drain, summarise, store) as soon as
+    /// a threshold that a running total can fail (<, <= on latency, loss, dup, reorder)
+    /// fails; judged from 100 messages on. Lower bounds (rate>=...) are judged at the end.
+    #[arg(long, env = "IOTLOAD_ABORT_ON_FAIL")]
+    pub(crate) abort_on_fail: bool,
 }
 
 /// Options of `iotload run`.

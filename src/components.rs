@@ -11,9 +11,9 @@ use iotload_core::transport::Transport;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::OutputArgs;
-use crate::metrics::MetricsEndpoint;
-use crate::pipeline::{Outcome, finish, started_at};
-use crate::progress::{Progress, Sources};
+use crate::observers::{About, Observers};
+use crate::pipeline::{Outcome, started_at};
+use crate::progress::Sources;
 use crate::recording::Recording;
 use crate::summary_build::{echo_section, load_section, receive_section};
 
@@ -31,8 +31,12 @@ pub(crate) async fn run_loadgen<T: Transport>(
         load: Some(stats.clone()),
         ..Sources::default()
     };
-    let metrics = MetricsEndpoint::start(output, &sources, Some(rec.run_id())).await?;
-    let progress = Progress::start(&output.progress, sources);
+    let about = About {
+        component: "loadgen",
+        broker: transport.url().to_string(),
+        run_id: Some(rec.run_id()),
+    };
+    let mut observers = Observers::start(output, sources, about, shutdown.produce()).await?;
     let report = loadgen::run(
         transport.clone(),
         &plan,
@@ -41,8 +45,7 @@ pub(crate) async fn run_loadgen<T: Transport>(
         shutdown.produce().clone(),
     )
     .await;
-    progress.stop().await;
-    MetricsEndpoint::stop(metrics).await;
+    observers.stop().await;
     let report = report.context("running the devices")?;
     let mut warnings = Vec::new();
     let mut summary = RunSummary::new("loadgen", transport.url().to_string(), started);
@@ -51,7 +54,7 @@ pub(crate) async fn run_loadgen<T: Transport>(
     summary.elapsed_s = clock.elapsed().as_secs_f64();
     summary.warnings = warnings;
     rec.close(&mut summary, output.drain_timeout).await;
-    finish(&mut summary, output)
+    observers.finish(&mut summary, output).await
 }
 
 pub(crate) async fn run_echo<F: Transport, T: Transport>(
@@ -85,16 +88,19 @@ pub(crate) async fn run_echo<F: Transport, T: Transport>(
         echo: Some(stats.clone()),
         ..Sources::default()
     };
-    let metrics = MetricsEndpoint::start(output, &sources, None).await?;
-    let progress = Progress::start(&output.progress, sources);
+    let about = About {
+        component: "echo-ipaas",
+        broker: bridge_label(from.url(), to.url()),
+        run_id: None,
+    };
+    let mut observers = Observers::start(output, sources, about, &stop).await?;
     echo_ipaas::serve::<F, T>(conns, &plan, stats.clone(), stop).await;
-    progress.stop().await;
-    MetricsEndpoint::stop(metrics).await;
+    observers.stop().await;
     let mut summary = RunSummary::new("echo-ipaas", bridge_label(from.url(), to.url()), started);
     summary.interrupted = shutdown.interrupted();
     summary.echo = Some(echo_section(&stats));
     summary.elapsed_s = clock.elapsed().as_secs_f64();
-    finish(&mut summary, output)
+    observers.finish(&mut summary, output).await
 }
 
 /// The broker a summary names: one URL, or `FROM -> TO` when the echo bridges two.
@@ -166,14 +172,18 @@ pub(crate) async fn run_collector<T: Transport>(
     }
     eprintln!("collector: listening on {:?}", plan.filters);
     let live = Arc::new(collector::CollectorLive::with_topic_detail(
-        output.metrics_topic_labels,
+        output.metrics_topic_labels || output.ui.is_some(),
     ));
     let sources = Sources {
         collector: Some(live.clone()),
         ..Sources::default()
     };
-    let metrics = MetricsEndpoint::start(output, &sources, Some(rec.run_id())).await?;
-    let progress = Progress::start(&output.progress, sources);
+    let about = About {
+        component: "collector",
+        broker: transport.url().to_string(),
+        run_id: Some(rec.run_id()),
+    };
+    let mut observers = Observers::start(output, sources, about, shutdown.produce()).await?;
     let report = collector::collect(
         subscriber,
         &plan,
@@ -182,8 +192,7 @@ pub(crate) async fn run_collector<T: Transport>(
         shutdown.produce().clone(),
     )
     .await;
-    progress.stop().await;
-    MetricsEndpoint::stop(metrics).await;
+    observers.stop().await;
     claims_stop.cancel();
     if let Some(task) = claims_task {
         let _ = task.await;
@@ -199,7 +208,7 @@ pub(crate) async fn run_collector<T: Transport>(
     summary.elapsed_s = clock.elapsed().as_secs_f64();
     summary.warnings = warnings;
     rec.close(&mut summary, output.drain_timeout).await;
-    finish(&mut summary, output)
+    observers.finish(&mut summary, output).await
 }
 
 /// This collector's clock against each loadgen's that stored an estimate in the run, with

@@ -1,19 +1,22 @@
 //! `iotload`: one binary, a subcommand per component, and `run` for the whole loop.
 //!
 //! parse (flags > env > config file > defaults) → resolve → run → exit code:
-//! 0 ok, 2 error, 130 interrupted (results kept).
+//! 0 ok, 1 a --threshold failed, 2 error, 130 interrupted (results kept).
 
 mod brokers;
 mod cli;
 mod components;
 mod config_file;
 mod dry_run;
+mod live_page;
 mod metrics;
+mod observers;
 mod pipeline;
 mod progress;
 mod recording;
 mod results;
 mod summary_build;
+mod threshold_watch;
 #[cfg(feature = "zmq")]
 mod zmq_proxy;
 

@@ -13,20 +13,35 @@ use iotload_core::transport::Transport;
 
 use crate::brokers::with_transport;
 use crate::cli::{Cli, Command, OutputArgs, RunArgs};
-use crate::metrics::MetricsEndpoint;
-use crate::progress::{Progress, Sources};
+use crate::observers::{About, Observers};
+use crate::progress::Sources;
 use crate::recording::Recording;
 use crate::summary_build::{echo_section, load_section, receive_section};
 
 /// How a command ended.
 pub(crate) struct Outcome {
     interrupted: bool,
+    thresholds_failed: bool,
 }
 
 impl Outcome {
-    /// 0 ok, 130 interrupted.
+    /// Nothing went wrong.
+    fn ok() -> Self {
+        Self {
+            interrupted: false,
+            thresholds_failed: false,
+        }
+    }
+
+    /// 0 ok, 1 a threshold failed, 130 interrupted.
     pub(crate) fn exit_code(&self) -> u8 {
-        if self.interrupted { 130 } else { 0 }
+        if self.thresholds_failed {
+            1
+        } else if self.interrupted {
+            130
+        } else {
+            0
+        }
     }
 }
 
@@ -61,11 +76,21 @@ pub(crate) fn hint_for(err: &anyhow::Error) -> Option<&'static str> {
 pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
     if let Command::Results(args) = cli.command {
         crate::results::execute(args).await?;
-        return Ok(Outcome { interrupted: false });
+        return Ok(Outcome::ok());
     }
     if cli.dry_run {
         crate::dry_run::print_dry_run(&cli)?;
-        return Ok(Outcome { interrupted: false });
+        return Ok(Outcome::ok());
+    }
+    let output = match &cli.command {
+        Command::Run(a) => Some(&a.output),
+        Command::Loadgen(a) => Some(&a.output),
+        Command::EchoIpaas(a) => Some(&a.output),
+        Command::Collector(a) => Some(&a.output),
+        _ => None,
+    };
+    if let Some(output) = output {
+        crate::observers::check_thresholds(output, cli.command.name())?;
     }
     let config = crate::cli::options_json(&cli);
     let shutdown = Shutdown::new();
@@ -74,7 +99,7 @@ pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
         #[cfg(feature = "zmq")]
         Command::ZmqProxy(args) => {
             crate::zmq_proxy::execute(&args, &shutdown).await?;
-            Ok(Outcome { interrupted: false })
+            Ok(Outcome::ok())
         }
         Command::Run(args) => run_loop(args, config, shutdown).await,
         Command::Loadgen(a) => {
@@ -126,9 +151,10 @@ pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
                 plotter::prometheus::serve(&a, listener, stop.cancelled_owned()).await?;
                 return Ok(Outcome {
                     interrupted: shutdown.interrupted(),
+                    thresholds_failed: false,
                 });
             }
-            Ok(Outcome { interrupted: false })
+            Ok(Outcome::ok())
         }
         Command::Collector(a) => {
             let url = required_url(&a.broker)?;
@@ -190,6 +216,7 @@ pub(crate) fn finish(summary: &mut RunSummary, output: &OutputArgs) -> anyhow::R
     }
     Ok(Outcome {
         interrupted: summary.interrupted,
+        thresholds_failed: summary.thresholds_failed(),
     })
 }
 
@@ -294,7 +321,7 @@ async fn run_loop_on<T: Transport, U: Transport>(
 
     let consume = shutdown.consume().clone();
     let live = Arc::new(collector::CollectorLive::with_topic_detail(
-        args.output.metrics_topic_labels,
+        args.output.metrics_topic_labels || args.output.ui.is_some(),
     ));
     let load_stats = Arc::new(loadgen::LoadStats::new(plan.devices));
     let echo_stats = Arc::new(echo_ipaas::EchoStats::default());
@@ -316,8 +343,12 @@ async fn run_loop_on<T: Transport, U: Transport>(
         echo: echo_task.as_ref().map(|_| echo_stats.clone()),
         collector: Some(live.clone()),
     };
-    let metrics = MetricsEndpoint::start(&args.output, &sources, Some(rec.run_id())).await?;
-    let progress = Progress::start(&args.output.progress, sources);
+    let about = About {
+        component: "run",
+        broker: crate::components::bridge_label(transport.url(), actions.url()),
+        run_id: Some(rec.run_id()),
+    };
+    let mut observers = Observers::start(&args.output, sources, about, shutdown.produce()).await?;
 
     let load = loadgen::run(
         transport.clone(),
@@ -343,12 +374,11 @@ async fn run_loop_on<T: Transport, U: Transport>(
         }
     }
     consume.cancel();
-    progress.stop().await;
+    observers.stop().await;
     let collected = collector_task.await.context("the collector task failed")?;
     if let Some(t) = echo_task {
         let _ = t.await;
     }
-    MetricsEndpoint::stop(metrics).await;
     let load = load.context("running the devices")?;
 
     let label = crate::components::bridge_label(transport.url(), actions.url());
@@ -367,7 +397,7 @@ async fn run_loop_on<T: Transport, U: Transport>(
     summary.elapsed_s = clock.elapsed().as_secs_f64();
     summary.warnings = warnings;
     rec.close(&mut summary, args.output.drain_timeout).await;
-    finish(&mut summary, &args.output)
+    observers.finish(&mut summary, &args.output).await
 }
 
 fn humantime_str(d: Duration) -> String {

@@ -131,8 +131,16 @@ pub struct IntervalStats {
     pub received: u64,
     /// Median latency in the interval, µs.
     pub p50_us: u64,
+    /// 90th percentile latency in the interval, µs.
+    pub p90_us: u64,
     /// 99th percentile latency in the interval, µs.
     pub p99_us: u64,
+    /// 99.9th percentile latency in the interval, µs.
+    pub p999_us: u64,
+    /// Largest latency in the interval, µs.
+    pub max_us: u64,
+    /// 99th percentile corrected latency in the interval, µs.
+    pub corrected_p99_us: u64,
     /// Sequence gaps so far (messages below a device's highest seq not yet received).
     pub gaps: u64,
 }
@@ -206,6 +214,15 @@ impl CollectorLive {
             .lock()
             .map(|t| t.clone())
             .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// Runs `read` on the totals as of the last second without copying them; the collector
+    /// waits for the lock once a second, so `read` must be quick.
+    pub fn read_totals<R>(&self, read: impl FnOnce(&LiveTotals) -> R) -> R {
+        match self.totals.lock() {
+            Ok(t) => read(&t),
+            Err(poisoned) => read(&poisoned.into_inner()),
+        }
     }
 
     /// Resolves once `target` distinct messages have been received.
@@ -354,7 +371,11 @@ pub async fn collect<S: Subscriber>(
                 live.interval_tx.send_replace(IntervalStats {
                     received: interval_received,
                     p50_us: interval.percentile_us(50.0),
+                    p90_us: interval.percentile_us(90.0),
                     p99_us: interval.percentile_us(99.0),
+                    p999_us: interval.percentile_us(99.9),
+                    max_us: interval.percentile_us(100.0),
+                    corrected_p99_us: interval_corrected.percentile_us(99.0),
                     gaps: seq.counts().gaps,
                 });
                 interval.clear();

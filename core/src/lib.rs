@@ -20,6 +20,7 @@ pub mod shutdown;
 pub mod stamp;
 pub mod store;
 pub mod summary;
+pub mod threshold;
 pub mod timer;
 pub mod transport;
 pub mod usage;

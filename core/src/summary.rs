@@ -46,6 +46,9 @@ pub struct RunSummary {
     pub process: ProcessSection,
     /// Things that make the numbers less trustworthy, in plain words.
     pub warnings: Vec<String>,
+    /// The `--threshold` verdicts, in the order given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub thresholds: Vec<crate::threshold::ThresholdResult>,
 }
 
 /// Where results went and whether all of them got there.
@@ -217,7 +220,13 @@ impl RunSummary {
             store: None,
             process: ProcessSection::default(),
             warnings: Vec::new(),
+            thresholds: Vec::new(),
         }
+    }
+
+    /// Whether any threshold failed.
+    pub fn thresholds_failed(&self) -> bool {
+        self.thresholds.iter().any(|t| !t.passed)
     }
 
     /// Pretty JSON.
@@ -338,6 +347,27 @@ impl RunSummary {
                     d.counts.reordered
                 );
             }
+        }
+        if !self.thresholds.is_empty() {
+            let _ = writeln!(o);
+        }
+        for t in &self.thresholds {
+            let value = if t.value.is_nan() {
+                "no value: nothing measured".to_string()
+            } else {
+                format!("{:.3} {}", t.value, t.unit)
+            };
+            let _ = writeln!(
+                o,
+                "threshold   {:<24} {}  ({value}){}",
+                t.threshold,
+                if t.passed { "pass" } else { "FAIL" },
+                if t.aborted_run {
+                    " · stopped the run (--abort-on-fail)"
+                } else {
+                    ""
+                }
+            );
         }
         for w in &self.warnings {
             let _ = writeln!(o, "warning: {w}");

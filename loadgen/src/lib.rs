@@ -102,6 +102,9 @@ pub struct LoadStats {
     pub errors: AtomicU64,
     /// Devices connected so far.
     pub connected: AtomicU64,
+    /// Each device's latest send lag behind its schedule, µs, by index from the first
+    /// device (one store per send, in the device's own slot).
+    pub last_lag_us: Vec<AtomicU64>,
 }
 
 impl LoadStats {
@@ -109,8 +112,18 @@ impl LoadStats {
     pub fn new(devices: u32) -> Self {
         Self {
             per_device: (0..devices).map(|_| AtomicU64::new(0)).collect(),
+            last_lag_us: (0..devices).map(|_| AtomicU64::new(0)).collect(),
             ..Self::default()
         }
+    }
+
+    /// The worst of the devices' latest send lags, µs.
+    pub fn worst_lag_us(&self) -> u64 {
+        self.last_lag_us
+            .iter()
+            .map(|l| l.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
     }
 }
 

@@ -109,7 +109,11 @@ pub(crate) async fn drive<P: Publisher>(
         heap.pop();
         let device = &mut devices[slot];
         let lag = Instant::now().saturating_duration_since(due_at);
-        send_lag.record(lag.as_micros() as u64);
+        let lag_us = lag.as_micros() as u64;
+        send_lag.record(lag_us);
+        if let Some(last) = stats.last_lag_us.get(device.index) {
+            last.store(lag_us, Ordering::Relaxed);
+        }
         let stamp = Stamp {
             device: device.id,
             seq,
