@@ -124,6 +124,10 @@ impl CollectorArgs {
     }
 }
 
+/// Topics with their own totals in [`LiveTotals::topics`]: the first this many seen (each
+/// keeps latency histograms of about 0.3 MB, so thousands of topics would cost gigabytes).
+pub const MAX_DETAIL_TOPICS: usize = 1_000;
+
 /// The last second, for the progress line.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct IntervalStats {
@@ -159,7 +163,8 @@ pub struct LiveTotals {
     pub latency: LatencyHistogram,
     /// Corrected latency (receive − intended), µs.
     pub latency_corrected: LatencyHistogram,
-    /// Per topic (only when asked for with [`CollectorLive::with_topic_detail`]).
+    /// Per topic (only when asked for with [`CollectorLive::with_topic_detail`]; the first
+    /// [`MAX_DETAIL_TOPICS`] topics seen).
     pub topics: BTreeMap<String, TopicTotals>,
 }
 
@@ -404,12 +409,18 @@ pub async fn collect<S: Subscriber>(
                 received += 1;
                 interval_received += 1;
                 let topic_totals = if live.topic_detail {
-                    let t = match interval_topics.get_mut(&message.topic) {
-                        Some(t) => t,
-                        None => interval_topics.entry(message.topic.clone()).or_default(),
-                    };
-                    t.received += 1;
-                    Some(t)
+                    if !interval_topics.contains_key(&message.topic)
+                        && interval_topics.len() < MAX_DETAIL_TOPICS
+                    {
+                        interval_topics.insert(message.topic.clone(), TopicTotals::default());
+                    }
+                    let t = interval_topics.get_mut(&message.topic);
+                    if let Some(t) = t {
+                        t.received += 1;
+                        Some(t)
+                    } else {
+                        None
+                    }
                 } else {
                     None
                 };

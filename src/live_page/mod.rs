@@ -348,11 +348,11 @@ impl Viewer {
                     && n > self.seen
                 {
                     self.seen = n;
-                    return Some(Event::default().event("sample").data(s.to_string()));
+                    return Some(Event::default().event("sample").data(&*s));
                 }
                 if let Some(s) = self.summary.borrow_and_update().clone() {
                     self.step = Step::Done;
-                    return Some(Event::default().event("summary").data(s.to_string()));
+                    return Some(Event::default().event("summary").data(&*s));
                 }
                 tokio::select! {
                     changed = self.latest.changed() => changed.ok()?,
