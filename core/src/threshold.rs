@@ -250,8 +250,18 @@ impl FromStr for Threshold {
             "rate" | "received_rate" => (Metric::Rate, per_second(text, value)?),
             "sent_rate" => (Metric::SentRate, per_second(text, value)?),
             _ => {
-                let (family, stat) = name.rsplit_once('.').unwrap_or(("", name.as_str()));
-                let stat = stat_named(stat).ok_or_else(|| unknown(text, &name))?;
+                // `p99.9` is a statistic; `corrected.p99.9` a family and a statistic.
+                let (family, stat) = match stat_named(&name) {
+                    Some(stat) => ("", stat),
+                    None => {
+                        let (family, stat) =
+                            name.split_once('.').ok_or_else(|| unknown(text, &name))?;
+                        (
+                            family,
+                            stat_named(stat).ok_or_else(|| unknown(text, &name))?,
+                        )
+                    }
+                };
                 let metric = match family {
                     "" | "latency" => Metric::Latency {
                         corrected: false,
@@ -484,6 +494,13 @@ mod tests {
         assert_eq!(t("rate>=990/s").comparison(), Comparison::AtLeast);
         assert_eq!(t("rate>=990/s").limit, 990.0);
         assert_eq!(t("send_lag.p99<1ms").needs(), Needs::Load);
+        assert_eq!(
+            t("corrected.p99.9<1s").metric(),
+            Metric::Latency {
+                corrected: true,
+                stat: Stat::Percentile(999)
+            }
+        );
         assert_eq!(
             t("corrected.p99<50").metric(),
             Metric::Latency {
