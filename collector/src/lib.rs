@@ -409,18 +409,17 @@ pub async fn collect<S: Subscriber>(
                 received += 1;
                 interval_received += 1;
                 let topic_totals = if live.topic_detail {
-                    if !interval_topics.contains_key(&message.topic)
-                        && interval_topics.len() < MAX_DETAIL_TOPICS
-                    {
-                        interval_topics.insert(message.topic.clone(), TopicTotals::default());
-                    }
-                    let t = interval_topics.get_mut(&message.topic);
-                    if let Some(t) = t {
+                    // One lookup per message; a new topic is added while under the cap.
+                    let full = interval_topics.len() >= MAX_DETAIL_TOPICS;
+                    let mut t = match interval_topics.get_mut(&message.topic) {
+                        Some(t) => Some(t),
+                        None if full => None,
+                        None => Some(interval_topics.entry(message.topic.clone()).or_default()),
+                    };
+                    if let Some(t) = &mut t {
                         t.received += 1;
-                        Some(t)
-                    } else {
-                        None
                     }
+                    t
                 } else {
                     None
                 };
