@@ -31,18 +31,41 @@ pub(crate) fn print_dry_run(cli: &Cli) -> anyhow::Result<()> {
             Some(format!("echo {:?} → {}", plan.from, plan.route_text()))
         }
         Command::Results(_) => None,
-        Command::Plotter(a) => Some(format!(
-            "read run(s) {} from {}; write{}{}",
-            a.runs.join(", "),
-            iotload_core::plan::redact_url(&a.store),
-            a.jsonl
-                .as_ref()
-                .map_or(String::new(), |p| format!(" JSON Lines to {}", p.display())),
-            a.html.as_ref().map_or(String::new(), |p| format!(
-                " an HTML report to {}",
-                p.display()
-            )),
-        )),
+        Command::Plotter(a) => {
+            let mut outputs = Vec::new();
+            for (what, path) in [
+                ("JSON Lines", &a.jsonl),
+                ("CSV", &a.csv),
+                ("an HdrHistogram log", &a.hlog),
+                ("an HTML report", &a.html),
+            ] {
+                if let Some(p) = path {
+                    outputs.push(format!("write {what} to {}", p.display()));
+                }
+            }
+            if let Some(url) = &a.es.elasticsearch {
+                outputs.push(format!(
+                    "index into {}",
+                    iotload_core::plan::redact_url(url)
+                ));
+            }
+            if let Some(addr) = &a.serve {
+                outputs.push(format!("serve Prometheus metrics at http://{addr}/metrics"));
+            }
+            if let Some(addr) = &a.ui {
+                outputs.push(format!("serve the live page at http://{addr}/"));
+            }
+            Some(format!(
+                "read run(s) {} from {}; {}",
+                a.runs.join(", "),
+                iotload_core::plan::redact_url(&a.store),
+                if outputs.is_empty() {
+                    "no output asked for".to_string()
+                } else {
+                    outputs.join(", ")
+                }
+            ))
+        }
         #[cfg(feature = "zmq")]
         Command::ZmqProxy(a) => Some(format!(
             "forward from publishers at {} to subscribers at {}",

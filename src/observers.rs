@@ -83,6 +83,8 @@ impl Observers {
                         run_id: about.run_id.map(str::to_string),
                         thresholds: output.threshold.iter().map(|t| t.to_string()).collect(),
                         version: env!("CARGO_PKG_VERSION"),
+                        source: "process",
+                        store: None,
                     },
                 )
                 .await

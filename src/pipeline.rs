@@ -141,14 +141,8 @@ pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
             for path in [&a.jsonl, &a.csv, &a.hlog, &a.html].into_iter().flatten() {
                 println!("wrote {}", path.display());
             }
-            if let Some(addr) = &a.serve {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on --serve {addr}"))?;
-                let bound = listener.local_addr()?;
-                eprintln!("serving Prometheus metrics at http://{bound}/metrics");
-                let stop = shutdown.produce().clone();
-                plotter::prometheus::serve(&a, listener, stop.cancelled_owned()).await?;
+            if a.serve.is_some() || a.ui.is_some() {
+                serve_plotter(&a, &shutdown).await?;
                 return Ok(Outcome {
                     interrupted: shutdown.interrupted(),
                     thresholds_failed: false,
@@ -170,6 +164,40 @@ pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
             .await)
         }
     }
+}
+
+/// `iotload plotter --serve ADDR` and/or `--ui ADDR`: Prometheus metrics and the live page
+/// of the stored runs, until Ctrl-C.
+async fn serve_plotter(a: &plotter::PlotterArgs, shutdown: &Shutdown) -> anyhow::Result<()> {
+    let stop = shutdown.produce().clone();
+    let page = match &a.ui {
+        Some(addr) => {
+            let store = iotload_core::store::open(&a.store).await?;
+            let wanted = a.runs.first().cloned().unwrap_or_else(|| "latest".into());
+            Some(crate::live_page::LivePage::follow_store(addr, store, wanted).await?)
+        }
+        None => None,
+    };
+    let served = match &a.serve {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on --serve {addr}"))?;
+            let bound = listener.local_addr()?;
+            eprintln!("serving Prometheus metrics at http://{bound}/metrics");
+            plotter::prometheus::serve(a, listener, stop.cancelled_owned())
+                .await
+                .map_err(anyhow::Error::from)
+        }
+        None => {
+            stop.cancelled().await;
+            Ok(())
+        }
+    };
+    if let Some(page) = page {
+        page.close().await;
+    }
+    served
 }
 
 /// The broker options with the URL replaced by `url` (from `flag`), when given.

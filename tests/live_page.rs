@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 /// playwright-core as `scripts/test` installs it (npm, under target/tools), or `None` with
 /// a message; in CI a missing one fails the test.
@@ -172,6 +172,149 @@ async fn the_page_updates_each_second_and_ends_with_the_summary_numbers() {
             .contains("thresholds passed"),
         "{seen}"
     );
+}
+
+#[tokio::test]
+async fn the_plotter_page_follows_a_run_while_it_is_recorded() {
+    let (Some(chromium), Some(node), Some(playwright)) = (
+        chromium(),
+        tool(&["node", "nodejs"], "apt-get install nodejs"),
+        playwright_core(),
+    ) else {
+        return;
+    };
+    let scratch = Scratch::new();
+    let store = format!("sqlite://{}", scratch.path("results.db").display());
+    let json = scratch.json();
+    // The page starts on an empty store and waits for a run.
+    let mut plotter = spawn(&["plotter", "--store", &store, "--ui", "127.0.0.1:0"]);
+    let url = page_url(&mut plotter).await;
+    let mut viewer = tokio::process::Command::new(node)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/peers/store_page_viewer.cjs"
+        ))
+        .args([&url, "5"])
+        .env("PLAYWRIGHT_CORE", &playwright)
+        .env("CHROMIUM", &chromium)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(viewer.stdout.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap();
+    if first.as_deref() != Some("waiting") {
+        let out = viewer.wait_with_output().await.unwrap();
+        panic!(
+            "viewer did not see the page wait: {first:?}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A run recorded into that store by another process.
+    let run = run(&[
+        "run",
+        "--devices",
+        "5",
+        "--rate",
+        "100",
+        "--duration",
+        "6s",
+        "--store",
+        &store,
+        "--json",
+        &json,
+    ])
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let summary = scratch.summary();
+    let report = lines.next_line().await.unwrap();
+    let out = viewer.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "viewer: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_str(&report.unwrap_or_default()).unwrap();
+    plotter.interrupt();
+    let (code, stderr) = plotter.finish().await;
+    assert_eq!(
+        code,
+        Some(130),
+        "Ctrl-C ends the plotter's server: {stderr:#?}"
+    );
+
+    assert_eq!(seen["requests"], Value::Array(vec![]), "{seen}");
+    assert_eq!(seen["console"], Value::Array(vec![]), "{seen}");
+    assert!(
+        seen["waiting_status"]
+            .as_str()
+            .unwrap()
+            .contains("waiting for a run"),
+        "{seen}"
+    );
+    assert!(
+        seen["recording_status"]
+            .as_str()
+            .unwrap()
+            .contains("recording"),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["run_id"], summary["store"]["run_id"],
+        "it follows the new run"
+    );
+    // The charts grew while the run was being recorded, a point per stored second.
+    assert!(seen["canvases"].as_u64().unwrap() >= 2, "{seen}");
+    assert!(
+        seen["points_later"].as_u64().unwrap() > seen["points_early"].as_u64().unwrap(),
+        "{seen}"
+    );
+    assert!(seen["points_final"].as_u64().unwrap() >= 6, "{seen}");
+    assert!(seen["status"].as_str().unwrap().contains("final"), "{seen}");
+    assert_eq!(
+        seen["device_tiles_shown"], false,
+        "a store has no device counts"
+    );
+    assert_eq!(seen["topic_rows"].as_array().unwrap().len(), 5, "{seen}");
+
+    // The final numbers are the run's, as the store holds them.
+    let tiles = &seen["tiles"];
+    assert_eq!(count(&tiles["sent"]), u(&summary, "/load/sent"), "{seen}");
+    assert_eq!(
+        count(&tiles["received"]),
+        u(&summary, "/receive/unique"),
+        "{seen}"
+    );
+    assert_eq!(count(&tiles["lost"]), u(&summary, "/receive/lost"));
+    assert_eq!(
+        count(&tiles["duplicates"]),
+        u(&summary, "/receive/duplicates")
+    );
+    assert_eq!(
+        count(&tiles["reordered"]),
+        u(&summary, "/receive/reordered")
+    );
+    let run_id = summary["store"]["run_id"].as_str().unwrap();
+    let shown = common::run(&["results", "show", run_id, "--store", &store]).await;
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    let all: Vec<&str> = shown
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("(all topics)"))
+        .unwrap_or_else(|| panic!("{}", shown.stdout))
+        .split_whitespace()
+        .collect();
+    let [.., p50, p99, max] = all[..] else {
+        panic!("{all:?}")
+    };
+    for (tile, value) in [("p50", p50), ("p99", p99), ("max", max)] {
+        assert_eq!(
+            tiles[tile].as_str().unwrap(),
+            format!("{value} ms"),
+            "{seen}"
+        );
+    }
 }
 
 #[tokio::test]

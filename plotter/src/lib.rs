@@ -78,6 +78,14 @@ pub struct PlotterArgs {
     #[arg(long, env = "IOTLOAD_SERVE", value_name = "ADDR")]
     pub serve: Option<String>,
 
+    /// Serve a live page of the run at http://ADDR/ until Ctrl-C (e.g. 127.0.0.1:8080):
+    /// latency and throughput per second from the store, read again each second while
+    /// the run is recorded, per-topic detail on demand. With `--run latest` (the default)
+    /// it waits for a first run and moves on to each newer one; with several --run, it
+    /// shows the first.
+    #[arg(long, env = "IOTLOAD_UI", value_name = "ADDR")]
+    pub ui: Option<String>,
+
     /// With --serve, label every series with its topic too (one series per topic: mind
     /// Prometheus' cardinality with thousands of topics).
     #[arg(long, env = "IOTLOAD_PER_TOPIC_LABELS")]
@@ -95,7 +103,7 @@ pub enum PlotterError {
     /// No output was asked for.
     #[error(
         "nothing to do: give --html FILE, --elasticsearch URL, --jsonl FILE, --csv FILE, \
-         --hlog FILE and/or --serve ADDR"
+         --hlog FILE, --serve ADDR and/or --ui ADDR"
     )]
     NothingToDo,
     /// The Elasticsearch output failed.
@@ -154,7 +162,7 @@ pub async fn run(args: &PlotterArgs) -> Result<Vec<RunOutput>, PlotterError> {
     let files = args.jsonl.is_some() || args.csv.is_some() || args.hlog.is_some();
     let es = args.es.elasticsearch.is_some();
     if !files && !es && args.html.is_none() {
-        if args.serve.is_some() {
+        if args.serve.is_some() || args.ui.is_some() {
             return Ok(Vec::new());
         }
         return Err(PlotterError::NothingToDo);
@@ -385,6 +393,7 @@ mod tests {
             hlog: None,
             html: None,
             serve: None,
+            ui: None,
             per_topic_labels: false,
             es: ElasticsearchArgs {
                 elasticsearch: None,

@@ -1,13 +1,16 @@
 //! The live web page (`--ui ADDR`): latency percentiles, throughput, loss, devices and send
-//! lag of this process, updated each second over server-sent events, per-topic detail on
-//! demand, and the final summary when the run ends.
+//! lag, updated each second over server-sent events, per-topic detail on demand, and the
+//! final summary when the run ends.
 //!
-//! One sampler task reads the components' counters once a second and keeps the samples;
-//! viewers only ever read what it kept, so a slow or stuck browser cannot hold up the
-//! engine. The page's assets (and the uPlot charting library, vendored in `vendor/`) are
+//! One feeder task keeps the samples: in a component, a sampler reads this process's
+//! counters once a second (`sample.rs`); in `iotload plotter --ui`, the store feed reads a
+//! run's per-second aggregates from the results store (`store_feed.rs`). Viewers only ever
+//! read what the feeder kept, so a slow or stuck browser cannot hold up the engine. The
+//! page's assets (and the uPlot charting library, vendored in `vendor/`) are
 //! compiled into the binary: the page works without any network access.
 
 mod sample;
+mod store_feed;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -17,18 +20,19 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::Stream;
+use iotload_core::store::Backend;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::progress::Sources;
-use sample::Sampler;
+use sample::{Sampler, TopicRow};
 
 /// Samples kept for the page: the last 15 minutes.
 const HISTORY: usize = 900;
@@ -39,21 +43,48 @@ const FINAL_FLUSH: Duration = Duration::from_secs(2);
 /// How long per-topic detail keeps being computed after the page last asked for it.
 const TOPICS_WANTED_FOR: Duration = Duration::from_secs(5);
 
-/// What the page says about the process before the first sample.
-#[derive(Debug, Clone, Serialize)]
+/// What the page says about what it shows, sent before the samples (and again whenever it
+/// changes: a page following a store moves on to a newer run).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct PageInfo {
     pub(crate) component: String,
     pub(crate) broker: String,
     pub(crate) run_id: Option<String>,
     pub(crate) thresholds: Vec<String>,
     pub(crate) version: &'static str,
+    /// `process` (this process's counters) or `store` (a results store's aggregates).
+    pub(crate) source: &'static str,
+    /// A store-fed page: the store (password redacted), and the run's state there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) store: Option<StoreState>,
 }
 
-/// What the sampler shares with the viewers.
+/// Where a store-fed page stands.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct StoreState {
+    pub(crate) url: String,
+    /// `waiting` (no run yet), `recording` or `ended` (every instance stored its end).
+    pub(crate) state: &'static str,
+    /// Why the last read failed, while it keeps failing.
+    pub(crate) problem: Option<String>,
+}
+
+/// The newest change viewers have not all seen: a `sample` to append, a `tail` (samples
+/// from some second on, replacing what the page has from that second), or new `info`
+/// (start over). `seq` counts changes, 0 before the first.
+#[derive(Debug, Clone)]
+struct Update {
+    seq: u64,
+    event: &'static str,
+    data: Arc<str>,
+}
+
+/// What the feeder shares with the viewers.
 struct Shared {
-    info: String,
+    info: Mutex<Arc<str>>,
     history: Mutex<VecDeque<Arc<str>>>,
-    latest: watch::Sender<Option<(u64, Arc<str>)>>,
+    /// Sent while `history` is locked, so a viewer reading both sees them agree.
+    latest: watch::Sender<Update>,
     summary: watch::Sender<Option<Arc<str>>>,
     topics: Mutex<Arc<str>>,
     topics_asked: Mutex<Option<Instant>>,
@@ -61,13 +92,87 @@ struct Shared {
     viewers: watch::Sender<usize>,
 }
 
+impl Shared {
+    fn new(info: &PageInfo) -> anyhow::Result<Self> {
+        Ok(Self {
+            info: Mutex::new(Arc::from(serde_json::to_string(info)?)),
+            history: Mutex::new(VecDeque::with_capacity(HISTORY)),
+            latest: watch::channel(Update {
+                seq: 0,
+                event: "sample",
+                data: Arc::from(""),
+            })
+            .0,
+            summary: watch::channel(None).0,
+            topics: Mutex::new(Arc::from("[]")),
+            topics_asked: Mutex::new(None),
+            viewers: watch::channel(0).0,
+        })
+    }
+
+    /// Publishes a change; the caller holds the history lock.
+    fn publish(&self, event: &'static str, data: Arc<str>) {
+        self.latest.send_modify(|u| {
+            *u = Update {
+                seq: u.seq + 1,
+                event,
+                data,
+            }
+        });
+    }
+
+    /// Appends one sample.
+    fn push_sample(&self, json: Arc<str>) {
+        let mut history = lock(&self.history);
+        if history.len() == HISTORY {
+            history.pop_front();
+        }
+        history.push_back(json.clone());
+        self.publish("sample", json);
+    }
+
+    /// Keeps the first `keep` samples and appends `tail` after them.
+    fn replace_tail(&self, keep: usize, tail: &[Arc<str>]) {
+        let mut history = lock(&self.history);
+        history.truncate(keep);
+        history.extend(tail.iter().cloned());
+        while history.len() > HISTORY {
+            history.pop_front();
+        }
+        self.publish("tail", Arc::from(json_array(tail.iter())));
+    }
+
+    /// Replaces what the page is about and every sample.
+    fn reset(&self, info: &PageInfo, samples: &[Arc<str>]) {
+        let Ok(info) = serde_json::to_string(info) else {
+            return;
+        };
+        let mut history = lock(&self.history);
+        *lock(&self.info) = Arc::from(info);
+        history.clear();
+        history.extend(samples.iter().cloned());
+        *lock(&self.topics) = Arc::from("[]");
+        self.publish("info", Arc::from(""));
+    }
+
+    /// Whether a viewer asked for per-topic detail lately.
+    fn topics_wanted(&self) -> bool {
+        lock(&self.topics_asked).is_some_and(|at| at.elapsed() < TOPICS_WANTED_FOR)
+    }
+
+    fn set_topics(&self, rows: &[TopicRow]) {
+        let rows = serde_json::to_string(rows).unwrap_or_else(|_| "[]".into());
+        *lock(&self.topics) = Arc::from(rows);
+    }
+}
+
 type Page = Arc<Shared>;
 
 /// A running live page; [`LivePage::finish`] sends the summary and closes it.
 pub(crate) struct LivePage {
     shared: Page,
-    stop_sampling: CancellationToken,
-    sampler: Option<tokio::task::JoinHandle<()>>,
+    stop_feeding: CancellationToken,
+    feeder: Option<tokio::task::JoinHandle<()>>,
     server: tokio::task::JoinHandle<()>,
     stop_serving: CancellationToken,
 }
@@ -79,34 +184,50 @@ impl LivePage {
         sources: &Sources,
         info: PageInfo,
     ) -> anyhow::Result<Self> {
+        let sampler = Sampler::new(sources.clone());
+        Self::serve(addr, &info, |page, stop| {
+            sample_every_second(sampler, page, stop)
+        })
+        .await
+    }
+
+    /// Listens on `addr` and shows the run `wanted` (a run id or `latest`, followed to
+    /// newer runs) from the results store, read again each second or so.
+    pub(crate) async fn follow_store(
+        addr: &str,
+        store: Arc<dyn Backend>,
+        wanted: String,
+    ) -> anyhow::Result<Self> {
+        let info = store_feed::waiting_info(store.url());
+        Self::serve(addr, &info, |page, stop| {
+            store_feed::follow(store, wanted, page, stop)
+        })
+        .await
+    }
+
+    /// Binds, starts the server and the feeder `feed` makes.
+    async fn serve<F>(
+        addr: &str,
+        info: &PageInfo,
+        feed: impl FnOnce(Page, CancellationToken) -> F,
+    ) -> anyhow::Result<Self>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on --ui {addr}"))?;
         let bound = listener.local_addr()?;
         eprintln!("live page at http://{bound}/");
-        let shared = Arc::new(Shared {
-            info: serde_json::to_string(&info)?,
-            history: Mutex::new(VecDeque::with_capacity(HISTORY)),
-            latest: watch::channel(None).0,
-            summary: watch::channel(None).0,
-            topics: Mutex::new(Arc::from("[]")),
-            topics_asked: Mutex::new(None),
-            viewers: watch::channel(0).0,
-        });
-        let stop_sampling = CancellationToken::new();
-        let sampler = tokio::spawn(sample_every_second(
-            Sampler::new(sources.clone()),
-            sources.clone(),
-            shared.clone(),
-            stop_sampling.clone(),
-        ));
+        let shared = Arc::new(Shared::new(info)?);
+        let stop_feeding = CancellationToken::new();
+        let feeder = tokio::spawn(feed(shared.clone(), stop_feeding.clone()));
         let stop_serving = CancellationToken::new();
-        let app = Router::new()
-            .route("/", get(index))
-            .route("/app.js", get(app_js))
-            .route("/app.css", get(app_css))
-            .route("/vendor/uPlot.iife.min.js", get(uplot_js))
-            .route("/vendor/uPlot.min.css", get(uplot_css))
+        let mut app = Router::new();
+        for (path, _, _) in ASSETS {
+            app = app.route(path, get(asset));
+        }
+        let app = app
             .route("/events", get(events))
             .route("/api/info", get(info_json))
             .route("/api/samples", get(samples_json))
@@ -124,8 +245,8 @@ impl LivePage {
         });
         Ok(Self {
             shared,
-            stop_sampling,
-            sampler: Some(sampler),
+            stop_feeding,
+            feeder: Some(feeder),
             server,
             stop_serving,
         })
@@ -133,9 +254,9 @@ impl LivePage {
 
     /// Takes a last sample and stops sampling (when the components have stopped).
     pub(crate) async fn stop_sampling(&mut self) {
-        self.stop_sampling.cancel();
-        if let Some(sampler) = self.sampler.take() {
-            let _ = sampler.await;
+        self.stop_feeding.cancel();
+        if let Some(feeder) = self.feeder.take() {
+            let _ = feeder.await;
         }
     }
 
@@ -157,21 +278,27 @@ impl LivePage {
             self.server.abort();
         }
     }
+
+    /// Stops feeding and serving (a store-fed page has no summary to send).
+    pub(crate) async fn close(mut self) {
+        self.stop_sampling().await;
+        self.stop_serving.cancel();
+        if tokio::time::timeout(FINAL_FLUSH, &mut self.server)
+            .await
+            .is_err()
+        {
+            self.server.abort();
+        }
+    }
 }
 
 /// Samples once a second until `stop`, and once more at the end.
-async fn sample_every_second(
-    mut sampler: Sampler,
-    sources: Sources,
-    shared: Page,
-    stop: CancellationToken,
-) {
+async fn sample_every_second(mut sampler: Sampler, shared: Page, stop: CancellationToken) {
     let start = Instant::now();
-    let mut interval = sources.collector.as_ref().map(|c| c.interval());
+    let mut interval = sampler.collector_interval();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tick.tick().await;
-    let mut seq = 0u64;
     loop {
         let last = tokio::select! {
             _ = stop.cancelled() => true,
@@ -182,20 +309,9 @@ async fn sample_every_second(
         let Ok(json) = serde_json::to_string(&sample) else {
             break;
         };
-        let json: Arc<str> = Arc::from(json);
-        {
-            let mut history = lock(&shared.history);
-            if history.len() == HISTORY {
-                history.pop_front();
-            }
-            history.push_back(json.clone());
-        }
-        seq += 1;
-        shared.latest.send_replace(Some((seq, json)));
-        let wanted = lock(&shared.topics_asked).is_some_and(|at| at.elapsed() < TOPICS_WANTED_FOR);
-        if wanted || last {
-            let rows = serde_json::to_string(&sampler.topics()).unwrap_or_else(|_| "[]".into());
-            *lock(&shared.topics) = Arc::from(rows);
+        shared.push_sample(Arc::from(json));
+        if shared.topics_wanted() || last {
+            shared.set_topics(&sampler.topics());
         }
         if last {
             break;
@@ -208,47 +324,47 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn asset(kind: &'static str, body: &'static str) -> Response {
+/// The page's files: path, content type, body (compiled in).
+const ASSETS: [(&str, &str, &str); 5] = [
     (
-        [
-            (header::CONTENT_TYPE, kind),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        body,
-    )
-        .into_response()
-}
-
-async fn index() -> Response {
-    asset(
+        "/",
         "text/html; charset=utf-8",
         include_str!("assets/index.html"),
-    )
-}
-
-async fn app_js() -> Response {
-    asset(
+    ),
+    (
+        "/app.js",
         "text/javascript; charset=utf-8",
         include_str!("assets/app.js"),
-    )
-}
-
-async fn app_css() -> Response {
-    asset("text/css; charset=utf-8", include_str!("assets/app.css"))
-}
-
-async fn uplot_js() -> Response {
-    asset(
+    ),
+    (
+        "/app.css",
+        "text/css; charset=utf-8",
+        include_str!("assets/app.css"),
+    ),
+    (
+        "/vendor/uPlot.iife.min.js",
         "text/javascript; charset=utf-8",
         include_str!("vendor/uPlot.iife.min.js"),
-    )
-}
-
-async fn uplot_css() -> Response {
-    asset(
+    ),
+    (
+        "/vendor/uPlot.min.css",
         "text/css; charset=utf-8",
         include_str!("vendor/uPlot.min.css"),
-    )
+    ),
+];
+
+async fn asset(uri: Uri) -> Response {
+    match ASSETS.iter().find(|(path, _, _)| *path == uri.path()) {
+        Some((_, kind, body)) => (
+            [
+                (header::CONTENT_TYPE, *kind),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            *body,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 fn json(body: String) -> Response {
@@ -256,7 +372,7 @@ fn json(body: String) -> Response {
 }
 
 async fn info_json(State(page): State<Page>) -> Response {
-    json(page.info.clone())
+    json(lock(&page.info).to_string())
 }
 
 async fn samples_json(State(page): State<Page>) -> Response {
@@ -278,10 +394,14 @@ async fn summary_json(State(page): State<Page>) -> Response {
 
 /// The kept samples as one JSON array.
 fn history_array(page: &Shared) -> String {
-    let history = lock(&page.history);
-    let mut out = String::with_capacity(history.iter().map(|s| s.len() + 1).sum::<usize>() + 2);
+    json_array(lock(&page.history).iter())
+}
+
+/// JSON texts as one JSON array.
+fn json_array<'a>(items: impl Iterator<Item = &'a Arc<str>> + Clone) -> String {
+    let mut out = String::with_capacity(items.clone().map(|s| s.len() + 1).sum::<usize>() + 2);
     out.push('[');
-    for (i, s) in history.iter().enumerate() {
+    for (i, s) in items.enumerate() {
         if i > 0 {
             out.push(',');
         }
@@ -299,11 +419,11 @@ enum Step {
     Done,
 }
 
-/// One viewer's stream state: the step, the page, and the last sample it got.
+/// One viewer's stream state: the step, the page, and the last change it got.
 struct Viewer {
     step: Step,
     page: Page,
-    latest: watch::Receiver<Option<(u64, Arc<str>)>>,
+    latest: watch::Receiver<Update>,
     summary: watch::Receiver<Option<Arc<str>>>,
     seen: u64,
 }
@@ -322,43 +442,45 @@ impl Viewer {
 
     /// The next event, `None` once the summary has been sent.
     async fn next(&mut self) -> Option<Event> {
-        match self.step {
-            Step::Info => {
-                self.step = Step::History;
-                Some(Event::default().event("info").data(self.page.info.clone()))
+        loop {
+            match self.step {
+                Step::Info => {
+                    self.step = Step::History;
+                    let info = lock(&self.page.info).clone();
+                    return Some(Event::default().event("info").data(&*info));
+                }
+                Step::History => {
+                    // Samples kept so far, and the change they include; later changes
+                    // arrive as `sample` or `tail` events.
+                    let history = lock(&self.page.history);
+                    self.seen = self.latest.borrow_and_update().seq;
+                    let data = json_array(history.iter());
+                    drop(history);
+                    self.step = Step::Live;
+                    return Some(Event::default().event("history").data(data));
+                }
+                Step::Done => return None,
+                Step::Live => {
+                    let update = self.latest.borrow_and_update().clone();
+                    if update.seq > self.seen {
+                        if update.seq == self.seen + 1 && update.event != "info" {
+                            self.seen = update.seq;
+                            return Some(Event::default().event(update.event).data(&*update.data));
+                        }
+                        // New info, or changes this viewer missed: start over.
+                        self.step = Step::Info;
+                        continue;
+                    }
+                    if let Some(s) = self.summary.borrow_and_update().clone() {
+                        self.step = Step::Done;
+                        return Some(Event::default().event("summary").data(&*s));
+                    }
+                    tokio::select! {
+                        changed = self.latest.changed() => changed.ok()?,
+                        changed = self.summary.changed() => changed.ok()?,
+                    }
+                }
             }
-            Step::History => {
-                // Samples kept so far; later ones arrive as `sample` events.
-                self.seen = self
-                    .latest
-                    .borrow_and_update()
-                    .as_ref()
-                    .map_or(0, |(n, _)| *n);
-                self.step = Step::Live;
-                Some(
-                    Event::default()
-                        .event("history")
-                        .data(history_array(&self.page)),
-                )
-            }
-            Step::Done => None,
-            Step::Live => loop {
-                let next = self.latest.borrow_and_update().clone();
-                if let Some((n, s)) = next
-                    && n > self.seen
-                {
-                    self.seen = n;
-                    return Some(Event::default().event("sample").data(&*s));
-                }
-                if let Some(s) = self.summary.borrow_and_update().clone() {
-                    self.step = Step::Done;
-                    return Some(Event::default().event("summary").data(&*s));
-                }
-                tokio::select! {
-                    changed = self.latest.changed() => changed.ok()?,
-                    changed = self.summary.changed() => changed.ok()?,
-                }
-            },
         }
     }
 }

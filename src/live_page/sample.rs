@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use collector::{IntervalStats, LiveTotals};
 use iotload_core::recorder::LatencyHistogram;
 use serde::Serialize;
+use tokio::sync::watch;
 
 use crate::progress::Sources;
 
@@ -22,16 +23,17 @@ pub(crate) struct Sample {
     pub(crate) receive: Option<ReceiveSample>,
 }
 
-/// The devices, as of this second.
+/// The devices, as of this second. A results store keeps only what was sent, so a page fed
+/// from one (`iotload plotter --ui`) has no device counts, errors or lag (`null`).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct LoadSample {
-    pub(crate) devices: usize,
-    pub(crate) connected: u64,
+    pub(crate) devices: Option<usize>,
+    pub(crate) connected: Option<u64>,
     pub(crate) sent: u64,
     pub(crate) sent_per_s: f64,
-    pub(crate) publish_errors: u64,
+    pub(crate) publish_errors: Option<u64>,
     /// The worst of the devices' latest lags behind their schedule.
-    pub(crate) send_lag_ms: f64,
+    pub(crate) send_lag_ms: Option<f64>,
 }
 
 /// The echo iPaaS, as of this second.
@@ -61,10 +63,11 @@ pub(crate) struct ReceiveSample {
     pub(crate) duplicates: u64,
     pub(crate) reordered: u64,
     pub(crate) undecodable: u64,
-    /// Latency of everything received so far, ms.
-    pub(crate) total_p50_ms: f64,
-    pub(crate) total_p99_ms: f64,
-    pub(crate) total_max_ms: f64,
+    /// Latency of everything received so far, ms (from a results store: only on the
+    /// newest sample).
+    pub(crate) total_p50_ms: Option<f64>,
+    pub(crate) total_p99_ms: Option<f64>,
+    pub(crate) total_max_ms: Option<f64>,
 }
 
 /// One topic's totals, for the per-topic table.
@@ -78,7 +81,7 @@ pub(crate) struct TopicRow {
     pub(crate) corrected_p99_ms: f64,
 }
 
-fn ms(us: u64) -> f64 {
+pub(crate) fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
@@ -103,6 +106,11 @@ impl Sampler {
         }
     }
 
+    /// The collector's once-a-second interval statistics, when this process collects.
+    pub(crate) fn collector_interval(&self) -> Option<watch::Receiver<IntervalStats>> {
+        self.sources.collector.as_ref().map(|c| c.interval())
+    }
+
     /// The sample at `t` seconds; `interval` is the collector's latest second.
     pub(crate) fn sample(&mut self, t: f64, interval: Option<IntervalStats>) -> Sample {
         let elapsed = (t - self.last_t).max(1e-3);
@@ -112,12 +120,12 @@ impl Sampler {
             let rate = sent.saturating_sub(self.last_sent) as f64 / elapsed;
             self.last_sent = sent;
             LoadSample {
-                devices: l.per_device.len(),
-                connected: l.connected.load(Ordering::Relaxed),
+                devices: Some(l.per_device.len()),
+                connected: Some(l.connected.load(Ordering::Relaxed)),
                 sent,
                 sent_per_s: (rate * 10.0).round() / 10.0,
-                publish_errors: l.errors.load(Ordering::Relaxed),
-                send_lag_ms: ms(l.worst_lag_us()),
+                publish_errors: Some(l.errors.load(Ordering::Relaxed)),
+                send_lag_ms: Some(ms(l.worst_lag_us())),
             }
         });
         let echo = self.sources.echo.as_ref().map(|e| EchoSample {
@@ -142,9 +150,9 @@ impl Sampler {
                 duplicates: totals.seq.duplicates,
                 reordered: totals.seq.reordered,
                 undecodable: totals.undecodable,
-                total_p50_ms: pct(&totals.latency, 50.0),
-                total_p99_ms: pct(&totals.latency, 99.0),
-                total_max_ms: pct(&totals.latency, 100.0),
+                total_p50_ms: Some(pct(&totals.latency, 50.0)),
+                total_p99_ms: Some(pct(&totals.latency, 99.0)),
+                total_max_ms: Some(pct(&totals.latency, 100.0)),
             })
         });
         Sample {

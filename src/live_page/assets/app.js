@@ -87,6 +87,8 @@
     for (const side of ["load", "echo", "receive"]) if (s[side]) sides.add(side);
     const r = s.receive;
     const l = s.load;
+    // A page fed from a results store has no device counts or send lag.
+    if (l && l.devices !== null) sides.add("devices");
     if (r) push(latency, [s.t, r.p50_ms, r.p90_ms, r.p99_ms, r.p999_ms, r.max_ms]);
     push(rates, [s.t, l ? l.sent_per_s : null, r ? r.received_per_s : null]);
     if (finished) return;
@@ -162,12 +164,28 @@
     window.iotloadPage.summary = summary;
   }
 
+  // A page fed from a results store (`iotload plotter --ui`): what the store holds now.
+  function showStoreState(store) {
+    const states = {
+      waiting: ["waiting", "waiting for a run in " + store.url],
+      recording: ["live", "recording: read from " + store.url + " each second"],
+      ended: ["ended", "run ended: the stored numbers are final"],
+    };
+    const [state, text] = states[store.state] || ["live", store.state];
+    setState(state, store.problem ? text + " · cannot read the store: " + store.problem : text);
+    $("tiles-note").textContent =
+      "Totals stored for this run by all its instances; latency over the whole run at the store's precision (2 significant figures).";
+  }
+
   function showInfo(info) {
     $("component").textContent = info.component;
-    let about = info.broker;
+    let about = [info.broker, info.store ? info.store.url : ""].filter((s) => s).join(" · ");
     if (info.run_id) about += " · run " + info.run_id;
     about += " · iotload " + info.version;
     $("about").textContent = about;
+    window.iotloadPage.info = info;
+    if (info.store) showStoreState(info.store);
+    else setState("live", "live");
     if (info.thresholds.length > 0) {
       const body = $("thresholds").tBodies[0];
       body.replaceChildren();
@@ -212,19 +230,31 @@
     rates: () => rates[0].length,
     samples: () => samplesSeen,
     summary: null,
+    info: null,
   };
 
   makeCharts();
   const events = new EventSource("/events");
-  events.addEventListener("info", (e) => {
-    showInfo(JSON.parse(e.data));
-    setState("live", "live");
-  });
+  events.addEventListener("info", (e) => showInfo(JSON.parse(e.data)));
   events.addEventListener("history", (e) => {
     // A reconnect sends the whole history again: start over from it.
     for (const c of latency.concat(rates)) c.length = 0;
     samplesSeen = 0;
     for (const s of JSON.parse(e.data)) addSample(s);
+    redraw();
+  });
+  events.addEventListener("tail", (e) => {
+    // Samples from some second on (a store's last seconds change as writers flush):
+    // they replace what the charts have from that second.
+    const tail = JSON.parse(e.data);
+    if (tail.length > 0) {
+      for (const columns of [latency, rates]) {
+        const from = columns[0].findIndex((t) => t >= tail[0].t);
+        if (from >= 0) for (const c of columns) c.length = from;
+      }
+      samplesSeen = rates[0].length;
+    }
+    for (const s of tail) addSample(s);
     redraw();
   });
   events.addEventListener("sample", (e) => {
