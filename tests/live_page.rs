@@ -45,6 +45,21 @@ fn count(tile: &Value) -> u64 {
         .unwrap_or_else(|e| panic!("{tile}: {e}"))
 }
 
+/// The page's final count tiles (sent, received, lost, duplicates, reordered) equal the
+/// JSON summary's.
+fn assert_counts_are_the_summarys(seen: &Value, summary: &Value) {
+    let tiles = &seen["tiles"];
+    for (tile, path) in [
+        ("sent", "/load/sent"),
+        ("received", "/receive/unique"),
+        ("lost", "/receive/lost"),
+        ("duplicates", "/receive/duplicates"),
+        ("reordered", "/receive/reordered"),
+    ] {
+        assert_eq!(count(&tiles[tile]), u(summary, path), "{tile}: {seen}");
+    }
+}
+
 #[tokio::test]
 async fn the_page_updates_each_second_and_ends_with_the_summary_numbers() {
     let (Some(chromium), Some(node), Some(playwright)) = (
@@ -118,21 +133,7 @@ async fn the_page_updates_each_second_and_ends_with_the_summary_numbers() {
 
     // The numbers shown at the end are the JSON summary's.
     let tiles = &seen["tiles"];
-    assert_eq!(count(&tiles["sent"]), u(&summary, "/load/sent"), "{seen}");
-    assert_eq!(
-        count(&tiles["received"]),
-        u(&summary, "/receive/unique"),
-        "{seen}"
-    );
-    assert_eq!(count(&tiles["lost"]), u(&summary, "/receive/lost"));
-    assert_eq!(
-        count(&tiles["duplicates"]),
-        u(&summary, "/receive/duplicates")
-    );
-    assert_eq!(
-        count(&tiles["reordered"]),
-        u(&summary, "/receive/reordered")
-    );
+    assert_counts_are_the_summarys(&seen, &summary);
     for (tile, path) in [
         ("p50", "/receive/latency_ms/p50"),
         ("p99", "/receive/latency_ms/p99"),
@@ -280,21 +281,7 @@ async fn the_plotter_page_follows_a_run_while_it_is_recorded() {
 
     // The final numbers are the run's, as the store holds them.
     let tiles = &seen["tiles"];
-    assert_eq!(count(&tiles["sent"]), u(&summary, "/load/sent"), "{seen}");
-    assert_eq!(
-        count(&tiles["received"]),
-        u(&summary, "/receive/unique"),
-        "{seen}"
-    );
-    assert_eq!(count(&tiles["lost"]), u(&summary, "/receive/lost"));
-    assert_eq!(
-        count(&tiles["duplicates"]),
-        u(&summary, "/receive/duplicates")
-    );
-    assert_eq!(
-        count(&tiles["reordered"]),
-        u(&summary, "/receive/reordered")
-    );
+    assert_counts_are_the_summarys(&seen, &summary);
     let run_id = summary["store"]["run_id"].as_str().unwrap();
     let shown = common::run(&["results", "show", run_id, "--store", &store]).await;
     assert_eq!(shown.code, 0, "{}", shown.stderr);
