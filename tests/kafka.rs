@@ -1,6 +1,5 @@
-//! End to end on Kafka: the real binary against a private tansu broker per test (a
-//! Kafka-protocol broker; its speed says nothing about Apache Kafka's), checked through
-//! the JSON summary. Topics are MQTT-style and mapped to Kafka topics by the transport,
+//! End to end on Kafka: the real binary against a private Apache Kafka broker per test
+//! (KRaft, one JVM from the test kit), checked through the JSON summary. Topics are MQTT-style and mapped to Kafka topics by the transport,
 //! which creates them on first publish.
 
 #![cfg(feature = "kafka")]
@@ -8,11 +7,11 @@
 mod common;
 
 use common::*;
-use iotload_testkit::{KafkaBroker, KafkaOptions};
+use iotload_testkit::KafkaBroker;
 
-/// A private broker, or `None` (test skipped) when tansu is not installed outside CI.
+/// A private broker, or `None` (test skipped) when Kafka's jars are missing outside CI.
 async fn broker() -> Option<KafkaBroker> {
-    KafkaBroker::require(KafkaOptions::default()).await
+    KafkaBroker::require().await
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
-//! Pulsar without a Pulsar broker: none can be run here (it is a Java distribution), so
-//! these tests check what can be checked for real, on loopback sockets: a port where
-//! nothing listens, a server that closes at once, one that answers something that is not
-//! Pulsar, and one that never answers, each through the transport and (for the first)
-//! through the real binary. The servers here are fault injectors, not Pulsar fakes.
+//! Pulsar end to end and its connection errors: the real binary against a private Apache
+//! Pulsar standalone per test (one JVM from the test kit), checked through the JSON
+//! summary; and, on loopback sockets, a port where nothing listens, a server that closes
+//! at once, one that answers something that is not Pulsar, and one that never answers,
+//! each through the transport and (for the first) through the real binary. Those servers
+//! are fault injectors, not Pulsar fakes.
 
 #![cfg(feature = "pulsar")]
 #![allow(clippy::unwrap_used)]
@@ -65,6 +66,40 @@ where
         }
     });
     port
+}
+
+#[tokio::test]
+async fn run_on_a_private_pulsar_receives_every_message() {
+    let Some(broker) = iotload_testkit::PulsarBroker::require().await else {
+        return;
+    };
+    let s = exact_counts(&broker.url(), &prefix("pulsar"), &[]).await;
+    assert_eq!(
+        s.pointer("/broker").and_then(|b| b.as_str()),
+        Some(broker.url().as_str()),
+        "{s:#}"
+    );
+}
+
+#[tokio::test]
+async fn header_stamp_rides_in_pulsar_properties_with_a_shared_subscription() {
+    let Some(broker) = iotload_testkit::PulsarBroker::require().await else {
+        return;
+    };
+    let s = exact_counts(
+        &broker.url(),
+        &prefix("pulsarhdr"),
+        &[
+            "--stamp",
+            "header",
+            "--payload",
+            "opaque body",
+            "--pulsar-subscription",
+            "iotload-e2e",
+        ],
+    )
+    .await;
+    assert_eq!(u(&s, "/receive/unique"), 1000);
 }
 
 #[tokio::test]

@@ -1,146 +1,227 @@
-//! A fresh Kafka-protocol broker per test. [`KafkaBroker`] hides how the
-//! broker runs: today it is a private `tansu` process (a Kafka-compatible
-//! broker written in Rust, installed with `cargo install`) bound to an
-//! ephemeral loopback port with in-memory storage; a container backend can be
-//! added later without changing the public API.
+//! A fresh Apache Kafka broker per test: one JVM in KRaft mode (broker and
+//! controller in one node), from the Maven Central jars that
+//! `scripts/jvm-servers kafka` puts in the cache (see [`crate::jvm`]). The log
+//! directory lives in the test's private temporary folder; the JVM is killed on
+//! drop.
 //!
-//! tansu facts this module relies on (checked with tansu 0.6.0 built with the
-//! `dynostore` feature): `tansu broker --listener-url tcp://HOST:PORT
-//! --advertised-listener-url tcp://HOST:PORT --storage-engine memory://tansu/`
-//! serves the Kafka protocol with nothing stored on disk; it prints "ready in"
-//! once it listens and "Address already in use" when its port was taken;
-//! `--authentication` makes it require SASL (PLAIN accepts any password;
-//! SCRAM users can only be added by an authenticated client); it creates no
-//! topic on first use; `--cert`/`--key` are accepted but TLS is not served.
+//! Every broker has two client listeners on loopback: PLAINTEXT ([`KafkaBroker::url`])
+//! and SASL_PLAINTEXT ([`KafkaBroker::sasl_port`]) where user
+//! [`KAFKA_USER`] logs in with [`KAFKA_PASSWORD`] by PLAIN or SCRAM-SHA-512
+//! (the SCRAM credential is written by `kafka-storage format --add-scram`).
+//! Topics are created on first use (`auto.create.topics.enable`, Kafka's
+//! default), with one partition.
+//!
+//! Apache Kafka facts this module relies on (4.4.0): `kafka.tools.StorageTool
+//! format --standalone` must run once on the log directory before
+//! `kafka.Kafka FILE`; the broker logs "Kafka Server started" once it serves;
+//! a taken port ends it with "Address already in use".
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::fmt::Write as _;
+use std::path::Path;
 use std::time::Duration;
 
-use crate::fsutil::find_program;
+use crate::fsutil::write_private;
+use crate::jvm::{self, JvmJars};
 use crate::process::{Launch, ServerProcess, ServerSpec};
 use crate::{TestkitError, is_ci, try_free_port};
 
-/// The broker program.
-const TANSU: &str = "tansu";
-/// The command that installs it (about 20 minutes on two cores).
-pub const TANSU_INSTALL: &str = "cargo install tansu --locked --features dynostore";
-/// What tansu prints once it accepts connections.
-const READY_LINE: &str = "ready in";
+/// The Kafka version the cache's POM names (`testcontainers/jvm/kafka/pom.xml`).
+pub const KAFKA_VERSION: &str = "4.4.0";
+/// The user the SASL listener knows.
+pub const KAFKA_USER: &str = "iotload";
+/// [`KAFKA_USER`]'s password, for PLAIN and SCRAM-SHA-512.
+pub const KAFKA_PASSWORD: &str = "iotload-secret";
 
-/// How the test's broker should be set up. The default needs no credentials.
-#[derive(Debug, Default, Clone)]
-pub struct KafkaOptions {
-    /// Require SASL authentication from every client (`--authentication`).
-    pub authentication: bool,
-}
+/// The cache folder's name for Kafka's jars.
+const JARS: &str = "kafka";
+/// What the broker logs once it serves.
+const READY_LINE: &str = "Kafka Server started";
+/// A fixed cluster id (22 characters of base64url: 16 bytes); every broker
+/// has its own log directory, so they never meet.
+const CLUSTER_ID: &str = "aW90bG9hZC10ZXN0a2l0AA";
+/// How long a JVM may take to start on a loaded two-core machine.
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// JVM options: a small heap and one GC thread, so many brokers fit at once.
+const JVM_OPTIONS: [&str; 5] = [
+    "-Xms128m",
+    "-Xmx512m",
+    "-XX:+UseSerialGC",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+];
+/// Log4j 2: warnings, plus the server's start line, to standard output.
+const LOG4J2: &str = "\
+status = warn
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.out.ref = OUT
+logger.server.name = kafka.server.KafkaRaftServer
+logger.server.level = INFO
+";
 
-/// A Kafka-protocol broker process (or, later, container) owned by one test;
-/// killed on drop.
+/// An Apache Kafka broker process owned by one test; killed on drop.
 #[derive(Debug)]
 pub struct KafkaBroker {
-    backend: Backend,
-}
-
-/// The ways a broker can be run. Only a local process today.
-#[derive(Debug)]
-enum Backend {
-    Process(ServerProcess),
+    process: ServerProcess,
 }
 
 impl KafkaBroker {
-    /// Starts a broker without authentication and waits until it listens.
+    /// Starts a broker and waits until it serves every listener.
     pub async fn start() -> Result<Self, TestkitError> {
-        Self::start_with(KafkaOptions::default()).await
-    }
-
-    /// Starts a broker set up as `opts` says and waits until it listens.
-    pub async fn start_with(opts: KafkaOptions) -> Result<Self, TestkitError> {
-        let program = tansu_program()?;
+        let jars = jvm::jars(JARS)?;
         let dir = tempfile::Builder::new()
             .prefix("iotload-testkit-kafka-")
             .tempdir()?;
+        write_private(&dir.path().join("log4j2.properties"), LOG4J2.as_bytes())?;
         let spec = ServerSpec {
-            name: TANSU,
-            program,
+            name: "kafka",
+            program: "sh".into(),
             dir,
-            log_file: "tansu.log",
+            log_file: "kafka.log",
             logged_ready: |log| log.contains(READY_LINE),
             probe: Some(|port| Box::pin(accepts(port))),
             not_running: "the Kafka broker is not running",
+            ready_timeout: READY_TIMEOUT,
         };
-        let process = ServerProcess::start(spec, |_dir| {
-            let port = try_free_port()?;
-            let url = format!("tcp://127.0.0.1:{port}");
-            let mut args: Vec<OsString> = vec![
-                "broker".into(),
-                "--listener-url".into(),
-                url.clone().into(),
-                "--advertised-listener-url".into(),
-                url.into(),
-                "--storage-engine".into(),
-                "memory://tansu/".into(),
-            ];
-            if opts.authentication {
-                args.push("--authentication".into());
-            }
-            Ok(Launch {
-                ports: vec![port],
-                args,
-            })
+        let mut attempt = 0u32;
+        let process = ServerProcess::start(spec, |dir| {
+            attempt += 1;
+            launch(dir, &jars, attempt)
         })
         .await?;
-        Ok(Self {
-            backend: Backend::Process(process),
-        })
+        Ok(Self { process })
     }
 
-    /// Starts a broker when tansu is installed. When it is not: with `CI=true`
-    /// this panics (CI never skips silently); otherwise it warns and returns
-    /// `None`, so the caller can print "skipped" and return.
+    /// Starts a broker when Kafka's jars and Java are here. When they are
+    /// not: with `CI=true` this panics (CI never skips silently); otherwise it
+    /// warns and returns `None`, so the caller can return early.
     ///
     /// # Panics
     ///
-    /// When tansu is missing and `CI=true`, or when it is installed but does
-    /// not start.
-    pub async fn require(opts: KafkaOptions) -> Option<Self> {
-        if !tansu_available() {
+    /// When the jars are missing and `CI=true`, or when they are here but the
+    /// broker does not start.
+    pub async fn require() -> Option<Self> {
+        if !kafka_available() {
             return None;
         }
-        match Self::start_with(opts).await {
+        match Self::start().await {
             Ok(broker) => Some(broker),
-            Err(err) => panic!("tansu does not start: {err}"),
+            Err(err) => panic!("Apache Kafka does not start: {err}"),
         }
     }
 
-    /// The broker as `kafka://127.0.0.1:PORT`.
+    /// The PLAINTEXT listener as `kafka://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("kafka://127.0.0.1:{}", self.port())
     }
 
-    /// The broker's port on 127.0.0.1.
+    /// The PLAINTEXT listener's port on 127.0.0.1.
     pub fn port(&self) -> u16 {
-        match &self.backend {
-            Backend::Process(process) => process.port(),
-        }
+        self.process.port()
+    }
+
+    /// The SASL_PLAINTEXT listener's port on 127.0.0.1 (user [`KAFKA_USER`]).
+    pub fn sasl_port(&self) -> u16 {
+        self.process.ports().get(1).copied().unwrap_or(0)
+    }
+
+    /// The broker's process id while it runs (for memory figures).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
     }
 
     /// The broker's log so far, for assertion messages.
     pub fn log(&self) -> String {
-        match &self.backend {
-            Backend::Process(process) => process.log(),
-        }
+        self.process.log()
     }
 }
 
-/// Whether tansu can be run here. When it cannot: with `CI=true` this panics
-/// with the install command; otherwise it warns and returns `false`.
+/// The ports, the configuration files and the command line of one start
+/// attempt: format a fresh log directory, then run the broker in its place.
+fn launch(dir: &Path, jars: &JvmJars, attempt: u32) -> Result<Launch, TestkitError> {
+    let [plain, sasl, controller] = [try_free_port()?, try_free_port()?, try_free_port()?];
+    let data = dir.join(format!("data-{attempt}"));
+    let config = dir.join(format!("server-{attempt}.properties"));
+    write_private(
+        &config,
+        server_properties(&data, plain, sasl, controller).as_bytes(),
+    )?;
+    let log4j = dir.join("log4j2.properties");
+    let java = |class: &str, args: &str| -> String {
+        let mut line = format!("'{}'", jars.java.display());
+        for option in JVM_OPTIONS {
+            let _ = write!(line, " {option}");
+        }
+        let _ = write!(
+            line,
+            " -Dlog4j2.configurationFile='{}' -cp '{}' {class} {args}",
+            log4j.display(),
+            Path::new(&jars.classpath).display(),
+        );
+        line
+    };
+    let scram = format!("SCRAM-SHA-512=[name={KAFKA_USER},password={KAFKA_PASSWORD}]");
+    let format_args = format!(
+        "format --standalone -t {CLUSTER_ID} -c '{}' --add-scram '{scram}'",
+        config.display()
+    );
+    // `exec` makes the broker the process the kit kills.
+    let script = format!(
+        "{} && exec {}",
+        java("kafka.tools.StorageTool", &format_args),
+        java("kafka.Kafka", &format!("'{}'", config.display())),
+    );
+    let args: Vec<OsString> = vec!["-c".into(), script.into()];
+    Ok(Launch {
+        ports: vec![plain, sasl, controller],
+        args,
+    })
+}
+
+/// A single-node KRaft configuration: PLAINTEXT for clients and between
+/// brokers, SASL_PLAINTEXT (PLAIN and SCRAM-SHA-512) for clients that log in,
+/// and the controller listener, all on 127.0.0.1.
+fn server_properties(data: &Path, plain: u16, sasl: u16, controller: u16) -> String {
+    format!(
+        "process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:{controller}
+listeners=PLAINTEXT://127.0.0.1:{plain},SASL_PLAINTEXT://127.0.0.1:{sasl},CONTROLLER://127.0.0.1:{controller}
+advertised.listeners=PLAINTEXT://127.0.0.1:{plain},SASL_PLAINTEXT://127.0.0.1:{sasl}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_{KAFKA_USER}=\"{KAFKA_PASSWORD}\";
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+log.dirs={data}
+num.partitions=1
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+",
+        data = data.display(),
+    )
+}
+
+/// Whether Kafka's jars and Java are here. When they are not: with `CI=true`
+/// this panics with the command that resolves them; otherwise it warns and
+/// returns `false`.
 ///
 /// # Panics
 ///
-/// When tansu is missing and `CI=true`.
-pub fn tansu_available() -> bool {
-    match tansu_program() {
+/// When the jars are missing and `CI=true`.
+pub fn kafka_available() -> bool {
+    match jvm::jars(JARS) {
         Ok(_) => true,
         Err(err) if is_ci() => panic!("{err} (CI=true, so this test may not be skipped)"),
         Err(err) => {
@@ -149,24 +230,6 @@ pub fn tansu_available() -> bool {
             false
         }
     }
-}
-
-/// tansu on `PATH`, or where `cargo install` puts it (`$CARGO_HOME/bin`,
-/// `~/.cargo/bin`), which a test's `PATH` often lacks.
-fn tansu_program() -> Result<PathBuf, TestkitError> {
-    let hint = format!("install it with `{TANSU_INSTALL}` (about 20 minutes)");
-    find_program(TANSU, &hint).or_else(|err| {
-        let cargo_bins = [
-            std::env::var_os("CARGO_HOME").map(|h| PathBuf::from(h).join("bin")),
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo").join("bin")),
-        ];
-        cargo_bins
-            .into_iter()
-            .flatten()
-            .map(|dir| dir.join(TANSU))
-            .find(|candidate| candidate.is_file())
-            .ok_or(err)
-    })
 }
 
 /// Whether something accepts TCP connections on 127.0.0.1:`port` within
@@ -188,21 +251,21 @@ mod tests {
 
     #[tokio::test]
     async fn starts_listens_and_stops_on_drop() {
-        let Some(broker) = KafkaBroker::require(KafkaOptions::default()).await else {
+        let Some(broker) = KafkaBroker::require().await else {
             return;
         };
-        let port = broker.port();
+        let (port, sasl) = (broker.port(), broker.sasl_port());
         assert_eq!(broker.url(), format!("kafka://127.0.0.1:{port}"));
-        assert!(accepts(port).await);
+        assert!(accepts(port).await && accepts(sasl).await);
         assert!(broker.log().contains(READY_LINE), "{}", broker.log());
         drop(broker);
         let mut closed = false;
-        for _ in 0..50 {
+        for _ in 0..100 {
             if !accepts(port).await {
                 closed = true;
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(closed, "the broker must stop when dropped");
     }

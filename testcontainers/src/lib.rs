@@ -1,7 +1,8 @@
 //! iotload's test kit: gives each integration test its own fresh, real server
-//! (an MQTT broker run as a private `mosquitto` process, a Redis, a NATS or a
-//! Kafka-protocol (tansu) server, each on an ephemeral loopback port, or a
-//! private virtual host on the machine's RabbitMQ), plus helpers for tests that use the machine's shared
+//! (an MQTT broker run as a private `mosquitto` process, a Redis or a NATS
+//! server, an Apache Kafka or Apache Pulsar JVM assembled from Maven Central
+//! jars, each on ephemeral loopback ports, or a private virtual host on the
+//! machine's RabbitMQ), plus helpers for tests that use the machine's shared
 //! servers instead. The API says nothing about *how* a server is started, so a
 //! container backend can be added later without touching any test.
 //!
@@ -19,11 +20,13 @@
 
 mod error;
 mod fsutil;
+mod jvm;
 mod kafka;
 mod mqtt;
 mod nats;
 mod pki;
 mod process;
+mod pulsar;
 mod rabbitmq;
 mod redis;
 
@@ -31,10 +34,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use error::TestkitError;
-pub use kafka::{KafkaBroker, KafkaOptions, TANSU_INSTALL, tansu_available};
+pub use jvm::{JVM_CACHE_ENV, JVM_SERVERS_INSTALL, jvm_cache_dir};
+pub use kafka::{KAFKA_PASSWORD, KAFKA_USER, KAFKA_VERSION, KafkaBroker, kafka_available};
 pub use mqtt::{MqttBroker, MqttBrokerOptions};
 pub use nats::{DEFAULT_NATS_URL, NATS_URL_ENV, NatsOptions, NatsServer, machine_nats_url};
 pub use pki::TestPki;
+pub use pulsar::{PULSAR_VERSION, PulsarBroker, pulsar_available};
 pub use rabbitmq::{
     AMQP_URL_ENV, DEFAULT_AMQP_URL, RABBITMQ_START_HINT, RabbitVhost, machine_amqp_url,
 };

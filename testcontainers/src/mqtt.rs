@@ -193,6 +193,7 @@ impl ProcessBroker {
                 None => Some(|port| Box::pin(accepts_tcp(port))),
             },
             not_running: "the MQTT broker is not running",
+            ready_timeout: crate::process::READY_TIMEOUT,
         };
         let mut tls_port = None;
         let process = ServerProcess::start(spec, |_dir| {

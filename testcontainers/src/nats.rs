@@ -126,6 +126,7 @@ impl ProcessNats {
             logged_ready: |log| log.contains(READY_LINE),
             probe: Some(|port| Box::pin(greets(port))),
             not_running: "the NATS server is not running",
+            ready_timeout: crate::process::READY_TIMEOUT,
         };
         let process = ServerProcess::start(spec, |dir| {
             let port = try_free_port()?;

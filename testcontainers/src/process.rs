@@ -24,8 +24,8 @@ use tokio::process::{Child, Command};
 use crate::TestkitError;
 use crate::fsutil::{LOG_TAIL_LINES, read_lossy, send_signal, tail};
 
-/// How long a server may take to become ready.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a native server may take to become ready ([`ServerSpec::ready_timeout`]).
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a start is retried when another process grabbed the chosen port.
 const PORT_ATTEMPTS: usize = 3;
 /// The first pause between readiness checks; it doubles up to [`MAX_BACKOFF`].
@@ -55,6 +55,9 @@ pub(crate) struct ServerSpec {
     pub(crate) probe: Option<Probe>,
     /// The error message when pausing or resuming a stopped server.
     pub(crate) not_running: &'static str,
+    /// How long the server may take to become ready ([`READY_TIMEOUT`] for
+    /// native servers; JVM servers need longer on a loaded machine).
+    pub(crate) ready_timeout: Duration,
 }
 
 /// One start attempt's ports (the first is the main one; all appear in
@@ -111,6 +114,11 @@ impl ServerProcess {
     /// The main port on 127.0.0.1.
     pub(crate) fn port(&self) -> u16 {
         self.launch.ports.first().copied().unwrap_or(0)
+    }
+
+    /// Every port of the current launch, the main one first.
+    pub(crate) fn ports(&self) -> &[u16] {
+        &self.launch.ports
     }
 
     /// The log file (all runs).
@@ -222,7 +230,7 @@ impl ServerProcess {
 
     /// Waits, with a growing pause between checks, until this run (whose log
     /// starts at byte `log_start`) has logged that it is ready and every port
-    /// answers the probe; fails when the process exits or [`READY_TIMEOUT`]
+    /// answers the probe; fails when the process exits or `ready_timeout`
     /// passes.
     async fn wait_ready(&mut self, log_start: u64) -> Result<(), TestkitError> {
         let started = Instant::now();
@@ -255,7 +263,7 @@ impl ServerProcess {
                     return Ok(());
                 }
             }
-            if started.elapsed() >= READY_TIMEOUT {
+            if started.elapsed() >= self.spec.ready_timeout {
                 return Err(self.not_ready(self.spec.name.to_owned(), started));
             }
             tokio::time::sleep(backoff).await;

@@ -166,6 +166,7 @@ impl ProcessRedis {
             logged_ready: |log| log.contains(READY_LINE),
             probe: Some(|port| Box::pin(ping(port))),
             not_running: "the Redis server is not running",
+            ready_timeout: crate::process::READY_TIMEOUT,
         };
         let password = opts.password;
         let process = ServerProcess::start(spec, |dir| {

@@ -1,11 +1,6 @@
-//! Kafka (rdkafka) against a private tansu broker per test (a Kafka-protocol broker; its
-//! speed says nothing about Apache Kafka's).
-//!
-//! tansu 0.6 offers only SCRAM when it requires authentication, and SCRAM users can only
-//! be added by a client that is already authenticated, so a broker with users cannot be
-//! set up in a test: the refused-credentials check uses a user the broker does not know
-//! (SCRAM-SHA-512), not a wrong password of a known one. tansu serves no TLS, so
-//! `kafka+tls://` is not exercised.
+//! Kafka (rdkafka) against a private Apache Kafka broker per test (KRaft, one JVM from
+//! the test kit). The refused-credentials check uses the broker's SASL listener with a
+//! known user and a wrong password, by SCRAM-SHA-512 and by PLAIN.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,15 +12,14 @@ use iotload_core::transport::kafka::{KafkaSettings, KafkaTransport, SaslMechanis
 use iotload_core::transport::{
     ClientIdentity, Outgoing, Publisher, Subscriber, Transport, TransportError,
 };
-use iotload_testkit::{KafkaBroker, KafkaOptions};
+use iotload_testkit::{KAFKA_PASSWORD, KAFKA_USER, KafkaBroker};
 
 use crate::conformance::{Broker, RECEIVE_TIMEOUT};
 
-/// A private broker, plus one that requires authentication for the credentials check.
-/// With `GROUP`, every subscriber joins one named consumer group.
+/// A private broker (with a SASL listener for the credentials check). With `GROUP`,
+/// every subscriber joins one named consumer group.
 pub(crate) struct Kafka<const GROUP: bool> {
     broker: KafkaBroker,
-    secured: KafkaBroker,
 }
 
 fn settings(group: Option<&str>) -> KafkaSettings {
@@ -48,17 +42,12 @@ impl<const GROUP: bool> Broker for Kafka<GROUP> {
     type T = KafkaTransport;
 
     fn available() -> bool {
-        iotload_testkit::tansu_available()
+        iotload_testkit::kafka_available()
     }
 
     async fn start() -> Self {
-        let broker = KafkaBroker::start().await.expect("tansu starts");
-        let secured = KafkaBroker::start_with(KafkaOptions {
-            authentication: true,
-        })
-        .await
-        .expect("tansu starts with authentication");
-        Self { broker, secured }
+        let broker = KafkaBroker::start().await.expect("Apache Kafka starts");
+        Self { broker }
     }
 
     fn transport(&self) -> Arc<KafkaTransport> {
@@ -73,7 +62,10 @@ impl<const GROUP: bool> Broker for Kafka<GROUP> {
     }
 
     fn with_wrong_password(&self) -> Option<KafkaTransport> {
-        let url = format!("kafka://conf:wrong@127.0.0.1:{}", self.secured.port());
+        let url = format!(
+            "kafka://{KAFKA_USER}:wrong@127.0.0.1:{}",
+            self.broker.sasl_port()
+        );
         let settings = KafkaSettings {
             sasl_mechanism: SaslMechanism::ScramSha512,
             ..settings(group::<GROUP>())
@@ -126,7 +118,7 @@ async fn bodies(sub: &mut impl Subscriber, n: usize, quiet: Duration) -> Vec<Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_left_by_an_earlier_run_are_not_delivered() {
-    let Some(broker) = KafkaBroker::require(KafkaOptions::default()).await else {
+    let Some(broker) = KafkaBroker::require().await else {
         return;
     };
     let t = transport(&broker.url(), settings(None));
@@ -158,7 +150,7 @@ async fn messages_left_by_an_earlier_run_are_not_delivered() {
 async fn competing_subscribers_in_one_group_share_the_messages() {
     const TOPICS: usize = 4;
     const ROUNDS: usize = 20;
-    let Some(broker) = KafkaBroker::require(KafkaOptions::default()).await else {
+    let Some(broker) = KafkaBroker::require().await else {
         return;
     };
     // The second subscriber waits for an assignment only until the connect timeout: the
@@ -224,14 +216,11 @@ async fn competing_subscribers_in_one_group_share_the_messages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_requiring_authentication_names_the_likely_cause() {
-    let Some(broker) = KafkaBroker::require(KafkaOptions {
-        authentication: true,
-    })
-    .await
-    else {
+    let Some(broker) = KafkaBroker::require().await else {
         return;
     };
-    let t = transport(&broker.url(), settings(None));
+    let url = format!("kafka://127.0.0.1:{}", broker.sasl_port());
+    let t = transport(&url, settings(None));
     match t.publisher(&identity("noauth")).await {
         Ok(_) => panic!("a broker requiring authentication accepted a client without"),
         Err(e @ TransportError::Connect { .. }) => {
@@ -239,5 +228,39 @@ async fn a_broker_requiring_authentication_names_the_likely_cause() {
             assert!(text.contains("authentication"), "{text}");
         }
         Err(e) => panic!("expected a connection error, got {e:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_right_credentials_log_in_by_plain_and_by_scram() {
+    let Some(broker) = KafkaBroker::require().await else {
+        return;
+    };
+    let url = format!(
+        "kafka://{KAFKA_USER}:{KAFKA_PASSWORD}@127.0.0.1:{}",
+        broker.sasl_port()
+    );
+    for mechanism in [SaslMechanism::Plain, SaslMechanism::ScramSha512] {
+        let t = transport(
+            &url,
+            KafkaSettings {
+                sasl_mechanism: mechanism,
+                ..settings(None)
+            },
+        );
+        let topic = iotload_testkit::unique_topic("kafka/sasl");
+        let mut sub = t
+            .subscriber(&identity("sasl-sub"), std::slice::from_ref(&topic))
+            .await
+            .unwrap_or_else(|e| panic!("{mechanism:?} subscriber: {e}\n{}", broker.log()));
+        let mut p = t
+            .publisher(&identity("sasl-pub"))
+            .await
+            .unwrap_or_else(|e| panic!("{mechanism:?} publisher: {e}"));
+        publish(&mut p, &topic, "logged in").await;
+        p.close().await.expect("close");
+        let got = bodies(&mut sub, 1, Duration::ZERO).await;
+        assert_eq!(got, vec!["logged in".to_string()], "{mechanism:?}");
+        sub.close().await.expect("close");
     }
 }

@@ -296,8 +296,11 @@ impl KafkaTransport {
         }
         match Events::take(&events.last) {
             Some((_, reason)) => {
+                // tansu resets the connection; Apache Kafka's SASL listener closes it
+                // as soon as the first request is not a SASL handshake.
                 let hint = if reason.contains("Disconnected while requesting ApiVersion")
                     || reason.contains("reset by peer")
+                    || reason.contains("closed by peer")
                 {
                     " (does the broker require authentication: --username and --password?)"
                 } else {

@@ -1,0 +1,304 @@
+//! A fresh Apache Pulsar per test: `pulsar standalone` (broker, one bookie and
+//! a RocksDB metadata store in one JVM) from the Maven Central jars that
+//! `scripts/jvm-servers pulsar` puts in the cache (see [`crate::jvm`]). Its data
+//! lives in the test's private temporary folder; the JVM is killed on drop.
+//!
+//! Pulsar facts this module relies on (4.2.4): the standalone starter is
+//! `org.apache.pulsar.PulsarStandaloneStarter --config FILE`; it logs
+//! "messaging service is ready" once the broker serves, then creates the
+//! `public/default` namespace, which [`PulsarBroker::start`] waits for through
+//! the admin REST API; unknown topics are created on first use.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::fsutil::write_private;
+use crate::jvm::{self, JvmJars};
+use crate::process::{Launch, ServerProcess, ServerSpec};
+use crate::{TestkitError, is_ci, try_free_port};
+
+/// The Pulsar version the cache's POM names (`testcontainers/jvm/pulsar/pom.xml`).
+pub const PULSAR_VERSION: &str = "4.2.4";
+
+/// The cache folder's name for Pulsar's jars.
+const JARS: &str = "pulsar";
+/// What the broker logs once it serves.
+const READY_LINE: &str = "messaging service is ready";
+/// How long the JVM may take to start on a loaded two-core machine.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// JVM options: the heap `pulsar standalone` suggests for small machines, one
+/// GC thread, and the module openings its metrics want on Java 17.
+const JVM_OPTIONS: [&str; 8] = [
+    "-Xms256m",
+    "-Xmx1g",
+    "-XX:MaxDirectMemorySize=512m",
+    "-XX:+UseSerialGC",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+    "--add-opens=java.base/jdk.internal.platform=ALL-UNNAMED",
+    "--add-opens=java.management/sun.management=ALL-UNNAMED",
+];
+/// Log4j 2: warnings, plus the broker's start lines, to standard output.
+const LOG4J2: &str = "\
+status = warn
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c{1})%n
+rootLogger.level = WARN
+rootLogger.appenderRef.out.ref = OUT
+logger.service.name = org.apache.pulsar.broker.PulsarService
+logger.service.level = INFO
+";
+
+/// An Apache Pulsar standalone process owned by one test; killed on drop.
+#[derive(Debug)]
+pub struct PulsarBroker {
+    process: ServerProcess,
+    started_in: Duration,
+}
+
+impl PulsarBroker {
+    /// Starts Pulsar and waits until it serves and has its default namespace.
+    pub async fn start() -> Result<Self, TestkitError> {
+        let started = Instant::now();
+        let jars = jvm::jars(JARS)?;
+        let dir = tempfile::Builder::new()
+            .prefix("iotload-testkit-pulsar-")
+            .tempdir()?;
+        write_private(&dir.path().join("log4j2.properties"), LOG4J2.as_bytes())?;
+        let spec = ServerSpec {
+            name: "pulsar",
+            program: "sh".into(),
+            dir,
+            log_file: "pulsar.log",
+            logged_ready: |log| log.contains(READY_LINE),
+            probe: Some(|port| Box::pin(accepts(port))),
+            not_running: "Pulsar is not running",
+            ready_timeout: READY_TIMEOUT,
+        };
+        let mut attempt = 0u32;
+        let process = ServerProcess::start(spec, |dir| {
+            attempt += 1;
+            launch(dir, &jars, attempt)
+        })
+        .await?;
+        let mut broker = Self {
+            process,
+            started_in: Duration::ZERO,
+        };
+        broker.wait_for_namespace(started).await?;
+        broker.started_in = started.elapsed();
+        Ok(broker)
+    }
+
+    /// Starts Pulsar when its jars and Java are here. When they are not: with
+    /// `CI=true` this panics (CI never skips silently); otherwise it warns and
+    /// returns `None`, so the caller can return early.
+    ///
+    /// # Panics
+    ///
+    /// When the jars are missing and `CI=true`, or when they are here but
+    /// Pulsar does not start.
+    pub async fn require() -> Option<Self> {
+        if !pulsar_available() {
+            return None;
+        }
+        match Self::start().await {
+            Ok(broker) => Some(broker),
+            Err(err) => panic!("Apache Pulsar does not start: {err}"),
+        }
+    }
+
+    /// The binary protocol's address, `pulsar://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("pulsar://127.0.0.1:{}", self.port())
+    }
+
+    /// The binary protocol's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.process.port()
+    }
+
+    /// The admin REST API, `http://127.0.0.1:PORT`.
+    pub fn web_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.web_port())
+    }
+
+    /// How long the start took, up to the default namespace.
+    pub fn started_in(&self) -> Duration {
+        self.started_in
+    }
+
+    /// The JVM's process id while it runs (for memory figures).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    /// The log so far, for assertion messages.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    fn web_port(&self) -> u16 {
+        self.process.ports().get(1).copied().unwrap_or(0)
+    }
+
+    /// Polls the admin API until the standalone has created `public/default`.
+    async fn wait_for_namespace(&self, started: Instant) -> Result<(), TestkitError> {
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let body = http_get(self.web_port(), "/admin/v2/namespaces/public").await;
+            if body.as_deref().is_ok_and(|b| b.contains("public/default")) {
+                return Ok(());
+            }
+            if started.elapsed() >= READY_TIMEOUT {
+                return Err(TestkitError::NotReady {
+                    what: "pulsar (namespace public/default)".into(),
+                    addr: self.web_url(),
+                    waited: started.elapsed(),
+                    log: crate::fsutil::tail(&self.log(), crate::fsutil::LOG_TAIL_LINES),
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
+    }
+}
+
+/// The ports, the configuration file and the command line of one start
+/// attempt, all state in a fresh folder of `dir`.
+fn launch(dir: &Path, jars: &JvmJars, attempt: u32) -> Result<Launch, TestkitError> {
+    let [broker, web, bookie, zk] = [
+        try_free_port()?,
+        try_free_port()?,
+        try_free_port()?,
+        try_free_port()?,
+    ];
+    let data = dir.join(format!("data-{attempt}"));
+    std::fs::create_dir_all(&data)?;
+    let config = data.join("standalone.conf");
+    write_private(&config, standalone_conf(broker, web).as_bytes())?;
+    let mut line = format!("cd '{}' && exec '{}'", data.display(), jars.java.display());
+    for option in JVM_OPTIONS {
+        line.push(' ');
+        line.push_str(option);
+    }
+    line.push_str(&format!(
+        " -Dlog4j2.configurationFile='{}' -cp '{}' org.apache.pulsar.PulsarStandaloneStarter \
+         --config '{}' --no-functions-worker --no-stream-storage --zookeeper-port {zk} \
+         --bookkeeper-port {bookie} --bookkeeper-dir '{}' --metadata-dir '{}'",
+        dir.join("log4j2.properties").display(),
+        Path::new(&jars.classpath).display(),
+        config.display(),
+        data.join("bookkeeper").display(),
+        data.join("metadata").display(),
+    ));
+    Ok(Launch {
+        ports: vec![broker, web],
+        args: vec![OsString::from("-c"), line.into()],
+    })
+}
+
+/// The broker's settings: loopback only, one copy of everything, topics
+/// created on first use, no functions, transactions or system topics.
+fn standalone_conf(broker: u16, web: u16) -> String {
+    format!(
+        "clusterName=standalone
+advertisedAddress=127.0.0.1
+bindAddress=127.0.0.1
+brokerServicePort={broker}
+webServicePort={web}
+managedLedgerDefaultEnsembleSize=1
+managedLedgerDefaultWriteQuorum=1
+managedLedgerDefaultAckQuorum=1
+allowAutoTopicCreation=true
+allowAutoTopicCreationType=non-partitioned
+functionsWorkerEnabled=false
+transactionCoordinatorEnabled=false
+brokerDeleteInactiveTopicsEnabled=false
+"
+    )
+}
+
+/// Whether Pulsar's jars and Java are here. When they are not: with `CI=true`
+/// this panics with the command that resolves them; otherwise it warns and
+/// returns `false`.
+///
+/// # Panics
+///
+/// When the jars are missing and `CI=true`.
+pub fn pulsar_available() -> bool {
+    match jvm::jars(JARS) {
+        Ok(_) => true,
+        Err(err) if is_ci() => panic!("{err} (CI=true, so this test may not be skipped)"),
+        Err(err) => {
+            tracing::warn!("skipped: {err}");
+            eprintln!("skipped: {err}");
+            false
+        }
+    }
+}
+
+/// The body of `GET path` on 127.0.0.1:`port` (HTTP/1.0, so the server closes
+/// the connection after the answer), within 2 s.
+async fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok(String::from_utf8_lossy(&answer).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(2), exchange)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+/// Whether something accepts TCP connections on 127.0.0.1:`port` within
+/// 500 ms.
+async fn accepts(port: u16) -> bool {
+    matches!(
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect(("127.0.0.1", port)),
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn starts_with_the_default_namespace_and_stops_on_drop() {
+        let Some(broker) = PulsarBroker::require().await else {
+            return;
+        };
+        let port = broker.port();
+        assert_eq!(broker.url(), format!("pulsar://127.0.0.1:{port}"));
+        let namespaces = http_get(broker.web_port(), "/admin/v2/namespaces/public").await;
+        assert!(
+            namespaces
+                .as_deref()
+                .is_ok_and(|b| b.contains("public/default")),
+            "{namespaces:?}"
+        );
+        drop(broker);
+        let mut closed = false;
+        for _ in 0..100 {
+            if !accepts(port).await {
+                closed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(closed, "Pulsar must stop when dropped");
+    }
+}
