@@ -73,7 +73,15 @@ async fn run_on_a_private_pulsar_receives_every_message() {
     let Some(broker) = iotload_testkit::PulsarBroker::require().await else {
         return;
     };
-    let s = exact_counts(&broker.url(), &prefix("pulsar"), &[]).await;
+    // Fresh topics: each producer is created on its device's first message and the
+    // collector's pattern subscription finds each action topic at its next refresh (1 s),
+    // so the first messages arrive seconds late on a busy machine; the drain waits.
+    let s = exact_counts(
+        &broker.url(),
+        &prefix("pulsar"),
+        &["--drain-timeout", "15s"],
+    )
+    .await;
     assert_eq!(
         s.pointer("/broker").and_then(|b| b.as_str()),
         Some(broker.url().as_str()),
@@ -96,6 +104,8 @@ async fn header_stamp_rides_in_pulsar_properties_with_a_shared_subscription() {
             "opaque body",
             "--pulsar-subscription",
             "iotload-e2e",
+            "--drain-timeout",
+            "15s",
         ],
     )
     .await;

@@ -29,6 +29,7 @@ mod process;
 mod pulsar;
 mod rabbitmq;
 mod redis;
+mod search;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -39,11 +40,12 @@ pub use kafka::{KAFKA_PASSWORD, KAFKA_USER, KAFKA_VERSION, KafkaBroker, kafka_av
 pub use mqtt::{MqttBroker, MqttBrokerOptions};
 pub use nats::{DEFAULT_NATS_URL, NATS_URL_ENV, NatsOptions, NatsServer, machine_nats_url};
 pub use pki::TestPki;
-pub use pulsar::{PULSAR_VERSION, PulsarBroker, pulsar_available};
+pub use pulsar::{PULSAR_VERSION, PulsarBroker, PulsarOptions, pulsar_available};
 pub use rabbitmq::{
     AMQP_URL_ENV, DEFAULT_AMQP_URL, RABBITMQ_START_HINT, RabbitVhost, machine_amqp_url,
 };
 pub use redis::{DEFAULT_REDIS_URL, REDIS_URL_ENV, RedisOptions, RedisServer, machine_redis_url};
+pub use search::{ELASTICSEARCH_VERSION, SearchNode, SearchNodeOptions, search_available};
 
 /// Environment variable naming the machine's shared MQTT broker.
 pub const MQTT_URL_ENV: &str = "IOTLOAD_TEST_MQTT_URL";

@@ -7,7 +7,10 @@
 //! `org.apache.pulsar.PulsarStandaloneStarter --config FILE`; it logs
 //! "messaging service is ready" once the broker serves, then creates the
 //! `public/default` namespace, which [`PulsarBroker::start`] waits for through
-//! the admin REST API; unknown topics are created on first use.
+//! the admin REST API; unknown topics are created on first use. With
+//! [`PulsarOptions::token_auth`] it requires token (JWT) authentication: the
+//! secret key and a token for subject `iotload` (a super-user, which the broker
+//! also uses for itself) are made with Pulsar's own `TokensCliUtils`.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -54,22 +57,42 @@ logger.service.name = org.apache.pulsar.broker.PulsarService
 logger.service.level = INFO
 ";
 
+/// How the test's Pulsar should be set up. The default needs no credentials.
+#[derive(Debug, Default, Clone)]
+pub struct PulsarOptions {
+    /// Require token (JWT) authentication from every client; the valid token is
+    /// [`PulsarBroker::token`].
+    pub token_auth: bool,
+}
+
 /// An Apache Pulsar standalone process owned by one test; killed on drop.
 #[derive(Debug)]
 pub struct PulsarBroker {
     process: ServerProcess,
     started_in: Duration,
+    token: Option<String>,
 }
 
 impl PulsarBroker {
-    /// Starts Pulsar and waits until it serves and has its default namespace.
+    /// Starts Pulsar without authentication and waits until it serves and has
+    /// its default namespace.
     pub async fn start() -> Result<Self, TestkitError> {
+        Self::start_with(PulsarOptions::default()).await
+    }
+
+    /// Starts Pulsar set up as `opts` says and waits until it serves and has
+    /// its default namespace.
+    pub async fn start_with(opts: PulsarOptions) -> Result<Self, TestkitError> {
         let started = Instant::now();
         let jars = jvm::jars(JARS)?;
         let dir = tempfile::Builder::new()
             .prefix("iotload-testkit-pulsar-")
             .tempdir()?;
         write_private(&dir.path().join("log4j2.properties"), LOG4J2.as_bytes())?;
+        let auth = match opts.token_auth {
+            true => Some(make_token(&jars, dir.path()).await?),
+            false => None,
+        };
         let spec = ServerSpec {
             name: "pulsar",
             program: "sh".into(),
@@ -83,12 +106,13 @@ impl PulsarBroker {
         let mut attempt = 0u32;
         let process = ServerProcess::start(spec, |dir| {
             attempt += 1;
-            launch(dir, &jars, attempt)
+            launch(dir, &jars, attempt, auth.as_ref())
         })
         .await?;
         let mut broker = Self {
             process,
             started_in: Duration::ZERO,
+            token: auth.map(|auth| auth.token),
         };
         broker.wait_for_namespace(started).await?;
         broker.started_in = started.elapsed();
@@ -128,6 +152,11 @@ impl PulsarBroker {
         format!("http://127.0.0.1:{}", self.web_port())
     }
 
+    /// The token Pulsar accepts, when it requires one ([`PulsarOptions::token_auth`]).
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// How long the start took, up to the default namespace.
     pub fn started_in(&self) -> Duration {
         self.started_in
@@ -151,7 +180,7 @@ impl PulsarBroker {
     async fn wait_for_namespace(&self, started: Instant) -> Result<(), TestkitError> {
         let mut pause = Duration::from_millis(20);
         loop {
-            let body = http_get(self.web_port(), "/admin/v2/namespaces/public").await;
+            let body = http_get(self.web_port(), "/admin/v2/namespaces/public", self.token()).await;
             if body.as_deref().is_ok_and(|b| b.contains("public/default")) {
                 return Ok(());
             }
@@ -169,9 +198,60 @@ impl PulsarBroker {
     }
 }
 
+/// The secret key file and a token signed with it.
+#[derive(Debug)]
+struct TokenAuth {
+    key_file: std::path::PathBuf,
+    token: String,
+}
+
+/// Makes a secret key in `dir` and a token for subject `iotload` with Pulsar's
+/// `TokensCliUtils` (two short JVM runs).
+async fn make_token(jars: &JvmJars, dir: &Path) -> Result<TokenAuth, TestkitError> {
+    let key_file = dir.join("secret.key");
+    let key_url = format!("file://{}", key_file.display());
+    let tokens = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(&jars.java);
+        command
+            .arg("-cp")
+            .arg(&jars.classpath)
+            .arg("org.apache.pulsar.utils.auth.tokens.TokensCliUtils")
+            .args(args)
+            .stdin(std::process::Stdio::null());
+        command
+    };
+    let key_path = key_file.display().to_string();
+    let key = tokens(&["create-secret-key", "--output", &key_path])
+        .output()
+        .await?;
+    let token = tokens(&["create", "--secret-key", &key_url, "--subject", "iotload"])
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    if !key.status.success() || !token.status.success() || text.is_empty() {
+        return Err(TestkitError::Admin {
+            command: "TokensCliUtils create-secret-key / create".into(),
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&key.stderr),
+                String::from_utf8_lossy(&token.stderr)
+            ),
+        });
+    }
+    Ok(TokenAuth {
+        key_file,
+        token: text,
+    })
+}
+
 /// The ports, the configuration file and the command line of one start
 /// attempt, all state in a fresh folder of `dir`.
-fn launch(dir: &Path, jars: &JvmJars, attempt: u32) -> Result<Launch, TestkitError> {
+fn launch(
+    dir: &Path,
+    jars: &JvmJars,
+    attempt: u32,
+    auth: Option<&TokenAuth>,
+) -> Result<Launch, TestkitError> {
     let [broker, web, bookie, zk] = [
         try_free_port()?,
         try_free_port()?,
@@ -181,7 +261,22 @@ fn launch(dir: &Path, jars: &JvmJars, attempt: u32) -> Result<Launch, TestkitErr
     let data = dir.join(format!("data-{attempt}"));
     std::fs::create_dir_all(&data)?;
     let config = data.join("standalone.conf");
-    write_private(&config, standalone_conf(broker, web).as_bytes())?;
+    let mut conf = standalone_conf(broker, web);
+    if let Some(auth) = auth {
+        conf.push_str(&format!(
+            "authenticationEnabled=true
+authorizationEnabled=false
+authenticationProviders=org.apache.pulsar.broker.authentication.AuthenticationProviderToken
+tokenSecretKey=file://{}
+superUserRoles=iotload
+brokerClientAuthenticationPlugin=org.apache.pulsar.client.impl.auth.AuthenticationToken
+brokerClientAuthenticationParameters=token:{}
+",
+            auth.key_file.display(),
+            auth.token
+        ));
+    }
+    write_private(&config, conf.as_bytes())?;
     let mut line = format!("cd '{}' && exec '{}'", data.display(), jars.java.display());
     for option in JVM_OPTIONS {
         line.push(' ');
@@ -243,12 +338,13 @@ pub fn pulsar_available() -> bool {
     }
 }
 
-/// The body of `GET path` on 127.0.0.1:`port` (HTTP/1.0, so the server closes
-/// the connection after the answer), within 2 s.
-async fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+/// The answer to `GET path` on 127.0.0.1:`port` (HTTP/1.0, so the server
+/// closes the connection after it), with `token` as a bearer token, within 2 s.
+async fn http_get(port: u16, path: &str, token: Option<&str>) -> std::io::Result<String> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}\r\n");
         stream.write_all(request.as_bytes()).await?;
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await?;
@@ -283,7 +379,7 @@ mod tests {
         };
         let port = broker.port();
         assert_eq!(broker.url(), format!("pulsar://127.0.0.1:{port}"));
-        let namespaces = http_get(broker.web_port(), "/admin/v2/namespaces/public").await;
+        let namespaces = http_get(broker.web_port(), "/admin/v2/namespaces/public", None).await;
         assert!(
             namespaces
                 .as_deref()

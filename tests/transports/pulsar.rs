@@ -1,14 +1,14 @@
 //! Pulsar (the `pulsar` crate) against a private Apache Pulsar standalone per test (one
-//! JVM from the test kit), with a private subscription per subscriber and with one
-//! shared subscription. The standalone runs without authentication, so the
-//! refused-credentials check does not apply (token refusals are unit-tested).
+//! JVM from the test kit) that requires token authentication, with a private
+//! subscription per subscriber and with one shared subscription. The refused-credentials
+//! check presents a token signed with another key.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use iotload_core::plan::BrokerUrl;
 use iotload_core::transport::pulsar::{PulsarSettings, PulsarTransport};
-use iotload_testkit::PulsarBroker;
+use iotload_testkit::{PulsarBroker, PulsarOptions};
 
 use crate::conformance::Broker;
 
@@ -17,8 +17,13 @@ pub(crate) struct Pulsar<const SHARED: bool> {
     broker: PulsarBroker,
 }
 
-fn settings(shared: bool) -> PulsarSettings {
+/// A well-formed HS256 token for subject `iotload`, signed with a key no broker has.
+const FOREIGN_TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJpb3Rsb2FkIn0.\
+                             lgJG0_P5b3RCcO6nndiyHsjtGJNK29YFEjwxMgO9U7M";
+
+fn settings(shared: bool, token: Option<&str>) -> PulsarSettings {
     PulsarSettings {
+        token: token.map(str::to_string),
         connect_timeout: Duration::from_secs(3),
         subscription: shared.then(|| "iotload-conformance".to_string()),
         // The default refresh (1 s): a shorter one restarts, and so never finishes, the
@@ -27,8 +32,9 @@ fn settings(shared: bool) -> PulsarSettings {
     }
 }
 
-fn transport(url: &str, shared: bool) -> PulsarTransport {
-    PulsarTransport::new(BrokerUrl::parse(url).expect("url"), settings(shared)).expect("transport")
+fn transport(url: &str, shared: bool, token: Option<&str>) -> PulsarTransport {
+    PulsarTransport::new(BrokerUrl::parse(url).expect("url"), settings(shared, token))
+        .expect("transport")
 }
 
 impl<const SHARED: bool> Broker for Pulsar<SHARED> {
@@ -39,20 +45,22 @@ impl<const SHARED: bool> Broker for Pulsar<SHARED> {
     }
 
     async fn start() -> Self {
-        let broker = PulsarBroker::start().await.expect("Apache Pulsar starts");
+        let broker = PulsarBroker::start_with(PulsarOptions { token_auth: true })
+            .await
+            .expect("Apache Pulsar starts");
         Self { broker }
     }
 
     fn transport(&self) -> Arc<PulsarTransport> {
-        Arc::new(transport(&self.broker.url(), SHARED))
+        Arc::new(transport(&self.broker.url(), SHARED, self.broker.token()))
     }
 
     fn unreachable(port: u16) -> PulsarTransport {
-        transport(&format!("pulsar://127.0.0.1:{port}"), SHARED)
+        transport(&format!("pulsar://127.0.0.1:{port}"), SHARED, None)
     }
 
     fn with_wrong_password(&self) -> Option<PulsarTransport> {
-        None
+        Some(transport(&self.broker.url(), SHARED, Some(FOREIGN_TOKEN)))
     }
 }
 

@@ -87,6 +87,7 @@ impl PulsarTransport {
             doing,
             waited: self.settings.connect_timeout,
             tls: self.url.tls,
+            token: false,
         }
     }
 
@@ -111,7 +112,9 @@ impl PulsarTransport {
                 max_retries: Some(OPERATION_RETRIES),
             })
             .with_outbound_channel_size(s.queue_capacity.max(1));
-        if let Some(token) = self.token(identity) {
+        let token = self.token(identity);
+        let presented = token.is_some();
+        if let Some(token) = token {
             builder = builder.with_auth(Authentication {
                 name: "token".into(),
                 data: token.into_bytes(),
@@ -121,7 +124,10 @@ impl PulsarTransport {
             builder = builder.with_certificate_chain(chain.clone());
         }
         let url = self.url.to_string();
-        let cx = self.context(&url, &identity.client_id, "connecting");
+        let cx = Context {
+            token: presented,
+            ..self.context(&url, &identity.client_id, "connecting")
+        };
         match tokio::time::timeout(s.connect_timeout, builder.build()).await {
             Ok(Ok(client)) => Ok(client),
             Ok(Err(e)) => Err(classify(&e, cx)),

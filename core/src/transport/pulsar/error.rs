@@ -25,6 +25,8 @@ pub(crate) struct Context<'a> {
     pub(crate) waited: Duration,
     /// Whether the URL asks for TLS.
     pub(crate) tls: bool,
+    /// Whether the client presented a token.
+    pub(crate) token: bool,
 }
 
 impl Context<'_> {
@@ -116,7 +118,20 @@ pub(crate) fn classify(e: &pulsar::Error, cx: Context<'_>) -> TransportError {
                 "connection refused: nothing listens on that port ({io})"
             )),
             ErrorKind::TimedOut => cx.timeout(),
-            // The client's word for every other handshake failure.
+            // The client's word for every other handshake failure, a refused token
+            // included (the crate drops the broker's AuthenticationError; checked against
+            // Pulsar 4.2.4): with a token presented that is the likely cause.
+            _ if cx.doing == "connecting" && cx.token => cx.auth(format!(
+                "the broker refused the connection handshake ({io}); a token was presented, \
+                 so it was most likely rejected (expired, signed with another key, or not \
+                 a JWT: check --pulsar-token or --password); otherwise, is this a Pulsar \
+                 binary port{}? IOTLOAD_LOG=pulsar=error shows the client's own reason",
+                if cx.tls {
+                    " whose certificate verifies against --ca-file"
+                } else {
+                    ""
+                }
+            )),
             _ if cx.doing == "connecting" => cx.connect(format!(
                 "{io}: the server accepted the TCP connection but the Pulsar handshake failed \
                  (is it a Pulsar broker's binary port, 6650 or 6651 for TLS, rather than the \
@@ -179,6 +194,7 @@ mod tests {
             doing,
             waited: Duration::from_secs(2),
             tls: false,
+            token: false,
         }
     }
 
@@ -228,6 +244,23 @@ mod tests {
         };
         let e = classify(&io(ErrorKind::Other, "fatal"), tls);
         assert!(anyhow_like(&e).contains("--ca-file"), "{e:?}");
+    }
+
+    #[test]
+    fn an_opaque_handshake_failure_with_a_token_is_an_auth_error() {
+        let with_token = Context {
+            token: true,
+            ..cx("connecting")
+        };
+        let e = classify(
+            &io(
+                ErrorKind::Other,
+                "fatal error when connecting to the Pulsar server",
+            ),
+            with_token,
+        );
+        assert!(matches!(e, TransportError::Auth { .. }), "{e:?}");
+        assert!(e.to_string().contains("--pulsar-token"), "{e}");
     }
 
     #[test]

@@ -39,6 +39,7 @@ impl PulsarPublisher {
             doing: "creating a producer",
             waited: self.timeout,
             tls: self.tls,
+            token: false,
         };
         let build = self
             .client
