@@ -1,7 +1,14 @@
-//! `iotload plotter --elasticsearch` against a local HTTP endpoint that answers as
-//! Elasticsearch's documented index-template and bulk APIs do, and fails on cue: no
-//! Elasticsearch server can be installed on this machine (see README), so what a live
-//! cluster would add (mapping checks, real backpressure) is still untested.
+//! `iotload plotter --elasticsearch`, two ways:
+//!
+//! - against a local HTTP endpoint that answers as Elasticsearch's documented
+//!   index-template and bulk APIs do, and fails on cue (busy, unavailable, refused
+//!   documents, refused credentials, unreachable): the exact requests and the retry paths;
+//! - against a live Elasticsearch node the test kit starts ([`SearchNode`]:
+//!   Elasticsearch 7.10.2 from Maven Central jars, one JVM per test): the template it
+//!   keeps, the daily indices and their strict mapping, overwriting on re-shipping, the
+//!   run's figures read back with `_search` aggregations and compared with what
+//!   `iotload plotter --jsonl` and `iotload results show` print, basic credentials the
+//!   node enforces, and documents it rejects.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -9,7 +16,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
+use base64::Engine as _;
 use common::*;
+use iotload_testkit::{SearchNode, SearchNodeOptions};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -264,6 +273,19 @@ async fn plotter_installs_the_template_and_indexes_every_document_once() {
         "date"
     );
 
+    // Plain JSON, which Elasticsearch 7, 8 and 9 and OpenSearch all take; not Elasticsearch
+    // 8's `compatible-with` media type, which Elasticsearch 7.10 answers with HTTP 406.
+    for r in &requests {
+        for name in ["content-type", "accept"] {
+            let value = r.header(name).unwrap_or_default();
+            assert!(
+                value.starts_with("application/json") && !value.contains("compatible-with"),
+                "{} {}: {name}: {value}",
+                r.method,
+                r.path
+            );
+        }
+    }
     let bulks: Vec<&Request> = requests.iter().filter(|r| r.is_bulk()).collect();
     assert_eq!(bulks.len(), lines.len().div_ceil(5), "batches of 5");
     assert_eq!(requests.len(), 1 + bulks.len(), "nothing else was asked");
@@ -418,6 +440,481 @@ async fn refused_credentials_and_errors_are_explained_without_the_password() {
     assert_ne!(out.code, 0);
     assert!(
         out.stderr.contains("--elasticsearch `localhost:9200`"),
+        "{}",
+        out.stderr
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Against a live Elasticsearch node.
+
+/// The user and password the credentials test's node enforces; the password has a
+/// character the URL must percent-encode.
+const LIVE_USER: &str = "iotload";
+const LIVE_PASSWORD: &str = "s3cr@t";
+
+/// A live node's HTTP API, for reading what the plotter left there (HTTP/1.0, one
+/// connection per call, JSON bodies).
+struct Rest {
+    port: u16,
+    authorization: Option<String>,
+}
+
+impl Rest {
+    fn new(node: &SearchNode, credentials: Option<(&str, &str)>) -> Self {
+        Self {
+            port: node.port(),
+            authorization: credentials.map(|(user, password)| {
+                let pair = format!("{user}:{password}");
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                )
+            }),
+        }
+    }
+
+    /// `METHOD path` with an optional JSON body: (status, JSON answer; `null` if empty).
+    async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let mut request = format!(
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        if let Some(auth) = &self.authorization {
+            request.push_str(&format!("Authorization: {auth}\r\n"));
+        }
+        request.push_str("\r\n");
+        request.push_str(&body);
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        let (head, text) = answer
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("{method} {path}: no HTTP answer: {answer}"));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{method} {path}: {head}"));
+        let json = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"))
+        };
+        (status, json)
+    }
+
+    /// `call`, asserting HTTP 200.
+    async fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let (status, json) = self.call(method, path, body).await;
+        assert_eq!(status, 200, "{method} {path}: {json}");
+        json
+    }
+
+    /// Makes every indexed document searchable (the template's refresh interval is 5 s).
+    async fn refresh(&self) {
+        self.ok("POST", "/iotload-*/_refresh", None).await;
+    }
+
+    /// Every document of `run_id`, oldest second first, with `_index`, `_id` and
+    /// `_version`.
+    async fn hits(&self, run_id: &str) -> Vec<Value> {
+        let found = self
+            .ok(
+                "POST",
+                "/iotload-*/_search",
+                Some(&json!({
+                    "size": 10000,
+                    "version": true,
+                    "track_total_hits": true,
+                    "query": {"term": {"run_id": run_id}},
+                    "sort": [{"@timestamp": "asc"}, {"topic": "asc"}]
+                })),
+            )
+            .await;
+        let hits = found["hits"]["hits"].as_array().unwrap().clone();
+        assert_eq!(
+            found["hits"]["total"]["value"].as_u64(),
+            Some(hits.len() as u64),
+            "{found}"
+        );
+        hits
+    }
+}
+
+/// `node`'s URL with `user:password@` (percent-encoded) in it.
+fn url_with_credentials(node: &SearchNode, user: &str, password: &str) -> String {
+    let password = password.replace('%', "%25").replace('@', "%40");
+    node.url()
+        .replace("http://", &format!("http://{user}:{password}@"))
+}
+
+/// The documents of a `--jsonl` file.
+fn jsonl_documents(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A document's second as Unix seconds.
+fn second_of(doc: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(doc["@timestamp"].as_str().unwrap())
+        .unwrap()
+        .timestamp()
+}
+
+/// The rows of `iotload results show`'s per-topic table: topic → its columns (sent,
+/// received, lost, dup, reordered, p50 ms, p99 ms, max ms), as printed.
+fn shown_rows(stdout: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("topic "))
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (topic, rest) = match l.strip_prefix("(all topics)") {
+                Some(rest) => ("(all topics)", rest),
+                None => l.split_once(' ').unwrap(),
+            };
+            let columns: Vec<String> = rest.split_whitespace().map(String::from).collect();
+            assert_eq!(columns.len(), 8, "{l}");
+            (topic.to_string(), columns)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn live_elasticsearch_keeps_the_template_daily_strict_indices_and_the_runs_figures() {
+    let scratch = Scratch::new();
+    let run_id = "es-live";
+    let (node, store) = tokio::join!(SearchNode::require(), recorded_store(&scratch, run_id));
+    let Some(node) = node else {
+        return;
+    };
+    assert_eq!(
+        (node.engine(), node.version()),
+        ("elasticsearch", iotload_testkit::ELASTICSEARCH_VERSION)
+    );
+    let es = Rest::new(&node, None);
+    let jsonl = scratch.path("docs.jsonl");
+    let out = plotter(
+        &store,
+        &node.url(),
+        &[
+            "--elasticsearch-batch",
+            "7",
+            "--jsonl",
+            &jsonl.display().to_string(),
+        ],
+    )
+    .await;
+    assert_eq!(
+        out.code,
+        0,
+        "{}\n{}\n{}",
+        out.stdout,
+        out.stderr,
+        node.log()
+    );
+    let docs = jsonl_documents(&jsonl);
+    assert!(docs.len() >= 3 * 2, "{} documents", docs.len());
+    assert!(
+        out.stdout
+            .contains(&format!("{} indexed into Elasticsearch", docs.len())),
+        "{}",
+        out.stdout
+    );
+
+    // The template, as the node keeps it.
+    let sent_template = plotter::elasticsearch::index_template("iotload");
+    let kept = es.ok("GET", "/_index_template/iotload", None).await;
+    let kept = &kept["index_templates"][0];
+    assert_eq!(kept["name"], "iotload", "{kept}");
+    let kept = &kept["index_template"];
+    assert_eq!(kept["index_patterns"], json!(["iotload-*"]), "{kept}");
+    assert_eq!(kept["priority"], 200, "{kept}");
+    assert_eq!(
+        kept["template"]["mappings"], sent_template["template"]["mappings"],
+        "the node keeps the mapping the plotter sent"
+    );
+
+    // Daily indices, each with the template's strict mapping.
+    es.refresh().await;
+    let days: BTreeSet<String> = docs
+        .iter()
+        .map(|d| {
+            format!(
+                "iotload-{}",
+                d["@timestamp"].as_str().unwrap()[..10].replace('-', ".")
+            )
+        })
+        .collect();
+    let mappings = es.ok("GET", "/iotload-*/_mapping", None).await;
+    let indices: BTreeSet<String> = mappings.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(indices, days, "one index per day of the run's seconds");
+    for (index, mapping) in mappings.as_object().unwrap() {
+        assert_eq!(
+            mapping["mappings"], sent_template["template"]["mappings"],
+            "{index}"
+        );
+    }
+    let day = days.iter().next().unwrap();
+    let mut stray = docs[0].clone();
+    stray["unmapped_field"] = json!(1);
+    let (status, refused) = es
+        .call("PUT", &format!("/{day}/_doc/stray"), Some(&stray))
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(
+        refused["error"]["type"], "strict_dynamic_mapping_exception",
+        "{refused}"
+    );
+
+    // Every document once, in the index of its day, with its deterministic id, as the
+    // JSON Lines file has it.
+    let hits = es.hits(run_id).await;
+    assert_eq!(hits.len(), docs.len());
+    let by_id: std::collections::BTreeMap<String, &Value> = docs
+        .iter()
+        .map(|d| {
+            let id = format!("{run_id}/{}/{}", second_of(d), d["topic"].as_str().unwrap());
+            (id, d)
+        })
+        .collect();
+    assert_eq!(by_id.len(), docs.len(), "ids are unique");
+    for hit in &hits {
+        let id = hit["_id"].as_str().unwrap();
+        let doc = by_id
+            .get(id)
+            .unwrap_or_else(|| panic!("unexpected id {id}"));
+        assert_eq!(&hit["_source"], *doc, "{id}");
+        let day = doc["@timestamp"].as_str().unwrap()[..10].replace('-', ".");
+        assert_eq!(hit["_index"], format!("iotload-{day}"), "{id}");
+        assert_eq!(hit["_version"], 1, "{id}");
+    }
+
+    // The p99 of every second and topic, through a date histogram: the documents' values.
+    let per_second = es
+        .ok(
+            "POST",
+            "/iotload-*/_search",
+            Some(&json!({
+                "size": 0,
+                "query": {"term": {"run_id": run_id}},
+                "aggs": {"seconds": {
+                    "date_histogram": {"field": "@timestamp", "fixed_interval": "1s",
+                                       "min_doc_count": 1},
+                    "aggs": {"topics": {
+                        "terms": {"field": "topic", "size": 100},
+                        "aggs": {
+                            "p99": {"max": {"field": "latency_ms.p99"}},
+                            "corrected_p99": {"max": {"field": "latency_corrected_ms.p99"}}
+                        }
+                    }}
+                }}
+            })),
+        )
+        .await;
+    let mut from_search = std::collections::BTreeMap::new();
+    for second in per_second["aggregations"]["seconds"]["buckets"]
+        .as_array()
+        .unwrap()
+    {
+        let key_ms = second["key"].as_i64().unwrap();
+        for topic in second["topics"]["buckets"].as_array().unwrap() {
+            assert_eq!(topic["doc_count"], 1, "one document per second and topic");
+            from_search.insert(
+                (key_ms / 1000, topic["key"].as_str().unwrap().to_string()),
+                (
+                    topic["p99"]["value"].as_f64().unwrap(),
+                    topic["corrected_p99"]["value"].as_f64().unwrap(),
+                ),
+            );
+        }
+    }
+    let from_documents: std::collections::BTreeMap<(i64, String), (f64, f64)> = docs
+        .iter()
+        .map(|d| {
+            (
+                (second_of(d), d["topic"].as_str().unwrap().to_string()),
+                (
+                    d["latency_ms"]["p99"].as_f64().unwrap(),
+                    d["latency_corrected_ms"]["p99"].as_f64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(from_search, from_documents, "p99 per second and topic");
+    assert!(
+        from_documents.values().any(|(p99, _)| *p99 > 0.0),
+        "the run has latencies: {from_documents:?}"
+    );
+
+    // The run's totals per topic, aggregated by the node, are what `results show` prints.
+    let per_topic = es
+        .ok(
+            "POST",
+            "/iotload-*/_search",
+            Some(&json!({
+                "size": 0,
+                "query": {"term": {"run_id": run_id}},
+                "aggs": {
+                    "topics": {
+                        "terms": {"field": "topic", "size": 100},
+                        "aggs": {
+                            "sent": {"sum": {"field": "sent"}},
+                            "received": {"sum": {"field": "received"}},
+                            "lost": {"sum": {"field": "lost"}},
+                            "duplicates": {"sum": {"field": "duplicates"}},
+                            "reordered": {"sum": {"field": "reordered"}},
+                            "max": {"max": {"field": "latency_ms.max"}}
+                        }
+                    },
+                    "sent": {"sum": {"field": "sent"}},
+                    "received": {"sum": {"field": "received"}},
+                    "max": {"max": {"field": "latency_ms.max"}}
+                }
+            })),
+        )
+        .await;
+    let shown = run(&["results", "show", run_id, "--store", &store]).await;
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    let rows = shown_rows(&shown.stdout);
+    let aggs = &per_topic["aggregations"];
+    let topics = aggs["topics"]["buckets"].as_array().unwrap();
+    assert_eq!(topics.len() + 1, rows.len(), "{}", shown.stdout);
+    let count = |v: &Value| format!("{}", v["value"].as_f64().unwrap() as u64);
+    let ms = |v: &Value| format!("{:.3}", v["value"].as_f64().unwrap());
+    for bucket in topics {
+        let topic = bucket["key"].as_str().unwrap();
+        let row = rows
+            .get(topic)
+            .unwrap_or_else(|| panic!("{topic} not in\n{}", shown.stdout));
+        let searched = [
+            count(&bucket["sent"]),
+            count(&bucket["received"]),
+            count(&bucket["lost"]),
+            count(&bucket["duplicates"]),
+            count(&bucket["reordered"]),
+            ms(&bucket["max"]),
+        ];
+        let printed = [&row[0], &row[1], &row[2], &row[3], &row[4], &row[7]];
+        assert_eq!(
+            searched.iter().collect::<Vec<_>>(),
+            printed,
+            "{topic}: sent, received, lost, dup, reordered, max ms\n{}",
+            shown.stdout
+        );
+    }
+    let all = &rows["(all topics)"];
+    assert_eq!(
+        [
+            count(&aggs["sent"]),
+            count(&aggs["received"]),
+            ms(&aggs["max"])
+        ],
+        [all[0].clone(), all[1].clone(), all[7].clone()],
+        "{}",
+        shown.stdout
+    );
+
+    // Shipping the run again overwrites: the same ids, no more documents, version 2.
+    let out = plotter(&store, &node.url(), &[]).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    es.refresh().await;
+    let again = es.hits(run_id).await;
+    let ids = |hits: &[Value]| -> Vec<String> {
+        hits.iter()
+            .map(|h| h["_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&again), ids(&hits));
+    for hit in &again {
+        assert_eq!(hit["_version"], 2, "{hit}");
+    }
+    let counted = es.ok("GET", "/iotload-*/_count", None).await;
+    assert_eq!(
+        counted["count"].as_u64(),
+        Some(docs.len() as u64),
+        "{counted}"
+    );
+}
+
+#[tokio::test]
+async fn live_elasticsearch_refuses_wrong_credentials_and_rejections_fail_the_plotter() {
+    let scratch = Scratch::new();
+    let run_id = "es-live-auth";
+    let options = SearchNodeOptions {
+        basic_auth: Some((LIVE_USER.into(), LIVE_PASSWORD.into())),
+    };
+    let (node, store) = tokio::join!(
+        SearchNode::require_with(options),
+        recorded_store(&scratch, run_id)
+    );
+    let Some(node) = node else {
+        return;
+    };
+    // The node does enforce the credentials.
+    let (status, refused) = Rest::new(&node, None).call("GET", "/", None).await;
+    assert_eq!(status, 401, "{refused}");
+    let es = Rest::new(&node, Some((LIVE_USER, LIVE_PASSWORD)));
+
+    for url in [
+        url_with_credentials(&node, LIVE_USER, "wrong-pass"),
+        node.url(),
+    ] {
+        let out = plotter(&store, &url, &[]).await;
+        assert_ne!(out.code, 0, "{url}: {}", out.stdout);
+        assert!(
+            out.stderr.contains(
+                "refused the credentials (HTTP 401) to install the index template: give \
+                 user:password in the URL or --elasticsearch-api-key"
+            ),
+            "{url}: {}",
+            out.stderr
+        );
+        assert!(!format!("{}{}", out.stdout, out.stderr).contains("wrong-pass"));
+    }
+    let (status, _) = es.call("GET", "/_index_template/iotload", None).await;
+    assert_eq!(status, 404, "nothing was installed without the credentials");
+
+    let url = url_with_credentials(&node, LIVE_USER, LIVE_PASSWORD);
+    let out = plotter(&store, &url, &[]).await;
+    assert_eq!(
+        out.code,
+        0,
+        "{}\n{}\n{}",
+        out.stdout,
+        out.stderr,
+        node.log()
+    );
+    assert!(!out.stdout.contains(LIVE_PASSWORD) && !out.stderr.contains(LIVE_PASSWORD));
+    es.refresh().await;
+    let indexed = es.hits(run_id).await.len();
+    assert!(
+        out.stdout
+            .contains(&format!("{indexed} indexed into Elasticsearch")),
+        "{indexed} documents on the node; {}",
+        out.stdout
+    );
+
+    // Documents into a closed index are rejected one by one: the plotter names the index
+    // and the node's reason, and fails with the error exit code.
+    let closed = es.ok("POST", "/iotload-*/_close", None).await;
+    assert_eq!(closed["acknowledged"], true, "{closed}");
+    let out = plotter(&store, &url, &[]).await;
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "Elasticsearch rejected {indexed} of {indexed} documents; first, in iotload-"
+        )) && out.stderr.contains(": index_closed_exception: closed"),
         "{}",
         out.stderr
     );
