@@ -16,6 +16,17 @@ pub enum TestkitError {
         hint: String,
     },
 
+    /// A JVM server's jars have not been resolved into the cache yet.
+    #[error("the {server} jars are not in {folder}; {hint}")]
+    JarsMissing {
+        /// The server, e.g. `kafka`.
+        server: String,
+        /// The folder where they were looked for.
+        folder: String,
+        /// How to resolve them.
+        hint: String,
+    },
+
     /// The server program exists but could not be started.
     #[error("failed to spawn {program}: {source}")]
     Spawn {

@@ -7,11 +7,22 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use crate::TestkitError;
 use crate::fsutil::find_program;
+use crate::{TestkitError, is_ci};
 
 /// Environment variable that overrides the jar cache's location.
 pub const JVM_CACHE_ENV: &str = "IOTLOAD_JVM_CACHE";
+
+/// JVM options for a server in a test: a small heap and one GC thread, so
+/// several fit at once on a small machine, and no lingering after running out
+/// of memory.
+pub(crate) const SMALL_JVM: [&str; 5] = [
+    "-Xms128m",
+    "-Xmx512m",
+    "-XX:+UseSerialGC",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+];
 
 /// The command that fills the cache.
 pub const JVM_SERVERS_INSTALL: &str = "scripts/jvm-servers";
@@ -38,7 +49,7 @@ pub(crate) struct JvmJars {
     pub(crate) classpath: OsString,
 }
 
-/// The jars of server `name` (`kafka`, `pulsar`, `opensearch`), or
+/// The jars of server `name` (`kafka`, `pulsar`, `elasticsearch`), or
 /// `ServerMissing` saying how to resolve them.
 pub(crate) fn jars(name: &str) -> Result<JvmJars, TestkitError> {
     let java = java_program()?;
@@ -51,8 +62,9 @@ pub(crate) fn jars(name: &str) -> Result<JvmJars, TestkitError> {
         })
         .unwrap_or(false);
     if !has_jars {
-        return Err(TestkitError::ServerMissing {
-            program: format!("{name} jars in {}", lib.display()),
+        return Err(TestkitError::JarsMissing {
+            server: name.to_owned(),
+            folder: lib.display().to_string(),
             hint: format!(
                 "resolve them from Maven Central with `{JVM_SERVERS_INSTALL} {name}` \
                  (scripts/test does it; set {JVM_CACHE_ENV} to use another folder)"
@@ -62,6 +74,25 @@ pub(crate) fn jars(name: &str) -> Result<JvmJars, TestkitError> {
     let mut classpath = lib.into_os_string();
     classpath.push("/*");
     Ok(JvmJars { java, classpath })
+}
+
+/// Whether server `name`'s jars and Java are here. When they are not: with
+/// `CI=true` this panics with the command that resolves them; otherwise it
+/// warns and returns `false`, so the test can return early.
+///
+/// # Panics
+///
+/// When the jars are missing and `CI=true`.
+pub(crate) fn available(name: &str) -> bool {
+    match jars(name) {
+        Ok(_) => true,
+        Err(err) if is_ci() => panic!("{err} (CI=true, so this test may not be skipped)"),
+        Err(err) => {
+            tracing::warn!("skipped: {err}");
+            eprintln!("skipped: {err}");
+            false
+        }
+    }
 }
 
 /// `$JAVA_HOME/bin/java` when `JAVA_HOME` is set, else `java` on `PATH`.

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use crate::fsutil::write_private;
 use crate::jvm::{self, JvmJars};
-use crate::process::{Launch, ServerProcess, ServerSpec};
-use crate::{TestkitError, is_ci, try_free_port};
+use crate::process::{Launch, ServerProcess, ServerSpec, accepts};
+use crate::{TestkitError, try_free_port};
 
 /// The Kafka version the cache's POM names (`testcontainers/jvm/kafka/pom.xml`).
 pub const KAFKA_VERSION: &str = "4.4.0";
@@ -42,14 +42,6 @@ const READY_LINE: &str = "Kafka Server started";
 const CLUSTER_ID: &str = "aW90bG9hZC10ZXN0a2l0AA";
 /// How long a JVM may take to start on a loaded two-core machine.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
-/// JVM options: a small heap and one GC thread, so many brokers fit at once.
-const JVM_OPTIONS: [&str; 5] = [
-    "-Xms128m",
-    "-Xmx512m",
-    "-XX:+UseSerialGC",
-    "-XX:+ExitOnOutOfMemoryError",
-    "-Djava.awt.headless=true",
-];
 /// Log4j 2: warnings, plus the server's start line, to standard output.
 const LOG4J2: &str = "\
 status = warn
@@ -153,7 +145,7 @@ fn launch(dir: &Path, jars: &JvmJars, attempt: u32) -> Result<Launch, TestkitErr
     let log4j = dir.join("log4j2.properties");
     let java = |class: &str, args: &str| -> String {
         let mut line = format!("'{}'", jars.java.display());
-        for option in JVM_OPTIONS {
+        for option in jvm::SMALL_JVM {
             let _ = write!(line, " {option}");
         }
         let _ = write!(
@@ -221,28 +213,7 @@ group.initial.rebalance.delay.ms=0
 ///
 /// When the jars are missing and `CI=true`.
 pub fn kafka_available() -> bool {
-    match jvm::jars(JARS) {
-        Ok(_) => true,
-        Err(err) if is_ci() => panic!("{err} (CI=true, so this test may not be skipped)"),
-        Err(err) => {
-            tracing::warn!("skipped: {err}");
-            eprintln!("skipped: {err}");
-            false
-        }
-    }
-}
-
-/// Whether something accepts TCP connections on 127.0.0.1:`port` within
-/// 500 ms.
-async fn accepts(port: u16) -> bool {
-    matches!(
-        tokio::time::timeout(
-            Duration::from_millis(500),
-            tokio::net::TcpStream::connect(("127.0.0.1", port)),
-        )
-        .await,
-        Ok(Ok(_))
-    )
+    jvm::available(JARS)
 }
 
 #[cfg(test)]

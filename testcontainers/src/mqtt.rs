@@ -15,12 +15,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
 use tokio::process::Command;
 
 use crate::fsutil::{find_program, write_private};
-use crate::process::{Launch, ServerProcess, ServerSpec};
+use crate::process::{Launch, ServerProcess, ServerSpec, accepts};
 use crate::{TestPki, TestkitError, try_free_port};
 
 /// The broker program.
@@ -190,7 +189,7 @@ impl ProcessBroker {
             logged_ready: logged_running,
             probe: match opts.max_connections {
                 Some(_) => None,
-                None => Some(|port| Box::pin(accepts_tcp(port))),
+                None => Some(|port| Box::pin(accepts(port))),
             },
             not_running: "the MQTT broker is not running",
             ready_timeout: crate::process::READY_TIMEOUT,
@@ -228,15 +227,6 @@ impl ProcessBroker {
 fn logged_running(log: &str) -> bool {
     log.lines()
         .any(|line| line.contains("mosquitto version") && line.trim_end().ends_with(" running"))
-}
-
-/// Whether 127.0.0.1:`port` accepts a TCP connection within 500 ms.
-async fn accepts_tcp(port: u16) -> bool {
-    let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
-    matches!(
-        tokio::time::timeout(Duration::from_millis(500), connect).await,
-        Ok(Ok(_stream))
-    )
 }
 
 /// Creates a mosquitto password file (hashed passwords) with

@@ -35,6 +35,16 @@ const MAX_BACKOFF: Duration = Duration::from_millis(200);
 /// What a server logs when its port was taken (compared case-insensitively).
 const PORT_IN_USE: &str = "address already in use";
 
+/// Whether something accepts TCP connections on 127.0.0.1:`port` within
+/// 500 ms: the readiness probe of most servers.
+pub(crate) async fn accepts(port: u16) -> bool {
+    let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), connect).await,
+        Ok(Ok(_stream))
+    )
+}
+
 /// Whether a server on 127.0.0.1:`port` answers; one call per port and check.
 pub(crate) type Probe = fn(u16) -> Pin<Box<dyn Future<Output = bool> + Send>>;
 

@@ -20,8 +20,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::fsutil::write_private;
 use crate::jvm::{self, JvmJars};
-use crate::process::{Launch, ServerProcess, ServerSpec};
-use crate::{TestkitError, is_ci, try_free_port};
+use crate::process::{Launch, ServerProcess, ServerSpec, accepts};
+use crate::{TestkitError, try_free_port};
 
 /// The Pulsar version the cache's POM names (`testcontainers/jvm/pulsar/pom.xml`).
 pub const PULSAR_VERSION: &str = "4.2.4";
@@ -327,15 +327,7 @@ brokerDeleteInactiveTopicsEnabled=false
 ///
 /// When the jars are missing and `CI=true`.
 pub fn pulsar_available() -> bool {
-    match jvm::jars(JARS) {
-        Ok(_) => true,
-        Err(err) if is_ci() => panic!("{err} (CI=true, so this test may not be skipped)"),
-        Err(err) => {
-            tracing::warn!("skipped: {err}");
-            eprintln!("skipped: {err}");
-            false
-        }
-    }
+    jvm::available(JARS)
 }
 
 /// The answer to `GET path` on 127.0.0.1:`port` (HTTP/1.0, so the server
@@ -353,19 +345,6 @@ async fn http_get(port: u16, path: &str, token: Option<&str>) -> std::io::Result
     tokio::time::timeout(Duration::from_secs(2), exchange)
         .await
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
-}
-
-/// Whether something accepts TCP connections on 127.0.0.1:`port` within
-/// 500 ms.
-async fn accepts(port: u16) -> bool {
-    matches!(
-        tokio::time::timeout(
-            Duration::from_millis(500),
-            tokio::net::TcpStream::connect(("127.0.0.1", port)),
-        )
-        .await,
-        Ok(Ok(_))
-    )
 }
 
 #[cfg(test)]

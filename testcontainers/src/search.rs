@@ -19,8 +19,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::jvm::{self, JvmJars};
-use crate::process::{Launch, ServerProcess, ServerSpec};
-use crate::{TestkitError, is_ci, try_free_port};
+use crate::process::{Launch, ServerProcess, ServerSpec, accepts};
+use crate::{TestkitError, try_free_port};
 
 /// The Elasticsearch version the cache's POM names
 /// (`testcontainers/jvm/elasticsearch/pom.xml`).
@@ -34,14 +34,6 @@ const MAIN_CLASS: &str = "io.iotload.testkit.search.SearchNode";
 const READY_LINE: &str = "search-node ready:";
 /// How long the JVM may take to start on a loaded two-core machine.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
-/// JVM options: a small heap and one GC thread, so several nodes fit at once.
-const JVM_OPTIONS: [&str; 5] = [
-    "-Xms128m",
-    "-Xmx512m",
-    "-XX:+UseSerialGC",
-    "-XX:+ExitOnOutOfMemoryError",
-    "-Djava.awt.headless=true",
-];
 
 /// How the test's node is set up. The default needs no credentials.
 #[derive(Debug, Default, Clone)]
@@ -171,7 +163,7 @@ fn launch(
 ) -> Result<Launch, TestkitError> {
     let port = try_free_port()?;
     let home = dir.join(format!("home-{attempt}"));
-    let mut args: Vec<OsString> = JVM_OPTIONS.iter().map(OsString::from).collect();
+    let mut args: Vec<OsString> = jvm::SMALL_JVM.iter().map(OsString::from).collect();
     args.extend([
         "-cp".into(),
         jars.classpath.clone(),
@@ -212,27 +204,7 @@ fn ready_line_parts(log: &str) -> Option<(String, String)> {
 ///
 /// When the jars are missing and `CI=true`.
 pub fn search_available() -> bool {
-    match jvm::jars(JARS) {
-        Ok(_) => true,
-        Err(err) if is_ci() => panic!("{err} (CI=true, so this test may not be skipped)"),
-        Err(err) => {
-            tracing::warn!("skipped: {err}");
-            eprintln!("skipped: {err}");
-            false
-        }
-    }
-}
-
-/// Whether something accepts TCP connections on 127.0.0.1:`port` within 500 ms.
-async fn accepts(port: u16) -> bool {
-    matches!(
-        tokio::time::timeout(
-            Duration::from_millis(500),
-            tokio::net::TcpStream::connect(("127.0.0.1", port)),
-        )
-        .await,
-        Ok(Ok(_))
-    )
+    jvm::available(JARS)
 }
 
 #[cfg(test)]
