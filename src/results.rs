@@ -262,8 +262,10 @@ async fn export(
             let items: Vec<serde_json::Value> = seconds
                 .iter()
                 .map(|s| {
-                    let latency = LatencyHistogram::decode(&s.latency_hdr).unwrap_or_default();
-                    let corrected = LatencyHistogram::decode(&s.corrected_hdr).unwrap_or_default();
+                    let latency =
+                        LatencyHistogram::decode_stored(&s.latency_hdr).unwrap_or_default();
+                    let corrected =
+                        LatencyHistogram::decode_stored(&s.corrected_hdr).unwrap_or_default();
                     serde_json::json!({
                         "second": s,
                         "latency_ms": latency.stats_ms(),
@@ -299,8 +301,8 @@ async fn export(
                 "corrected_p99_ms",
             ])?;
             for s in &seconds {
-                let l = LatencyHistogram::decode(&s.latency_hdr)?.stats_ms();
-                let c = LatencyHistogram::decode(&s.corrected_hdr)?.stats_ms();
+                let l = LatencyHistogram::decode_stored(&s.latency_hdr)?.stats_ms();
+                let c = LatencyHistogram::decode_stored(&s.corrected_hdr)?.stats_ms();
                 w.write_record([
                     s.run_id.clone(),
                     s.topic.clone(),
@@ -334,7 +336,7 @@ async fn export(
             builder.with_max_value_divisor(1000.0);
             let mut log = builder.begin_log_with(out, &mut serializer)?;
             for s in &seconds {
-                let h = LatencyHistogram::decode(&s.latency_hdr)?;
+                let h = LatencyHistogram::decode_stored(&s.latency_hdr)?;
                 if h.is_empty() {
                     continue;
                 }

@@ -203,3 +203,41 @@ async fn metrics_addr_that_cannot_be_bound_is_a_clear_error() {
         out.stderr
     );
 }
+
+#[tokio::test]
+async fn an_idle_client_does_not_hold_up_a_scrape() {
+    // A connection that never sends its request (a port scanner, a stuck proxy) used to
+    // block every scrape behind it: the server answered one connection at a time.
+    let broker = MqttBroker::start().await.expect("mosquitto starts");
+    let mut collector = spawn(&[
+        "collector",
+        "--broker",
+        &broker.url(),
+        "--store",
+        "none",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--progress",
+        "never",
+    ]);
+    collector.wait_for("collector: listening").await;
+    let addr = metrics_addr(&mut collector).await;
+    let idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let half_sent = {
+        use tokio::io::AsyncWriteExt;
+        let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        slow.write_all(b"GET /metrics HTTP/1.0\r\n").await.unwrap();
+        slow
+    };
+    let scrape = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        http_get(&addr, "/metrics"),
+    )
+    .await
+    .expect("a scrape must not wait for an idle connection");
+    let (status, body) = scrape.expect("the scrape is answered");
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains("iotload_"), "{body}");
+    drop((idle, half_sent));
+    collector.child.kill().await.unwrap();
+}

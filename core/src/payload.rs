@@ -174,7 +174,7 @@ impl StampDecoder {
         if payload.starts_with(b"IOTL") {
             return BinaryCarrier::decode(payload);
         }
-        if headers.iter().any(|(k, _)| k == HeaderCarrier::SEQ) {
+        if HeaderCarrier::carries_stamp(headers.iter().map(|(k, _)| k.as_str())) {
             return HeaderCarrier::decode(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         }
         self.json.decode(payload)
@@ -192,6 +192,18 @@ mod tests {
             intended_us: 1_700_000_000_000_000,
             sent_us: 1_700_000_000_000_123,
         }
+    }
+
+    #[test]
+    fn header_names_in_another_case_are_still_the_header_stamp() {
+        // Some transports (and iPaaS flows) change the case of header names; detection
+        // must match them as decoding does, or every message is "undecodable".
+        let decoder = StampDecoder::new(JsonFields::default());
+        let headers: Vec<(String, String)> = HeaderCarrier::encode(&stamp())
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_uppercase(), v))
+            .collect();
+        assert_eq!(decoder.decode(b"opaque body", &headers), Ok(stamp()));
     }
 
     #[test]

@@ -88,6 +88,17 @@ impl LatencyHistogram {
         Ok(h)
     }
 
+    /// Decodes a stored per-second histogram into one at the stored precision
+    /// ([`LatencyHistogram::stored_precision`]), so its percentiles are the ones every
+    /// other reader of the store reports (the plotter, Elasticsearch documents).
+    /// [`LatencyHistogram::decode`] would place each stored bucket at the low end of a
+    /// finer bucket and report up to about 1 % less.
+    pub fn decode_stored(bytes: &[u8]) -> Result<Self, HistogramDecodeError> {
+        let mut h = Self::stored_precision();
+        h.add_encoded(bytes)?;
+        Ok(h)
+    }
+
     /// Adds the values of a histogram written by [`LatencyHistogram::encode`] (or any V2
     /// encoder); empty bytes add nothing.
     pub fn add_encoded(&mut self, bytes: &[u8]) -> Result<(), HistogramDecodeError> {
@@ -256,6 +267,23 @@ mod tests {
         assert_eq!(raw.len(), 2);
         assert!((raw.stats_ms().max - 3.0).abs() < 0.05);
         assert_eq!(LatencyHistogram::decode(&corrected).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_stored_second_decodes_to_the_percentiles_it_was_stored_with() {
+        let mut s = SecondSamples::default();
+        let mut scratch = second_scratch();
+        for v in (1..=1000u64).map(|i| 30_000 + i * 7) {
+            s.record(v, v);
+        }
+        let (raw, _) = s.take_encoded(&mut scratch);
+        let mut stored = LatencyHistogram::stored_precision();
+        stored.add_encoded(&raw).unwrap();
+        let decoded = LatencyHistogram::decode_stored(&raw).unwrap();
+        assert_eq!(decoded.stats_ms(), stored.stats_ms());
+        // What `results export` used to report: the finer histogram's lower bucket ends.
+        let finer = LatencyHistogram::decode(&raw).unwrap();
+        assert!(finer.stats_ms().p99 < stored.stats_ms().p99);
     }
 
     #[test]

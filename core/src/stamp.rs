@@ -719,6 +719,14 @@ impl HeaderCarrier {
         ]
     }
 
+    /// Whether `headers` carry a stamp: a sequence header, its name matched as
+    /// [`HeaderCarrier::decode`] matches it (ASCII case-insensitively).
+    pub fn carries_stamp<'a>(headers: impl IntoIterator<Item = &'a str>) -> bool {
+        headers
+            .into_iter()
+            .any(|name| name.eq_ignore_ascii_case(Self::SEQ))
+    }
+
     /// Decodes a stamp from (name, value) headers. Names match ASCII
     /// case-insensitively (some transports lower-case header names); unknown
     /// headers are ignored; when a header repeats, the last one wins. A

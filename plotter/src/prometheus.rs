@@ -8,7 +8,10 @@
 
 use std::fmt::Write as _;
 use std::future::Future;
+use std::time::Duration;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use iotload_core::recorder::LatencyStats;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -154,53 +157,76 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves what `body` renders at `/metrics` on `listener`, one scrape at a time (Prometheus
-/// scrapes each target serially anyway), until `stop` completes. An `Err` from `body` is
-/// answered with 503 and its text. Shared by the plotter and the components' live
-/// `--metrics-addr`.
+/// How long a client may take to send its request before the connection is closed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most connections answered at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 64;
+
+/// Serves what `body` renders at `/metrics` on `listener` until `stop` completes.
+/// Connections are answered concurrently (up to [`MAX_CONNECTIONS`]), and one that sends
+/// no request within [`REQUEST_TIMEOUT`] is closed, so an idle or slow client never holds
+/// up a scrape. An `Err` from `body` is answered with 503 and its text. Shared by the
+/// plotter and the components' live `--metrics-addr`.
 pub async fn serve_exposition<F>(
     listener: TcpListener,
     stop: impl Future<Output = ()>,
-    mut body: impl FnMut() -> F,
+    body: impl Fn() -> F,
 ) where
     F: Future<Output = Result<String, String>>,
 {
     tokio::pin!(stop);
+    let mut connections = FuturesUnordered::new();
     loop {
-        let (socket, _) = tokio::select! {
+        tokio::select! {
             _ = &mut stop => return,
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!("accepting a /metrics connection: {e}");
-                    continue;
+                Ok((socket, _)) if connections.len() < MAX_CONNECTIONS => {
+                    connections.push(answer(socket, &body));
                 }
+                Ok(_) => tracing::warn!(
+                    "more than {MAX_CONNECTIONS} /metrics connections at once: closing one"
+                ),
+                Err(e) => tracing::warn!("accepting a /metrics connection: {e}"),
             },
-        };
-        if let Err(e) = answer(socket, body()).await {
-            tracing::warn!("answering a /metrics request: {e}");
+            Some(answered) = connections.next(), if !connections.is_empty() => {
+                if let Err(e) = answered {
+                    tracing::warn!("answering a /metrics request: {e}");
+                }
+            }
         }
     }
 }
 
-/// Answers one request; `body` renders the exposition (only awaited for `/metrics`).
-async fn answer(
-    mut socket: TcpStream,
-    body: impl Future<Output = Result<String, String>>,
-) -> std::io::Result<()> {
+/// Answers one request; `body` renders the exposition (only called for `/metrics`).
+async fn answer<F>(mut socket: TcpStream, body: &impl Fn() -> F) -> std::io::Result<()>
+where
+    F: Future<Output = Result<String, String>>,
+{
     let mut request = Vec::new();
     let mut buf = [0u8; 2048];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 * 1024 {
-        let n = socket.read(&mut buf).await?;
-        if n == 0 {
-            break;
+    let read_request = async {
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 * 1024 {
+            let n = socket.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            request.extend_from_slice(&buf[..n]);
         }
-        request.extend_from_slice(&buf[..n]);
+        Ok::<_, std::io::Error>(())
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, read_request).await {
+        Ok(read) => read?,
+        Err(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no request within {REQUEST_TIMEOUT:?}"),
+            ));
+        }
     }
     let line = String::from_utf8_lossy(&request);
     let path = line.split_whitespace().nth(1).unwrap_or("");
     let (status, kind, text) = if path == "/metrics" || path.starts_with("/metrics?") {
-        match body.await {
+        match body().await {
             Ok(text) => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", text),
             Err(e) => (
                 "503 Service Unavailable",
