@@ -9,6 +9,11 @@ mod common;
 use common::*;
 use iotload_testkit::KafkaBroker;
 
+/// Fresh topics join the consumers' groups at the next metadata refresh and rebalance,
+/// which takes seconds on a busy machine: the drain waits for them (it ends as soon as
+/// every message arrived).
+const DRAIN: [&str; 2] = ["--drain-timeout", "15s"];
+
 /// A private broker, or `None` (test skipped) when Kafka's jars are missing outside CI.
 async fn broker() -> Option<KafkaBroker> {
     KafkaBroker::require().await
@@ -17,7 +22,7 @@ async fn broker() -> Option<KafkaBroker> {
 #[tokio::test]
 async fn run_on_a_private_kafka_broker_receives_every_message() {
     let Some(broker) = broker().await else { return };
-    let s = exact_counts(&broker.url(), &prefix("kafka"), &[]).await;
+    let s = exact_counts(&broker.url(), &prefix("kafka"), &[DRAIN[0], DRAIN[1]]).await;
     assert_eq!(
         s.pointer("/broker").and_then(|b| b.as_str()),
         Some(broker.url().as_str()),
@@ -31,7 +36,14 @@ async fn header_stamp_rides_in_kafka_headers() {
     let s = exact_counts(
         &broker.url(),
         &prefix("kafkahdr"),
-        &["--stamp", "header", "--payload", "opaque body"],
+        &[
+            "--stamp",
+            "header",
+            "--payload",
+            "opaque body",
+            DRAIN[0],
+            DRAIN[1],
+        ],
     )
     .await;
     assert_eq!(u(&s, "/receive/unique"), 1000);
@@ -86,6 +98,8 @@ async fn producer_options_reach_the_client_and_every_message_still_arrives() {
         &broker.url(),
         &prefix("kafkaopts"),
         &[
+            DRAIN[0],
+            DRAIN[1],
             "--kafka-acks",
             "1",
             "--kafka-linger",

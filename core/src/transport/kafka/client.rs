@@ -38,6 +38,10 @@ pub(crate) struct Events {
     pub(super) assigned: Notify,
 }
 
+/// Added to a connection error when the broker closed the connection: what a SASL
+/// listener does to a client without credentials.
+const AUTH_HINT: &str = " (does the broker require authentication: --username and --password?)";
+
 impl Events {
     fn record(&self, code: Option<RDKafkaErrorCode>, text: String) {
         match code {
@@ -302,7 +306,7 @@ impl KafkaTransport {
                     || reason.contains("reset by peer")
                     || reason.contains("closed by peer")
                 {
-                    " (does the broker require authentication: --username and --password?)"
+                    AUTH_HINT
                 } else {
                     ""
                 };
@@ -317,6 +321,17 @@ impl KafkaTransport {
                     url,
                     waited_ms: self.settings.connect_timeout.as_millis() as u64,
                     doing: "fetching the cluster metadata",
+                }
+            }
+            // The connection failed before librdkafka said why (its events lag on a busy
+            // machine): a listener that closes at once is the likely cause.
+            None if error.rdkafka_error_code()
+                == Some(RDKafkaErrorCode::BrokerTransportFailure) =>
+            {
+                TransportError::Connect {
+                    url,
+                    client_id: client_id.to_string(),
+                    source: format!("{error}{AUTH_HINT}").into(),
                 }
             }
             None => TransportError::Connect {

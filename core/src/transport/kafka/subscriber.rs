@@ -14,7 +14,7 @@
 //! round trip inside the rebalance. The cost of this choice is reading (and dropping)
 //! whatever old messages the matching topics still hold, once, at the start.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +57,34 @@ pub struct KafkaSubscriber {
     since_ms: i64,
     url: String,
     failures: u32,
+    /// Per topic and partition, the offset after the last message delivered: a partition
+    /// assigned again after a rebalance starts over at its earliest offset (no offsets
+    /// are committed), and what was delivered before is skipped, not counted twice.
+    next_offsets: HashMap<String, Vec<i64>>,
+}
+
+/// Whether the message at `offset` of `topic`/`partition` is new, remembering it if so.
+fn first_delivery(
+    next_offsets: &mut HashMap<String, Vec<i64>>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> bool {
+    let Ok(slot) = usize::try_from(partition) else {
+        return true;
+    };
+    let offsets = match next_offsets.get_mut(topic) {
+        Some(offsets) => offsets,
+        None => next_offsets.entry(topic.to_owned()).or_default(),
+    };
+    if offsets.len() <= slot {
+        offsets.resize(slot + 1, 0);
+    }
+    if offset < offsets[slot] {
+        return false;
+    }
+    offsets[slot] = offset + 1;
+    true
 }
 
 impl KafkaSubscriber {
@@ -132,6 +160,7 @@ impl KafkaSubscriber {
             since_ms,
             url: transport.url.to_string(),
             failures: 0,
+            next_offsets: HashMap::new(),
         };
         // The group assigns partitions only once a topic matches; until then there is
         // nothing to wait for.
@@ -165,6 +194,7 @@ impl KafkaSubscriber {
                 _ = tokio::time::sleep_until(deadline) => return false,
                 m = consumer.recv() => {
                     if let Ok(m) = m
+                        && first_delivery(&mut self.next_offsets, m.topic(), m.partition(), m.offset())
                         && let Some(message) = incoming(&m, self.since_ms, now_us())
                     {
                         self.early.push_back(message);
@@ -230,6 +260,10 @@ impl Subscriber for KafkaSubscriber {
                 Ok(m) => {
                     let received_us = now_us();
                     self.failures = 0;
+                    if !first_delivery(&mut self.next_offsets, m.topic(), m.partition(), m.offset())
+                    {
+                        continue;
+                    }
                     if let Some(message) = incoming(&m, self.since_ms, received_us) {
                         return Ok(message);
                     }
@@ -263,5 +297,29 @@ impl Subscriber for KafkaSubscriber {
         let leave = tokio::task::spawn_blocking(move || drop(consumer));
         let _ = tokio::time::timeout(CLOSE_WAIT, leave).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod offset_tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_read_again_after_a_rebalance_delivers_only_what_is_new() {
+        let mut seen = HashMap::new();
+        for offset in 0..5 {
+            assert!(first_delivery(&mut seen, "iot.1.act", 0, offset));
+        }
+        // Reassigned without committed offsets: read again from the earliest offset.
+        for offset in 0..5 {
+            assert!(
+                !first_delivery(&mut seen, "iot.1.act", 0, offset),
+                "{offset}"
+            );
+        }
+        assert!(first_delivery(&mut seen, "iot.1.act", 0, 5));
+        // Other partitions and topics keep their own positions.
+        assert!(first_delivery(&mut seen, "iot.1.act", 2, 0));
+        assert!(first_delivery(&mut seen, "iot.2.act", 0, 0));
     }
 }
