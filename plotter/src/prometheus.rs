@@ -163,8 +163,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: usize = 64;
 
 /// Serves what `body` renders at `/metrics` on `listener` until `stop` completes.
-/// Connections are answered concurrently (up to [`MAX_CONNECTIONS`]), and one that sends
-/// no request within [`REQUEST_TIMEOUT`] is closed, so an idle or slow client never holds
+/// Connections are answered concurrently (up to 64 at once), and one that sends
+/// no request within 10 s is closed, so an idle or slow client never holds
 /// up a scrape. An `Err` from `body` is answered with 503 and its text. Shared by the
 /// plotter and the components' live `--metrics-addr`.
 pub async fn serve_exposition<F>(
