@@ -294,8 +294,31 @@ fn open_error(url: &str, path: &Path, e: &rusqlite::Error) -> StoreError {
     ))
 }
 
-/// Opens the file, switches it to WAL and creates the schema if missing.
+/// [`open_once`], tried again while the file is busy, for up to [`BUSY_TIMEOUT`]: SQLite
+/// answers "database is locked" at once, without waiting in its busy handler, when
+/// connections race to switch a new file to WAL or to create its schema (seen with 200
+/// stores opened at once in `tests/store_conformance.rs`).
 fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match open_once(path) {
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                    && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                // Runs on a blocking thread (`spawn_blocking` in `open`), not on the runtime.
+                #[allow(clippy::disallowed_methods)]
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Opens the file, switches it to WAL and creates the schema if missing.
+fn open_once(path: &Path) -> rusqlite::Result<Connection> {
     let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
