@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use iotload_core::recorder::LatencyHistogram;
+use plotter::metric_names::{self as names, Metric};
 use plotter::prometheus::{label_value, serve_exposition};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -85,87 +86,36 @@ impl Exposition {
                 (false, false) => format!("{{{base},{extra}}}"),
             }
         };
-        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{} {value}",
-                labels("")
-            );
+        let mut metric = |metric: Metric, value: u64| {
+            metric.write_header(&mut out);
+            let _ = writeln!(out, "{}{} {value}", metric.name, labels(""));
         };
         if let Some(l) = &self.sources.load {
+            metric(names::MESSAGES_SENT, l.sent.load(Ordering::Relaxed));
+            metric(names::PUBLISH_ERRORS, l.errors.load(Ordering::Relaxed));
             metric(
-                "iotload_messages_sent_total",
-                "counter",
-                "Messages handed to the broker client by the devices.",
-                l.sent.load(Ordering::Relaxed),
-            );
-            metric(
-                "iotload_publish_errors_total",
-                "counter",
-                "Publishes that failed.",
-                l.errors.load(Ordering::Relaxed),
-            );
-            metric(
-                "iotload_devices_connected",
-                "gauge",
-                "Devices connected so far.",
+                names::DEVICES_CONNECTED,
                 l.connected.load(Ordering::Relaxed),
             );
         }
         if let Some(e) = &self.sources.echo {
-            metric(
-                "iotload_echo_received_total",
-                "counter",
-                "Requests the echo iPaaS received.",
-                e.received.load(Ordering::Relaxed),
-            );
-            metric(
-                "iotload_echo_published_total",
-                "counter",
-                "Actions the echo iPaaS published.",
-                e.published.load(Ordering::Relaxed),
-            );
-            metric(
-                "iotload_echo_errors_total",
-                "counter",
-                "Actions the echo iPaaS failed to publish or could not route.",
-                e.errors.load(Ordering::Relaxed),
-            );
+            metric(names::ECHO_RECEIVED, e.received.load(Ordering::Relaxed));
+            metric(names::ECHO_PUBLISHED, e.published.load(Ordering::Relaxed));
+            metric(names::ECHO_ERRORS, e.errors.load(Ordering::Relaxed));
         }
         let Some(c) = &self.sources.collector else {
             return out;
         };
         let t = c.totals();
-        for (name, help, value) in [
-            (
-                "iotload_messages_lost_total",
-                "Sequence gaps (messages below a device's highest sequence number not received).",
-                t.seq.gaps,
-            ),
-            (
-                "iotload_messages_duplicate_total",
-                "Duplicate messages.",
-                t.seq.duplicates,
-            ),
-            (
-                "iotload_messages_reordered_total",
-                "Messages that arrived after a later one.",
-                t.seq.reordered,
-            ),
-            (
-                "iotload_messages_undecodable_total",
-                "Messages without a readable stamp.",
-                t.undecodable,
-            ),
-        ] {
-            metric(name, "counter", help, value);
-        }
-        let name = "iotload_messages_received_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Messages received by the collector, duplicates included.\n\
-             # TYPE {name} counter"
-        );
+        // The tracker keeps open gaps; each late arrival closed one, so the gaps ever
+        // opened are the open ones plus the late arrivals: a counter.
+        let opened = t.seq.gaps.saturating_add(t.seq.reordered);
+        metric(names::SEQUENCE_GAPS, opened);
+        metric(names::MESSAGES_DUPLICATE, t.seq.duplicates);
+        metric(names::MESSAGES_REORDERED, t.seq.reordered);
+        metric(names::MESSAGES_UNDECODABLE, t.undecodable);
+        names::MESSAGES_RECEIVED.write_header(&mut out);
+        let name = names::MESSAGES_RECEIVED.name;
         if t.topics.is_empty() {
             let _ = writeln!(out, "{name}{} {}", labels(""), t.received);
         }
@@ -173,19 +123,9 @@ impl Exposition {
             let topic = format!("topic=\"{}\"", label_value(topic));
             let _ = writeln!(out, "{name}{} {}", labels(&topic), tt.received);
         }
-        for (name, help, corrected) in [
-            (
-                "iotload_latency_seconds",
-                "Latency, receive time minus send time.",
-                false,
-            ),
-            (
-                "iotload_latency_corrected_seconds",
-                "Latency corrected for coordinated omission: receive time minus intended send time.",
-                true,
-            ),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (metric, corrected) in [(names::LATENCY, false), (names::LATENCY_CORRECTED, true)] {
+            metric.write_header(&mut out);
+            let name = metric.name;
             let pick = |latency, corr| if corrected { corr } else { latency };
             if t.topics.is_empty() {
                 histogram(

@@ -186,19 +186,19 @@ async fn show(store: &dyn Backend, run: &str) -> anyhow::Result<()> {
         "topic", "sent", "received", "lost", "dup", "reordered", "p50 ms", "p99 ms", "max ms"
     );
     for (topic, cell) in &aggregate.topics {
-        print_row(topic, cell);
+        print_row(topic, cell, cell.counts.lost());
     }
     if aggregate.topics.len() > 1 {
-        print_row("(all topics)", &aggregate.total);
+        print_row("(all topics)", &aggregate.total, aggregate.lost());
     }
     Ok(())
 }
 
-fn print_row(topic: &str, cell: &Cell) {
+fn print_row(topic: &str, cell: &Cell, lost: u64) {
     let (t, s) = (cell.counts, cell.latency.stats_ms());
     println!(
         "{topic:<32} {:>9} {:>9} {:>7} {:>6} {:>9} {:>9.3} {:>9.3} {:>9.3}",
-        t.sent, t.received, t.lost, t.duplicates, t.reordered, s.p50, s.p99, s.max
+        t.sent, t.received, lost, t.duplicates, t.reordered, s.p50, s.p99, s.max
     );
 }
 
@@ -288,7 +288,7 @@ async fn export(
                 "instance",
                 "sent",
                 "received",
-                "lost",
+                "gaps",
                 "duplicates",
                 "reordered",
                 "undecodable",
@@ -310,7 +310,7 @@ async fn export(
                     s.instance.clone(),
                     s.sent.to_string(),
                     s.received.to_string(),
-                    s.lost.to_string(),
+                    s.gaps.to_string(),
                     s.duplicates.to_string(),
                     s.reordered.to_string(),
                     s.undecodable.to_string(),

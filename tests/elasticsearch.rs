@@ -771,9 +771,10 @@ async fn live_elasticsearch_keeps_the_template_daily_strict_indices_and_the_runs
                         "aggs": {
                             "sent": {"sum": {"field": "sent"}},
                             "received": {"sum": {"field": "received"}},
-                            "lost": {"sum": {"field": "lost"}},
+                            "gaps": {"sum": {"field": "gaps"}},
                             "duplicates": {"sum": {"field": "duplicates"}},
                             "reordered": {"sum": {"field": "reordered"}},
+                            "undecodable": {"sum": {"field": "undecodable"}},
                             "max": {"max": {"field": "latency_ms.max"}}
                         }
                     },
@@ -797,10 +798,20 @@ async fn live_elasticsearch_keeps_the_template_daily_strict_indices_and_the_runs
         let row = rows
             .get(topic)
             .unwrap_or_else(|| panic!("{topic} not in\n{}", shown.stdout));
+        let total = |name: &str| bucket[name]["value"].as_f64().unwrap() as u64;
+        let lost = iotload_core::loss::MessageCounts {
+            sent: total("sent"),
+            received: total("received"),
+            gaps: total("gaps"),
+            duplicates: total("duplicates"),
+            reordered: total("reordered"),
+            undecodable: total("undecodable"),
+        }
+        .lost();
         let searched = [
             count(&bucket["sent"]),
             count(&bucket["received"]),
-            count(&bucket["lost"]),
+            lost.to_string(),
             count(&bucket["duplicates"]),
             count(&bucket["reordered"]),
             ms(&bucket["max"]),

@@ -169,7 +169,7 @@ async fn every_component_serves_live_metrics_that_prometheus_accepts() {
         assert_histogram(&s, "iotload_latency_seconds", &labels, 100.0);
         assert_histogram(&s, "iotload_latency_corrected_seconds", &labels, 100.0);
     }
-    assert_eq!(total(&s, "iotload_messages_lost_total"), 0.0);
+    assert_eq!(total(&s, "iotload_sequence_gaps_total"), 0.0);
     assert_eq!(total(&s, "iotload_messages_duplicate_total"), 0.0);
     collector.interrupt();
     assert_eq!(collector.exit_code().await, Some(130));

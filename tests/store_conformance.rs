@@ -75,7 +75,7 @@ async fn round_trip(subject: Subject) {
         instance: "i1".into(),
         sent,
         received,
-        lost: 1,
+        gaps: 1,
         duplicates: 2,
         reordered: 3,
         undecodable: 4,
@@ -113,7 +113,7 @@ async fn round_trip(subject: Subject) {
         (
             s.sent,
             s.received,
-            s.lost,
+            s.gaps,
             s.duplicates,
             s.reordered,
             s.undecodable

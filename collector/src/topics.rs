@@ -12,7 +12,7 @@ use iotload_core::store::TopicSecond;
 struct Accumulator {
     second: u64,
     received: u64,
-    lost: u64,
+    gaps: u64,
     duplicates: u64,
     reordered: u64,
     undecodable: u64,
@@ -89,10 +89,10 @@ impl TopicSeconds {
                 corrected_us,
                 new_gaps,
             } => {
-                acc.lost += new_gaps;
+                acc.gaps += new_gaps;
                 acc.samples.record(raw_us, corrected_us);
             }
-            Outcome::Unmeasured { new_gaps } => acc.lost += new_gaps,
+            Outcome::Unmeasured { new_gaps } => acc.gaps += new_gaps,
             Outcome::Duplicate => acc.duplicates += 1,
             Outcome::Late {
                 raw_us,
@@ -133,7 +133,7 @@ impl TopicSeconds {
             instance: self.instance.clone(),
             sent: 0,
             received: acc.received,
-            lost: acc.lost,
+            gaps: acc.gaps,
             duplicates: acc.duplicates,
             reordered: acc.reordered,
             undecodable: acc.undecodable,
@@ -175,6 +175,6 @@ mod tests {
         assert_eq!(done.len(), 1);
         assert_eq!((done[0].topic.as_str(), done[0].undecodable), ("a", 1));
         let done = t.flush(Some(7));
-        assert_eq!((done[0].topic.as_str(), done[0].lost), ("b", 3));
+        assert_eq!((done[0].topic.as_str(), done[0].gaps), ("b", 3));
     }
 }

@@ -11,6 +11,7 @@ pub mod backlog;
 pub mod clock_offset;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded_broker;
+pub mod loss;
 pub mod payload;
 pub mod plan;
 pub mod recorder;

@@ -12,8 +12,8 @@
 //! a 1-hour, 1000-topic run needs a few hundred kilobytes per topic, not megabytes.
 
 use std::collections::BTreeMap;
-use std::ops::AddAssign;
 
+pub use iotload_core::loss::MessageCounts;
 use iotload_core::recorder::{HistogramDecodeError, LatencyHistogram, LatencyStats};
 use iotload_core::store::TopicSecond;
 use serde::Serialize;
@@ -35,52 +35,11 @@ pub struct AggregateError {
     pub source: HistogramDecodeError,
 }
 
-/// The message counters of a cell, summed over the rows merged into it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Counts {
-    /// Messages sent (loadgen side).
-    pub sent: u64,
-    /// Messages received (collector side), duplicates included.
-    pub received: u64,
-    /// Sequence gaps.
-    pub lost: u64,
-    /// Duplicates.
-    pub duplicates: u64,
-    /// Reordered messages.
-    pub reordered: u64,
-    /// Messages without a readable stamp.
-    pub undecodable: u64,
-}
-
-impl AddAssign for Counts {
-    fn add_assign(&mut self, o: Self) {
-        self.sent += o.sent;
-        self.received += o.received;
-        self.lost += o.lost;
-        self.duplicates += o.duplicates;
-        self.reordered += o.reordered;
-        self.undecodable += o.undecodable;
-    }
-}
-
-impl Counts {
-    fn of(row: &TopicSecond) -> Self {
-        Self {
-            sent: row.sent,
-            received: row.received,
-            lost: row.lost,
-            duplicates: row.duplicates,
-            reordered: row.reordered,
-            undecodable: row.undecodable,
-        }
-    }
-}
-
 /// Counters and both latency histograms of a set of rows.
 #[derive(Debug, Clone)]
 pub struct Cell {
     /// Summed counters.
-    pub counts: Counts,
+    pub counts: MessageCounts,
     /// Merged latency (receive − sent), µs.
     pub latency: LatencyHistogram,
     /// Merged corrected latency (receive − intended), µs.
@@ -90,7 +49,7 @@ pub struct Cell {
 impl Default for Cell {
     fn default() -> Self {
         Self {
-            counts: Counts::default(),
+            counts: MessageCounts::default(),
             latency: LatencyHistogram::stored_precision(),
             corrected: LatencyHistogram::stored_precision(),
         }
@@ -107,7 +66,7 @@ impl Cell {
             instance: row.instance.clone(),
             source,
         };
-        self.counts += Counts::of(row);
+        self.counts += row.counts();
         self.latency.add_encoded(&row.latency_hdr).map_err(fail)?;
         self.corrected
             .add_encoded(&row.corrected_hdr)
@@ -137,7 +96,7 @@ impl Cell {
 pub struct CellStats {
     /// Summed counters.
     #[serde(flatten)]
-    pub counts: Counts,
+    pub counts: MessageCounts,
     /// Latency percentiles, ms.
     pub latency_ms: LatencyStats,
     /// Corrected latency percentiles, ms.
@@ -187,6 +146,13 @@ impl RunAggregate {
     /// The number of seconds the run's series span.
     pub fn span_s(&self) -> u64 {
         self.seconds.len() as u64
+    }
+
+    /// Messages never received over the whole run: the sum of each topic's
+    /// [`MessageCounts::lost`], so a topic without a loadgen's sent counts falls back to its
+    /// own open gaps without hiding another topic's tail loss.
+    pub fn lost(&self) -> u64 {
+        self.topics.values().map(|c| c.counts.lost()).sum()
     }
 }
 
@@ -276,7 +242,7 @@ mod tests {
             instance: instance.into(),
             sent: received + 1,
             received,
-            lost: 1,
+            gaps: 1,
             latency_hdr,
             corrected_hdr,
             ..TopicSecond::default()
@@ -317,12 +283,12 @@ mod tests {
         assert_eq!(docs[0].3.counts.received, 3);
         assert_eq!(docs[0].3.latency_ms.count, 3);
         assert!((docs[0].3.latency_ms.max - 4.0).abs() < 0.05);
-        assert_eq!(docs[1].3.counts, Counts::default());
+        assert_eq!(docs[1].3.counts, MessageCounts::default());
         assert_eq!(agg.seconds.len(), 3);
         assert_eq!(agg.seconds[0].stats.counts.received, 3);
         assert_eq!(agg.seconds[1].stats.counts.received, 0);
         assert_eq!(agg.topics["a"].counts.sent, 5);
-        assert_eq!(agg.topics["b"].counts.lost, 1);
+        assert_eq!(agg.topics["b"].counts.gaps, 1);
         assert_eq!(agg.total.counts.received, 4);
         assert_eq!(agg.total.latency.len(), 4);
         assert_eq!(agg.total.corrected.len(), 4);

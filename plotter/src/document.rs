@@ -4,7 +4,7 @@
 use iotload_core::recorder::LatencyStats;
 use serde::Serialize;
 
-use crate::aggregate::{Counts, TopicSecondStats};
+use crate::aggregate::{MessageCounts, TopicSecondStats};
 
 /// One topic in one second of one run, merged over its instances.
 #[derive(Debug, Clone, Serialize)]
@@ -20,7 +20,7 @@ pub struct Document<'a> {
     pub instances: &'a [&'a str],
     /// Message counters.
     #[serde(flatten)]
-    pub counts: Counts,
+    pub counts: MessageCounts,
     /// Latency (receive − sent) in ms.
     pub latency_ms: LatencyStats,
     /// Corrected latency (receive − intended send time) in ms.
@@ -64,11 +64,11 @@ mod tests {
             topic: "iot/1/action",
             instances: vec!["host-1"],
             stats: CellStats {
-                counts: Counts {
+                counts: MessageCounts {
                     sent: 10,
                     received: 9,
-                    lost: 1,
-                    ..Counts::default()
+                    gaps: 1,
+                    ..MessageCounts::default()
                 },
                 ..CellStats::default()
             },
@@ -82,7 +82,7 @@ mod tests {
         assert_eq!(v["instances"][0], "host-1");
         assert_eq!(v["sent"], 10);
         assert_eq!(v["received"], 9);
-        assert_eq!(v["lost"], 1);
+        assert_eq!(v["gaps"], 1);
         for key in ["duplicates", "reordered", "undecodable"] {
             assert_eq!(v[key], 0, "{key}");
         }

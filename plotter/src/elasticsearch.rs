@@ -231,7 +231,7 @@ pub fn index_template(prefix: &str) -> Value {
                     "instances": {"type": "keyword"},
                     "sent": {"type": "long"},
                     "received": {"type": "long"},
-                    "lost": {"type": "long"},
+                    "gaps": {"type": "long"},
                     "duplicates": {"type": "long"},
                     "reordered": {"type": "long"},
                     "undecodable": {"type": "long"},
@@ -619,7 +619,7 @@ fn check_prefix(prefix: &str) -> Result<(), ElasticsearchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::{CellStats, Counts, TopicSecondStats};
+    use crate::aggregate::{CellStats, MessageCounts, TopicSecondStats};
     use crate::document::Document;
 
     #[test]
@@ -657,9 +657,9 @@ mod tests {
             topic: "t",
             instances: vec!["i"],
             stats: CellStats {
-                counts: Counts {
+                counts: MessageCounts {
                     sent: 1,
-                    ..Counts::default()
+                    ..MessageCounts::default()
                 },
                 ..CellStats::default()
             },

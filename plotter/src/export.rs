@@ -16,7 +16,7 @@ use crate::document::iso8601;
 use crate::{PlotterError, write_error};
 
 /// The CSV header: one column per document field, latency objects flattened.
-pub const CSV_HEADER: &str = "timestamp,run_id,topic,instances,sent,received,lost,duplicates,\
+pub const CSV_HEADER: &str = "timestamp,run_id,topic,instances,sent,received,gaps,duplicates,\
 reordered,undecodable,latency_count,latency_min_ms,latency_mean_ms,latency_p50_ms,\
 latency_p90_ms,latency_p99_ms,latency_p999_ms,latency_max_ms,corrected_count,\
 corrected_min_ms,corrected_mean_ms,corrected_p50_ms,corrected_p90_ms,corrected_p99_ms,\
@@ -213,7 +213,7 @@ fn csv_row(run_id: &str, cell: &TopicSecondStats<'_>) -> Vec<String> {
         [
             c.sent,
             c.received,
-            c.lost,
+            c.gaps,
             c.duplicates,
             c.reordered,
             c.undecodable,
@@ -242,7 +242,7 @@ fn latency_columns(s: &LatencyStats) -> [String; 8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::{CellStats, Counts};
+    use crate::aggregate::{CellStats, MessageCounts};
 
     #[test]
     fn csv_rows_match_the_header() {
@@ -252,9 +252,9 @@ mod tests {
             topic: "a,b",
             instances: vec!["i1", "i2"],
             stats: CellStats {
-                counts: Counts {
+                counts: MessageCounts {
                     sent: 3,
-                    ..Counts::default()
+                    ..MessageCounts::default()
                 },
                 ..CellStats::default()
             },

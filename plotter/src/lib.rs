@@ -14,6 +14,7 @@ pub mod charts;
 pub mod document;
 pub mod elasticsearch;
 pub mod export;
+pub mod metric_names;
 pub mod prometheus;
 pub mod report;
 

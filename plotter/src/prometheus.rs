@@ -17,87 +17,64 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::aggregate::{Cell, RunAggregate};
+use crate::metric_names::{self as names, Metric};
 use crate::{PlotterArgs, PlotterError};
 
-/// Reads one counter out of a cell.
-type Counter = fn(&Cell) -> u64;
+/// How one series reads its value: from a topic's cell, or from the whole run.
+type Value = fn(&Series<'_>) -> u64;
 
-/// Counter names, with their help text and how to read them from a cell.
-const COUNTERS: [(&str, &str, Counter); 6] = [
-    (
-        "iotload_messages_sent_total",
-        "Messages sent by the loadgen side.",
-        |c| c.counts.sent,
-    ),
-    (
-        "iotload_messages_received_total",
-        "Messages received by the collector side, duplicates included.",
-        |c| c.counts.received,
-    ),
-    (
-        "iotload_messages_lost_total",
-        "Sequence gaps detected.",
-        |c| c.counts.lost,
-    ),
-    (
-        "iotload_messages_duplicate_total",
-        "Duplicate messages.",
-        |c| c.counts.duplicates,
-    ),
-    (
-        "iotload_messages_reordered_total",
-        "Messages that arrived after a later one.",
-        |c| c.counts.reordered,
-    ),
-    (
-        "iotload_messages_undecodable_total",
-        "Messages without a readable stamp.",
-        |c| c.counts.undecodable,
-    ),
+/// The counters and gauges, with how to read them.
+const VALUES: [(Metric, Value); 7] = [
+    (names::MESSAGES_SENT, |s| s.cell.counts.sent),
+    (names::MESSAGES_RECEIVED, |s| s.cell.counts.received),
+    (names::SEQUENCE_GAPS, |s| s.cell.counts.gaps),
+    (names::MESSAGES_LOST, |s| s.lost),
+    (names::MESSAGES_DUPLICATE, |s| s.cell.counts.duplicates),
+    (names::MESSAGES_REORDERED, |s| s.cell.counts.reordered),
+    (names::MESSAGES_UNDECODABLE, |s| s.cell.counts.undecodable),
 ];
 
-/// Latency summary names.
-const LATENCY: &str = "iotload_latency_seconds";
-const LATENCY_CORRECTED: &str = "iotload_latency_corrected_seconds";
-/// Span gauge name.
-const RUN_SECONDS: &str = "iotload_run_duration_seconds";
+/// One labelled series: a run, or one topic of a run.
+struct Series<'a> {
+    labels: String,
+    cell: &'a Cell,
+    /// Lost, derived per topic and summed (see [`RunAggregate::lost`]).
+    lost: u64,
+}
 
 /// The runs' aggregates as Prometheus text exposition (format 0.0.4).
 pub fn exposition(runs: &[RunAggregate], per_topic: bool) -> String {
     let mut out = String::new();
-    let series = |run: &RunAggregate| -> Vec<(String, Cell)> {
+    let mut all: Vec<Series<'_>> = Vec::new();
+    for run in runs {
         let run_label = format!("run=\"{}\"", label_value(&run.run_id));
         if per_topic {
-            run.topics
-                .iter()
-                .map(|(t, c)| {
-                    (
-                        format!("{run_label},topic=\"{}\"", label_value(t)),
-                        c.clone(),
-                    )
-                })
-                .collect()
+            all.extend(run.topics.iter().map(|(t, cell)| Series {
+                labels: format!("{run_label},topic=\"{}\"", label_value(t)),
+                cell,
+                lost: cell.counts.lost(),
+            }));
         } else {
-            vec![(run_label, run.total.clone())]
-        }
-    };
-    let all: Vec<(String, Cell)> = runs.iter().flat_map(series).collect();
-    for (name, help, get) in COUNTERS {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (labels, cell) in &all {
-            let _ = writeln!(out, "{name}{{{labels}}} {}", get(cell));
+            all.push(Series {
+                labels: run_label,
+                cell: &run.total,
+                lost: run.lost(),
+            });
         }
     }
-    for (name, help, corrected) in [
-        (LATENCY, "Latency, receive time minus send time.", false),
-        (
-            LATENCY_CORRECTED,
-            "Latency corrected for coordinated omission, receive time minus intended send time.",
-            true,
-        ),
+    for (metric, get) in VALUES {
+        metric.write_header(&mut out);
+        for s in &all {
+            let _ = writeln!(out, "{}{{{}}} {}", metric.name, s.labels, get(s));
+        }
+    }
+    for (metric, corrected) in [
+        (names::RUN_LATENCY, false),
+        (names::RUN_LATENCY_CORRECTED, true),
     ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
-        for (labels, cell) in &all {
+        metric.write_header(&mut out);
+        let name = metric.name;
+        for Series { labels, cell, .. } in &all {
             let s: LatencyStats = if corrected {
                 cell.corrected.stats_ms()
             } else {
@@ -117,14 +94,12 @@ pub fn exposition(runs: &[RunAggregate], per_topic: bool) -> String {
             let _ = writeln!(out, "{name}_count{{{labels}}} {}", s.count);
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP {RUN_SECONDS} Seconds the run's stored results span.\n# TYPE {RUN_SECONDS} gauge"
-    );
+    names::RUN_DURATION.write_header(&mut out);
     for run in runs {
         let _ = writeln!(
             out,
-            "{RUN_SECONDS}{{run=\"{}\"}} {}",
+            "{}{{run=\"{}\"}} {}",
+            names::RUN_DURATION.name,
             label_value(&run.run_id),
             run.span_s()
         );
@@ -283,7 +258,8 @@ mod tests {
                 instance: "i".into(),
                 sent: 3,
                 received: 2,
-                lost: 1,
+                gaps: 1,
+                duplicates: 1,
                 latency_hdr: latency_hdr.clone(),
                 corrected_hdr: corrected_hdr.clone(),
                 ..TopicSecond::default()
@@ -300,11 +276,17 @@ mod tests {
             text.contains("iotload_messages_received_total{run=\"r1\"} 4\n"),
             "{text}"
         );
-        assert!(text.contains("iotload_messages_lost_total{run=\"r1\"} 2\n"));
-        assert!(text.contains("iotload_latency_seconds_count{run=\"r1\"} 2\n"));
+        assert!(text.contains("iotload_sequence_gaps_total{run=\"r1\"} 2\n"));
+        // Each topic: 3 sent, 2 received of which 1 a duplicate: 2 lost.
+        assert!(text.contains("# TYPE iotload_messages_lost gauge"));
+        assert!(
+            text.contains("iotload_messages_lost{run=\"r1\"} 4\n"),
+            "{text}"
+        );
+        assert!(text.contains("iotload_run_latency_seconds_count{run=\"r1\"} 2\n"));
         let p50: f64 = text
             .lines()
-            .find(|l| l.starts_with("iotload_latency_seconds{run=\"r1\",quantile=\"0.5\"}"))
+            .find(|l| l.starts_with("iotload_run_latency_seconds{run=\"r1\",quantile=\"0.5\"}"))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
             .unwrap();

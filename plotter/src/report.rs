@@ -110,7 +110,7 @@ fn runs_section(h: &mut String, runs: &[RunReport]) {
             a.topics.len(),
             c.sent,
             c.received,
-            c.lost,
+            a.lost(),
             c.duplicates,
             c.reordered,
             c.undecodable,
@@ -193,16 +193,17 @@ fn topics_section(h: &mut String, runs: &[RunReport]) {
             esc(&run.aggregate.run_id)
         );
         for (topic, cell) in &run.aggregate.topics {
-            topic_row(h, topic, cell);
+            topic_row(h, topic, cell, cell.counts.lost());
         }
         if run.aggregate.topics.len() > 1 {
-            topic_row(h, "(all topics)", &run.aggregate.total);
+            let total = &run.aggregate.total;
+            topic_row(h, "(all topics)", total, run.aggregate.lost());
         }
         h.push_str("</table></div>\n");
     }
 }
 
-fn topic_row(h: &mut String, topic: &str, cell: &Cell) {
+fn topic_row(h: &mut String, topic: &str, cell: &Cell, lost: u64) {
     let s = cell.stats();
     let (c, l, k) = (s.counts, s.latency_ms, s.latency_corrected_ms);
     let _ = writeln!(
@@ -213,7 +214,7 @@ fn topic_row(h: &mut String, topic: &str, cell: &Cell) {
         esc(topic),
         c.sent,
         c.received,
-        c.lost,
+        lost,
         c.duplicates,
         c.reordered,
         c.undecodable,
@@ -349,8 +350,8 @@ fn charts(runs: &[RunReport]) -> Vec<(&'static str, Chart)> {
     );
     let mut integrity = Vec::new();
     series(
-        &|s| Some(s.stats.counts.lost as f64),
-        "lost",
+        &|s| Some(s.stats.counts.gaps as f64),
+        "gaps",
         RED_,
         &mut integrity,
     );

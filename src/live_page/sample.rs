@@ -59,7 +59,9 @@ pub(crate) struct ReceiveSample {
     /// Totals so far.
     pub(crate) received: u64,
     pub(crate) unique: u64,
-    pub(crate) gaps: u64,
+    /// Sequence gaps not (yet) filled by a late arrival: what the loss model counts as
+    /// lost while messages may still be in flight (docs/measurement.md).
+    pub(crate) open_gaps: u64,
     pub(crate) duplicates: u64,
     pub(crate) reordered: u64,
     pub(crate) undecodable: u64,
@@ -146,7 +148,7 @@ impl Sampler {
                 corrected_p99_ms: ms(i.corrected_p99_us),
                 received: totals.received,
                 unique,
-                gaps: totals.seq.gaps,
+                open_gaps: totals.seq.gaps,
                 duplicates: totals.seq.duplicates,
                 reordered: totals.seq.reordered,
                 undecodable: totals.undecodable,

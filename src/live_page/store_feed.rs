@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use iotload_core::store::Backend;
-use plotter::aggregate::{Counts, RunAggregate};
+use plotter::aggregate::{MessageCounts, RunAggregate};
 use tokio_util::sync::CancellationToken;
 
 use super::sample::{LoadSample, ReceiveSample, Sample, TopicRow};
@@ -179,7 +179,7 @@ fn samples_of(run: &RunAggregate) -> Vec<Sample> {
     let first = run.seconds.first().map_or(0, |s| s.second);
     let newest = run.seconds.len().saturating_sub(1);
     let whole = run.total.latency.stats_ms();
-    let mut totals = Counts::default();
+    let mut totals = MessageCounts::default();
     run.seconds
         .iter()
         .enumerate()
@@ -208,8 +208,8 @@ fn samples_of(run: &RunAggregate) -> Vec<Sample> {
                     max_ms: l.max,
                     corrected_p99_ms: s.stats.latency_corrected_ms.p99,
                     received: totals.received,
-                    unique: totals.received.saturating_sub(totals.duplicates),
-                    gaps: totals.lost,
+                    unique: totals.unique(),
+                    open_gaps: totals.open_gaps(),
                     duplicates: totals.duplicates,
                     reordered: totals.reordered,
                     undecodable: totals.undecodable,

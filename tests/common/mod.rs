@@ -110,6 +110,31 @@ pub fn f(v: &Value, path: &str) -> f64 {
         .unwrap_or_else(|| panic!("{path} missing in {v:#}"))
 }
 
+/// "Lost" over per-second, per-topic documents or rows (plotter JSONL, Elasticsearch,
+/// `results export`): their counters summed per topic, then the loss model applied to
+/// each topic and the topics added (docs/measurement.md).
+pub fn lost_of_rows<'a>(rows: impl IntoIterator<Item = &'a Value>) -> u64 {
+    use iotload_core::loss::MessageCounts;
+    let mut topics: std::collections::BTreeMap<String, MessageCounts> = Default::default();
+    for row in rows {
+        let topic = row["topic"].as_str().unwrap_or_default().to_string();
+        let field = |name: &str| {
+            row[name]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{name} in {row}"))
+        };
+        *topics.entry(topic).or_default() += MessageCounts {
+            sent: field("sent"),
+            received: field("received"),
+            gaps: field("gaps"),
+            duplicates: field("duplicates"),
+            reordered: field("reordered"),
+            undecodable: field("undecodable"),
+        };
+    }
+    topics.values().map(MessageCounts::lost).sum()
+}
+
 /// A unique topic prefix so tests sharing a broker never see each other's messages.
 pub fn prefix(name: &str) -> String {
     iotload_testkit::unique_topic(name)

@@ -111,8 +111,10 @@ pub struct TopicSecond {
     pub sent: u64,
     /// Messages received (collector side), including duplicates.
     pub received: u64,
-    /// Sequence gaps detected.
-    pub lost: u64,
+    /// Sequence gaps found this second (see [`crate::loss`]; the stores keep it in
+    /// their `lost` column, which always counted the same thing).
+    #[serde(alias = "lost")]
+    pub gaps: u64,
     /// Duplicates.
     pub duplicates: u64,
     /// Reordered messages.
@@ -126,6 +128,20 @@ pub struct TopicSecond {
     /// Corrected latency histogram (receive − intended, µs), same encoding.
     #[serde(with = "base64_bytes")]
     pub corrected_hdr: Vec<u8>,
+}
+
+impl TopicSecond {
+    /// The row's message counters.
+    pub fn counts(&self) -> crate::loss::MessageCounts {
+        crate::loss::MessageCounts {
+            sent: self.sent,
+            received: self.received,
+            gaps: self.gaps,
+            duplicates: self.duplicates,
+            reordered: self.reordered,
+            undecodable: self.undecodable,
+        }
+    }
 }
 
 /// One received message (`--raw`).

@@ -585,7 +585,7 @@ impl Store for RedisStore {
                 Some(m) => {
                     m.sent += s.sent;
                     m.received += s.received;
-                    m.lost += s.lost;
+                    m.gaps += s.gaps;
                     m.duplicates += s.duplicates;
                     m.reordered += s.reordered;
                     m.undecodable += s.undecodable;
@@ -615,7 +615,7 @@ impl Store for RedisStore {
             for v in [
                 s.sent,
                 s.received,
-                s.lost,
+                s.gaps,
                 s.duplicates,
                 s.reordered,
                 s.undecodable,
@@ -821,7 +821,7 @@ impl Store for RedisStore {
                 match name {
                     "sent" => r.sent = value,
                     "received" => r.received = value,
-                    "lost" => r.lost = value,
+                    "lost" => r.gaps = value,
                     "duplicates" => r.duplicates = value,
                     "reordered" => r.reordered = value,
                     "undecodable" => r.undecodable = value,
@@ -1156,7 +1156,7 @@ mod tests {
             instance: instance.into(),
             sent,
             received: sent,
-            lost: 1,
+            gaps: 1,
             duplicates: 2,
             reordered: 3,
             undecodable: 4,
@@ -1271,7 +1271,7 @@ mod tests {
         let got = store.seconds("r1").await.unwrap();
         assert_eq!(got.len(), 4);
         let m = &got[0];
-        assert_eq!((m.sent, m.received, m.lost, m.undecodable), (11, 11, 3, 12));
+        assert_eq!((m.sent, m.received, m.gaps, m.undecodable), (11, 11, 3, 12));
         assert_eq!(count(&m.latency_hdr), 6);
         assert_eq!(count(&m.corrected_hdr), 6);
         let merged = LatencyHistogram::decode(&m.latency_hdr).unwrap();

@@ -364,7 +364,7 @@ fn read_second(r: &Row<'_>) -> rusqlite::Result<TopicSecond> {
         instance: r.get(3)?,
         sent: r.get(4)?,
         received: r.get(5)?,
-        lost: r.get(6)?,
+        gaps: r.get(6)?,
         duplicates: r.get(7)?,
         reordered: r.get(8)?,
         undecodable: r.get(9)?,
@@ -401,7 +401,7 @@ fn merge_second(old: TopicSecond, new: &TopicSecond) -> Result<TopicSecond, Fail
     Ok(TopicSecond {
         sent: old.sent.saturating_add(new.sent),
         received: old.received.saturating_add(new.received),
-        lost: old.lost.saturating_add(new.lost),
+        gaps: old.gaps.saturating_add(new.gaps),
         duplicates: old.duplicates.saturating_add(new.duplicates),
         reordered: old.reordered.saturating_add(new.reordered),
         undecodable: old.undecodable.saturating_add(new.undecodable),
@@ -461,7 +461,7 @@ fn write_batch(conn: &mut Connection, batch: &Batch, raw_run: Option<&str>) -> R
                 row.instance,
                 row.sent,
                 row.received,
-                row.lost,
+                row.gaps,
                 row.duplicates,
                 row.reordered,
                 row.undecodable,
@@ -1063,7 +1063,7 @@ mod tests {
             instance: "host-a".into(),
             sent: 0,
             received,
-            lost: 1,
+            gaps: 1,
             duplicates: 2,
             reordered: 3,
             undecodable: 4,
@@ -1127,7 +1127,7 @@ mod tests {
         let merged = &got[2];
         assert_eq!((merged.topic.as_str(), merged.second), ("t/1", 100));
         assert_eq!(merged.received, 3 + 2 + 2);
-        assert_eq!(merged.lost, 3);
+        assert_eq!(merged.gaps, 3);
         assert_eq!(merged.undecodable, 12);
         let h = LatencyHistogram::decode(&merged.latency_hdr).unwrap();
         assert_eq!(h.len(), 7);

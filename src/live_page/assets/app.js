@@ -102,7 +102,7 @@
     if (r) {
       $("tile-received").textContent = int(r.unique);
       $("tile-received-rate").textContent = int(r.received_per_s);
-      $("tile-lost").textContent = int(r.gaps);
+      $("tile-lost").textContent = int(r.open_gaps);
       $("tile-duplicates").textContent = int(r.duplicates);
       $("tile-reordered").textContent = int(r.reordered);
       $("tile-p50").textContent = ms(r.total_p50_ms);
