@@ -161,10 +161,9 @@ pub(crate) struct RunArgs {
     pub(crate) load: LoadArgs,
     #[command(flatten)]
     pub(crate) stamp: StampArgs,
-    /// Processing time the built-in echo iPaaS adds to each message (e.g. 50ms).
-    #[arg(long, env = "IOTLOAD_DELAY", value_name = "DURATION", default_value = "0s",
-          value_parser = parse_duration)]
-    pub(crate) delay: Duration,
+    /// What the built-in echo iPaaS does besides copying: its delay and injected faults.
+    #[command(flatten)]
+    pub(crate) faults: echo_ipaas::FaultArgs,
     /// Do not start the built-in echo: a real iPaaS between the request and action topics
     /// answers instead, and latency is still measured on one clock.
     #[arg(long, env = "IOTLOAD_EXTERNAL_IPAAS")]

@@ -98,7 +98,7 @@ pub(crate) async fn run_echo<F: Transport, T: Transport>(
     observers.stop().await;
     let mut summary = RunSummary::new("echo-ipaas", bridge_label(from.url(), to.url()), started);
     summary.interrupted = shutdown.interrupted();
-    summary.echo = Some(echo_section(&stats));
+    summary.echo = Some(echo_section(&stats, &plan));
     summary.elapsed_s = clock.elapsed().as_secs_f64();
     observers.finish(&mut summary, output).await
 }

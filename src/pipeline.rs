@@ -337,7 +337,7 @@ async fn run_loop_on<T: Transport, U: Transport>(
         let echo_args = echo_ipaas::EchoArgs {
             from: vec![plan.topic.to_filter()],
             to: args.load.action_topic.clone(),
-            delay: args.delay,
+            faults: args.faults.clone(),
             client_id: None,
         };
         let echo_plan = echo_args.resolve(&args.broker)?;
@@ -361,6 +361,7 @@ async fn run_loop_on<T: Transport, U: Transport>(
             collector::collect(subscriber, &collect_plan, live, records, stop).await
         })
     };
+    let echo_plan = echo.as_ref().map(|(plan, _)| plan.clone());
     let echo_task = echo.map(|(echo_plan, conns)| {
         let stats = echo_stats.clone();
         let stop = consume.clone();
@@ -389,8 +390,9 @@ async fn run_loop_on<T: Transport, U: Transport>(
     // Drain: wait until every sent message arrived, the drain timeout, or a second signal.
     let mut warnings = Vec::new();
     if let Ok(report) = &load {
+        let echo = (!args.external_ipaas).then_some(echo_stats.as_ref());
         let drained = tokio::select! {
-            _ = live.wait_for(report.sent) => true,
+            _ = wait_for_answers(&live, report.sent, echo) => true,
             _ = tokio::time::sleep(args.output.drain_timeout) => false,
             _ = consume.cancelled() => false,
         };
@@ -413,8 +415,8 @@ async fn run_loop_on<T: Transport, U: Transport>(
     let mut summary = RunSummary::new("run", label, started);
     summary.interrupted = shutdown.interrupted();
     summary.load = Some(load_section(&plan, &load, &mut warnings));
-    if !args.external_ipaas {
-        summary.echo = Some(echo_section(&echo_stats));
+    if let Some(echo_plan) = &echo_plan {
+        summary.echo = Some(echo_section(&echo_stats, echo_plan));
     }
     summary.receive = Some(receive_section(
         &collected,
@@ -426,6 +428,29 @@ async fn run_loop_on<T: Transport, U: Transport>(
     summary.warnings = warnings;
     rec.close(&mut summary, args.output.drain_timeout).await;
     observers.finish(&mut summary, &args.output).await
+}
+
+/// Waits until every answered message arrived: `sent` minus what the echo (`echo`, when it
+/// runs in this process) dropped on purpose, a number that grows while requests are
+/// still on their way to it.
+async fn wait_for_answers(
+    live: &collector::CollectorLive,
+    sent: u64,
+    echo: Option<&echo_ipaas::EchoStats>,
+) {
+    let Some(echo) = echo else {
+        return live.wait_for(sent).await;
+    };
+    loop {
+        let more_drops = echo.drops_changed.notified();
+        tokio::pin!(more_drops);
+        more_drops.as_mut().enable();
+        let dropped = echo.dropped.load(std::sync::atomic::Ordering::SeqCst);
+        tokio::select! {
+            _ = live.wait_for(sent.saturating_sub(dropped)) => return,
+            _ = &mut more_drops => {}
+        }
+    }
 }
 
 fn humantime_str(d: Duration) -> String {

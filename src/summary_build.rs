@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use collector::CollectReport;
 use echo_ipaas::EchoStats;
-use iotload_core::summary::{DeviceCounts, EchoSection, LoadSection, ReceiveSection};
+use iotload_core::summary::{
+    DeviceCounts, EchoSection, InjectedFaults, LoadSection, ReceiveSection,
+};
 use loadgen::{LoadPlan, LoadReport};
 use std::sync::atomic::Ordering;
 
@@ -61,11 +63,22 @@ pub(crate) fn load_section(
     }
 }
 
-pub(crate) fn echo_section(stats: &EchoStats) -> EchoSection {
+/// `plan`: the echo's plan, for what it was asked to inject.
+pub(crate) fn echo_section(stats: &EchoStats, plan: &echo_ipaas::EchoPlan) -> EchoSection {
+    let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let delays = stats.delays();
     EchoSection {
-        received: stats.received.load(Ordering::Relaxed),
-        published: stats.published.load(Ordering::Relaxed),
-        errors: stats.errors.load(Ordering::Relaxed),
+        received: n(&stats.received),
+        published: n(&stats.published),
+        errors: n(&stats.errors),
+        faults: plan.faults.injects_faults().then(|| InjectedFaults {
+            seed: plan.seed,
+            dropped: n(&stats.dropped),
+            duplicated: n(&stats.duplicated),
+            reordered: n(&stats.reordered),
+        }),
+        delay_ms: (!delays.is_empty()).then(|| delays.stats_ms()),
+        delay_queue_full: n(&stats.delay_queue_full),
     }
 }
 

@@ -140,6 +140,27 @@ pub struct EchoSection {
     pub published: u64,
     /// Actions that could not be published.
     pub errors: u64,
+    /// The faults it injected on purpose (`--drop`, `--duplicate`, `--reorder`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub faults: Option<InjectedFaults>,
+    /// The delays it applied (`--delay`), in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<LatencyStats>,
+    /// Times its delay queue was full and it stopped taking requests (`--max-delayed`).
+    pub delay_queue_full: u64,
+}
+
+/// What the chaos echo did, exactly: the numbers every output must report.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct InjectedFaults {
+    /// The seed of its draws (`--seed` repeats the run).
+    pub seed: u64,
+    /// Requests never answered.
+    pub dropped: u64,
+    /// Requests answered twice.
+    pub duplicated: u64,
+    /// Requests answered after a later one of the same topic.
+    pub reordered: u64,
 }
 
 /// The receiving side of a run.
@@ -284,6 +305,27 @@ impl RunSummary {
                 "echo-ipaas  {} requests → {} actions · {} errors",
                 e.received, e.published, e.errors
             );
+            if let Some(f) = &e.faults {
+                let _ = writeln!(
+                    o,
+                    "injected    dropped {} · duplicated {} · reordered {} (--seed {})",
+                    f.dropped, f.duplicated, f.reordered, f.seed
+                );
+            }
+            if let Some(d) = &e.delay_ms {
+                let _ = writeln!(
+                    o,
+                    "delay       p50 {:.3} ms · p99 {:.3} ms · max {:.3} ms{}",
+                    d.p50,
+                    d.p99,
+                    d.max,
+                    if e.delay_queue_full > 0 {
+                        format!(" · queue full {} times", e.delay_queue_full)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
         }
         if let Some(r) = &self.receive {
             let _ = writeln!(

@@ -1,28 +1,28 @@
 //! The reference iPaaS: consumes stimuli, republishes each as an action with the stamp
-//! copied unchanged, optionally after a fixed processing delay.
+//! copied unchanged, optionally after a processing delay and with injected faults
+//! (drops, duplicates, reordering: the chaos echo, see [`faults`]).
 //!
 //! It is the baseline a real integration layer (Node-RED, Snaplogic, Losant, Kafka
 //! Streams, ...) is compared against: same workload, two runs, the difference is what the
 //! iPaaS adds. The action topic is derived from the request topic: `{device}` in `--to` is
 //! the part of the request topic matched by the first wildcard of `--from`.
 
+pub mod faults;
 mod route;
+mod serve;
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use clap::Args;
 use iotload_core::args::BrokerArgs;
-use iotload_core::plan::{PlanError, Template, parse_duration};
-use iotload_core::transport::{
-    ClientIdentity, Incoming, Outgoing, Publisher, Subscriber, Transport, TransportError,
-};
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use iotload_core::plan::{PlanError, Template};
+use iotload_core::recorder::LatencyHistogram;
+use iotload_core::transport::{ClientIdentity, Transport, TransportError};
 
+pub use faults::{Delay, FaultArgs};
 pub use route::Route;
+pub use serve::serve;
 
 /// Where requests come from and where actions go.
 #[derive(Debug, Clone, Args)]
@@ -47,10 +47,9 @@ pub struct EchoArgs {
     )]
     pub to: String,
 
-    /// Processing time to emulate before each action is published (e.g. 50ms).
-    #[arg(long, env = "IOTLOAD_DELAY", value_name = "DURATION", default_value = "0s",
-          value_parser = parse_duration)]
-    pub delay: Duration,
+    /// Delay and injected faults.
+    #[command(flatten)]
+    pub faults: FaultArgs,
 
     /// Client id prefix of the iPaaS's two connections (`-in`, `-out` are appended);
     /// unique per process by default (`iotload-echo-HOST-PID`).
@@ -65,8 +64,10 @@ pub struct EchoPlan {
     pub from: Vec<String>,
     /// Request topic → action topic.
     pub route: Route,
-    /// Processing delay.
-    pub delay: Duration,
+    /// Delay and faults to inject.
+    pub faults: FaultArgs,
+    /// The seed of the fault draws (given or drawn at start).
+    pub seed: u64,
     /// Identity of the consuming connection.
     pub consumer: ClientIdentity,
     /// Identity of the publishing connection.
@@ -93,7 +94,8 @@ impl EchoArgs {
         Ok(EchoPlan {
             from,
             route,
-            delay: self.delay,
+            faults: self.faults.clone(),
+            seed: self.faults.seed.unwrap_or_else(|| fastrand::u64(..)),
             consumer: credentials.identity(format!("{client_id}-in"), 0),
             producer: credentials.identity(format!("{client_id}-out"), 0),
         })
@@ -112,10 +114,37 @@ impl EchoPlan {
 pub struct EchoStats {
     /// Requests received.
     pub received: AtomicU64,
-    /// Actions published.
+    /// Actions published (both copies of a duplicated request included).
     pub published: AtomicU64,
     /// Actions that failed to publish or had no route.
     pub errors: AtomicU64,
+    /// Requests dropped on purpose (`--drop`).
+    pub dropped: AtomicU64,
+    /// Requests answered twice on purpose (`--duplicate`).
+    pub duplicated: AtomicU64,
+    /// Requests answered after a later request of the same topic (`--reorder`).
+    pub reordered: AtomicU64,
+    /// Times the delay queue was full and the echo stopped taking requests until the
+    /// oldest was due (`--max-delayed`).
+    pub delay_queue_full: AtomicU64,
+    /// Woken whenever `dropped` grows, so a drain can lower what it waits for.
+    pub drops_changed: tokio::sync::Notify,
+    /// The delays applied, µs (empty without `--delay`).
+    pub delays: Mutex<LatencyHistogram>,
+}
+
+impl EchoStats {
+    /// The delays applied so far.
+    pub fn delays(&self) -> LatencyHistogram {
+        match self.delays.lock() {
+            Ok(h) => h.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn count(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 /// The echo's two connections, opened and subscribed: requests come from broker `F`,
@@ -138,75 +167,4 @@ pub async fn connect<F: Transport, T: Transport>(
         subscriber,
         publisher,
     })
-}
-
-/// Echoes requests as actions until `stop` fires; delayed actions still due are sent first.
-pub async fn serve<F: Transport, T: Transport>(
-    connections: Connections<F, T>,
-    plan: &EchoPlan,
-    stats: Arc<EchoStats>,
-    stop: CancellationToken,
-) {
-    let Connections {
-        mut subscriber,
-        mut publisher,
-    } = connections;
-    // All delays are equal, so a FIFO queue keeps due times in order.
-    let mut delayed: VecDeque<(Instant, Incoming)> = VecDeque::new();
-    loop {
-        let next_due = delayed.front().map(|(due, _)| *due);
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            _ = sleep_until_opt(next_due) => {
-                while let Some((due, _)) = delayed.front() {
-                    if *due > Instant::now() {
-                        break;
-                    }
-                    if let Some((_, m)) = delayed.pop_front() {
-                        respond(&mut publisher, plan, &stats, &m).await;
-                    }
-                }
-            }
-            message = subscriber.recv() => {
-                let Ok(message) = message else { continue };
-                stats.received.fetch_add(1, Ordering::Relaxed);
-                if plan.delay.is_zero() {
-                    respond(&mut publisher, plan, &stats, &message).await;
-                } else {
-                    delayed.push_back((Instant::now() + plan.delay, message));
-                }
-            }
-        }
-    }
-    let _ = subscriber.close().await;
-    let _ = publisher.close().await;
-}
-
-async fn sleep_until_opt(due: Option<Instant>) {
-    match due {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn respond<P: Publisher>(
-    publisher: &mut P,
-    plan: &EchoPlan,
-    stats: &EchoStats,
-    m: &Incoming,
-) {
-    let Some(topic) = plan.route.action_topic(&m.topic) else {
-        stats.errors.fetch_add(1, Ordering::Relaxed);
-        return;
-    };
-    let action = Outgoing {
-        topic: &topic,
-        payload: &m.payload,
-        headers: &m.headers,
-    };
-    match publisher.publish(action).await {
-        Ok(()) => stats.published.fetch_add(1, Ordering::Relaxed),
-        Err(_) => stats.errors.fetch_add(1, Ordering::Relaxed),
-    };
 }
