@@ -85,8 +85,9 @@ fn spawn(mode: &str, sources: Sources, stop: CancellationToken) -> tokio::task::
             }
             if let Some(e) = &sources.echo {
                 line.push_str(&format!(
-                    " · echoed {}",
-                    e.published.load(Ordering::Relaxed)
+                    " · echoed {} of {} requests",
+                    e.published.load(Ordering::Relaxed),
+                    e.received.load(Ordering::Relaxed)
                 ));
             }
             if let (Some(c), Some(rx)) = (&sources.collector, interval.as_mut()) {

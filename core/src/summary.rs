@@ -143,7 +143,7 @@ pub struct EchoSection {
     /// The faults it injected on purpose (`--drop`, `--duplicate`, `--reorder`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub faults: Option<InjectedFaults>,
-    /// The delays it applied (`--delay`), in ms.
+    /// How long it held each answer (`--delay`, plus holds for `--reorder`), in ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<LatencyStats>,
     /// Times its delay queue was full and it stopped taking requests (`--max-delayed`).

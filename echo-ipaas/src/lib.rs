@@ -129,7 +129,8 @@ pub struct EchoStats {
     pub delay_queue_full: AtomicU64,
     /// Woken whenever `dropped` grows, so a drain can lower what it waits for.
     pub drops_changed: tokio::sync::Notify,
-    /// The delays applied, µs (empty without `--delay`).
+    /// How long each answer was held, from the request's arrival to its publication, µs
+    /// (the delay plus any hold for `--reorder`; empty without either).
     pub delays: Mutex<LatencyHistogram>,
 }
 

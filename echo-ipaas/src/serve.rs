@@ -122,6 +122,8 @@ struct Echo<'a, P: Publisher> {
     /// The latest due time per request topic, so jitter never reorders a topic.
     last_due: HashMap<String, Instant>,
     held: HashMap<String, Held>,
+    /// Whether answers are held at all (a delay or reordering), so their time is recorded.
+    timed: bool,
 }
 
 impl<'a, P: Publisher> Echo<'a, P> {
@@ -136,6 +138,7 @@ impl<'a, P: Publisher> Echo<'a, P> {
             order: 0,
             last_due: HashMap::new(),
             held: HashMap::new(),
+            timed: !plan.faults.delay.is_zero() || plan.faults.reorder > 0.0,
         }
     }
 
@@ -190,9 +193,6 @@ impl<'a, P: Publisher> Echo<'a, P> {
             None => {
                 self.last_due.insert(message.topic.clone(), due);
             }
-        }
-        if let Ok(mut delays) = self.stats.delays.lock() {
-            delays.record((due - now).as_micros() as u64);
         }
         self.push(due, Due::Answer { message, copies });
     }
@@ -264,6 +264,14 @@ impl<'a, P: Publisher> Echo<'a, P> {
             EchoStats::count(&self.stats.errors, u64::from(copies));
             return;
         };
+        if self.timed {
+            // What the echo added: from the request's arrival to its answer, delay and
+            // any hold for --reorder included.
+            let held_us = iotload_core::stamp::now_us().saturating_sub(m.received_us);
+            if let Ok(mut delays) = self.stats.delays.lock() {
+                delays.record(held_us);
+            }
+        }
         for _ in 0..copies {
             let action = Outgoing {
                 topic: &topic,
