@@ -480,7 +480,10 @@ pub async fn collect<S: Subscriber>(
                     }
                 }
                 live.unique.store(unique, Ordering::SeqCst);
-                if unique >= live.drain_target.load(Ordering::Relaxed) {
+                // SeqCst on both sides (`wait_for` stores the target, then loads
+                // `unique`): with a Relaxed load here both could miss the other's store
+                // and the drain would wait for its timeout.
+                if unique >= live.drain_target.load(Ordering::SeqCst) {
                     live.drained.notify_one();
                 }
             }

@@ -38,13 +38,16 @@ pub async fn estimate(
 ) -> Result<ClockEstimate, StoreError> {
     let mut best: Option<ClockEstimate> = None;
     for _ in 0..exchanges.max(1) {
+        // The round trip is timed on the monotonic clock: timed on the wall clock, a
+        // step during the exchange could make it look near zero and win as "best".
         let before = now_us();
+        let started = std::time::Instant::now();
         let server = store.server_time_us().await?;
-        let after = now_us();
-        let midpoint = before + (after.saturating_sub(before)) / 2;
+        let round_trip_us = started.elapsed().as_micros() as u64;
+        let midpoint = before + round_trip_us / 2;
         let candidate = ClockEstimate {
             offset_us: server as i64 - midpoint as i64,
-            bound_us: after.saturating_sub(before) / 2 + 1,
+            bound_us: round_trip_us / 2 + 1,
         };
         if best.is_none_or(|b| candidate.bound_us < b.bound_us) {
             best = Some(candidate);

@@ -17,18 +17,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{LoadPlan, LoadStats};
 
-/// The run's start on both clocks: `Instant` for scheduling, wall clock for stamps.
+/// The run's start on the monotonic clock, which every schedule counts from (stamps read
+/// the wall clock when they are sent).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Clock {
     pub(crate) instant: Instant,
-    wall_us: u64,
 }
 
 impl Clock {
     pub(crate) fn start() -> Self {
         Self {
             instant: Instant::now(),
-            wall_us: now_us(),
         }
     }
 }
@@ -114,11 +113,15 @@ pub(crate) async fn drive<P: Publisher>(
         if let Some(last) = stats.last_lag_us.get(device.index) {
             last.store(lag_us, Ordering::Relaxed);
         }
+        // The intended time is the send time minus the lag, both read now: anchoring it
+        // to the wall clock at start instead would let a clock slew or step during a long
+        // run drift the corrected latency away from the raw one.
+        let sent_us = now_us();
         let stamp = Stamp {
             device: device.id,
             seq,
-            intended_us: clock.wall_us + due.as_micros() as u64,
-            sent_us: now_us(),
+            intended_us: sent_us.saturating_sub(lag_us),
+            sent_us,
         };
         encoder.encode(&stamp, &mut payload, &mut headers);
         let message = Outgoing {
