@@ -3,6 +3,7 @@
 //! (the summary, `results show`, `results export`, the plotter's JSONL, CSV, HTML and
 //! Prometheus outputs), on real Mosquitto and on NATS, in one process and with the
 //! loadgen, the echo and the collector each in its own.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -281,7 +282,15 @@ async fn truth_in_one_process(url: &str, name: &str) {
     let delay = f(&delayed, "/echo/delay_ms/p50");
     let loop_cost = f(&base, "/receive/latency_ms/p50");
     let measured = f(&delayed, "/receive/latency_ms/p50");
-    let tolerance = (delay * 0.01).max(0.020);
+    let precision = (20.0 * 0.01_f64).max(0.020);
+    assert!(
+        (delay - 20.0).abs() <= precision,
+        "the echo held answers {delay} ms for --delay 20ms (± {precision} ms)"
+    );
+    // Two runs side by side on a machine running the rest of the suite: the loop's own
+    // cost varies between them in proportion to itself (a median of 9 ms was seen under
+    // full load), hence the 10 % of it on top.
+    let tolerance = precision + 0.1 * loop_cost;
     assert!(
         (measured - (delay + loop_cost)).abs() <= tolerance,
         "p50 {measured} ms, echo held {delay} ms + loop {loop_cost} ms (± {tolerance} ms)"
