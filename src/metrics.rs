@@ -86,64 +86,88 @@ impl Exposition {
                 (false, false) => format!("{{{base},{extra}}}"),
             }
         };
-        let mut metric = |metric: Metric, value: u64| {
-            metric.write_header(&mut out);
-            let _ = writeln!(out, "{}{} {value}", metric.name, labels(""));
+        let plain = labels("");
+        let metric = |out: &mut String, metric: Metric, value: u64| {
+            metric.write_header(out);
+            let _ = writeln!(out, "{}{plain} {value}", metric.name);
         };
         if let Some(l) = &self.sources.load {
-            metric(names::MESSAGES_SENT, l.sent.load(Ordering::Relaxed));
-            metric(names::PUBLISH_ERRORS, l.errors.load(Ordering::Relaxed));
             metric(
+                &mut out,
+                names::MESSAGES_SENT,
+                l.sent.load(Ordering::Relaxed),
+            );
+            metric(
+                &mut out,
+                names::PUBLISH_ERRORS,
+                l.errors.load(Ordering::Relaxed),
+            );
+            metric(
+                &mut out,
                 names::DEVICES_CONNECTED,
                 l.connected.load(Ordering::Relaxed),
             );
         }
         if let Some(e) = &self.sources.echo {
-            metric(names::ECHO_RECEIVED, e.received.load(Ordering::Relaxed));
-            metric(names::ECHO_PUBLISHED, e.published.load(Ordering::Relaxed));
-            metric(names::ECHO_ERRORS, e.errors.load(Ordering::Relaxed));
+            metric(
+                &mut out,
+                names::ECHO_RECEIVED,
+                e.received.load(Ordering::Relaxed),
+            );
+            metric(
+                &mut out,
+                names::ECHO_PUBLISHED,
+                e.published.load(Ordering::Relaxed),
+            );
+            metric(
+                &mut out,
+                names::ECHO_ERRORS,
+                e.errors.load(Ordering::Relaxed),
+            );
         }
         let Some(c) = &self.sources.collector else {
             return out;
         };
-        let t = c.totals();
-        // The tracker keeps open gaps; each late arrival closed one, so the gaps ever
-        // opened are the open ones plus the late arrivals: a counter.
-        let opened = t.seq.gaps.saturating_add(t.seq.reordered);
-        metric(names::SEQUENCE_GAPS, opened);
-        metric(names::MESSAGES_DUPLICATE, t.seq.duplicates);
-        metric(names::MESSAGES_REORDERED, t.seq.reordered);
-        metric(names::MESSAGES_UNDECODABLE, t.undecodable);
-        names::MESSAGES_RECEIVED.write_header(&mut out);
-        let name = names::MESSAGES_RECEIVED.name;
-        if t.topics.is_empty() {
-            let _ = writeln!(out, "{name}{} {}", labels(""), t.received);
-        }
-        for (topic, tt) in &t.topics {
-            let topic = format!("topic=\"{}\"", label_value(topic));
-            let _ = writeln!(out, "{name}{} {}", labels(&topic), tt.received);
-        }
-        for (metric, corrected) in [(names::LATENCY, false), (names::LATENCY_CORRECTED, true)] {
-            metric.write_header(&mut out);
-            let name = metric.name;
-            let pick = |latency, corr| if corrected { corr } else { latency };
+        // Read in place under the totals lock: no histogram is copied for a scrape.
+        c.read_totals(|t| {
+            // The tracker keeps open gaps; each late arrival closed one, so the gaps ever
+            // opened are the open ones plus the late arrivals: a counter.
+            let opened = t.seq.gaps.saturating_add(t.seq.reordered);
+            metric(&mut out, names::SEQUENCE_GAPS, opened);
+            metric(&mut out, names::MESSAGES_DUPLICATE, t.seq.duplicates);
+            metric(&mut out, names::MESSAGES_REORDERED, t.seq.reordered);
+            metric(&mut out, names::MESSAGES_UNDECODABLE, t.undecodable);
+            names::MESSAGES_RECEIVED.write_header(&mut out);
+            let name = names::MESSAGES_RECEIVED.name;
             if t.topics.is_empty() {
-                histogram(
-                    &mut out,
-                    name,
-                    &base,
-                    pick(&t.latency, &t.latency_corrected),
-                );
+                let _ = writeln!(out, "{name}{} {}", labels(""), t.received);
             }
             for (topic, tt) in &t.topics {
-                let mut l = base.clone();
-                if !l.is_empty() {
-                    l.push(',');
-                }
-                let _ = write!(l, "topic=\"{}\"", label_value(topic));
-                histogram(&mut out, name, &l, pick(&tt.latency, &tt.latency_corrected));
+                let topic = format!("topic=\"{}\"", label_value(topic));
+                let _ = writeln!(out, "{name}{} {}", labels(&topic), tt.received);
             }
-        }
+            for (metric, corrected) in [(names::LATENCY, false), (names::LATENCY_CORRECTED, true)] {
+                metric.write_header(&mut out);
+                let name = metric.name;
+                let pick = |latency, corr| if corrected { corr } else { latency };
+                if t.topics.is_empty() {
+                    histogram(
+                        &mut out,
+                        name,
+                        &base,
+                        pick(&t.latency, &t.latency_corrected),
+                    );
+                }
+                for (topic, tt) in &t.topics {
+                    let mut l = base.clone();
+                    if !l.is_empty() {
+                        l.push(',');
+                    }
+                    let _ = write!(l, "topic=\"{}\"", label_value(topic));
+                    histogram(&mut out, name, &l, pick(&tt.latency, &tt.latency_corrected));
+                }
+            }
+        });
         out
     }
 }

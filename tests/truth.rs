@@ -282,11 +282,14 @@ async fn truth_in_one_process(url: &str, name: &str) {
     let delay = f(&delayed, "/echo/delay_ms/p50");
     let loop_cost = f(&base, "/receive/latency_ms/p50");
     let measured = f(&delayed, "/receive/latency_ms/p50");
-    let precision = (20.0 * 0.01_f64).max(0.020);
+    // On tokio's 1 ms timer the hold overshot by about 1 ms; on the microsecond timer it
+    // is within 20 µs on a quiet machine, and a few hundred µs while the rest of the
+    // suite loads both cores (the echo task waits for a core).
     assert!(
-        (delay - 20.0).abs() <= precision,
-        "the echo held answers {delay} ms for --delay 20ms (± {precision} ms)"
+        (delay - 20.0).abs() <= 0.5,
+        "the echo held answers {delay} ms for --delay 20ms (± 0.5 ms)"
     );
+    let precision = (20.0 * 0.01_f64).max(0.020);
     // Two runs side by side on a machine running the rest of the suite: the loop's own
     // cost varies between them in proportion to itself (a median of 9 ms was seen under
     // full load), hence the 10 % of it on top.

@@ -18,7 +18,7 @@ use iotload_core::args::{BrokerArgs, StampArgs};
 use iotload_core::backlog::BacklogWatch;
 use iotload_core::payload::StampDecoder;
 use iotload_core::plan::{PlanError, parse_duration};
-use iotload_core::recorder::LatencyHistogram;
+use iotload_core::recorder::{LatencyHistogram, SecondSamples};
 use iotload_core::seq::{Arrival, SeqCounts, SequenceTracker};
 use iotload_core::stamp::now_us;
 use iotload_core::store::writer::{Record, RecordSender};
@@ -125,7 +125,7 @@ impl CollectorArgs {
 }
 
 /// Topics with their own totals in [`LiveTotals::topics`]: the first this many seen (each
-/// keeps latency histograms of about 0.3 MB, so thousands of topics would cost gigabytes).
+/// keeps two latency histograms at the stored precision, about 53 KB).
 pub const MAX_DETAIL_TOPICS: usize = 1_000;
 
 /// The last second, for the progress line.
@@ -168,8 +168,9 @@ pub struct LiveTotals {
     pub topics: BTreeMap<String, TopicTotals>,
 }
 
-/// One topic's share of [`LiveTotals`].
-#[derive(Debug, Clone, Default)]
+/// One topic's share of [`LiveTotals`], at the precision the store keeps (two significant
+/// figures), so a thousand topics cost megabytes, not gigabytes.
+#[derive(Debug, Clone)]
 pub struct TopicTotals {
     /// Messages received on the topic, duplicates and undecodable ones included.
     pub received: u64,
@@ -177,6 +178,39 @@ pub struct TopicTotals {
     pub latency: LatencyHistogram,
     /// Corrected latency (receive − intended), µs.
     pub latency_corrected: LatencyHistogram,
+}
+
+impl Default for TopicTotals {
+    fn default() -> Self {
+        Self {
+            received: 0,
+            latency: LatencyHistogram::stored_precision(),
+            latency_corrected: LatencyHistogram::stored_precision(),
+        }
+    }
+}
+
+/// One topic's messages of the second in progress, kept on the receive task as plain
+/// samples (a push per message).
+#[derive(Debug, Default)]
+struct TopicInterval {
+    received: u64,
+    samples: SecondSamples,
+}
+
+/// One second of what the receive task saw, moved (not merged) to the aggregator task,
+/// which folds it into [`LiveTotals`]: the receive task never waits for a reader of the
+/// totals nor spends its time merging histograms.
+struct Interval {
+    /// Messages received so far.
+    received: u64,
+    /// Messages received in this second.
+    interval_received: u64,
+    seq: SeqCounts,
+    undecodable: u64,
+    latency: LatencyHistogram,
+    corrected: LatencyHistogram,
+    topics: HashMap<String, TopicInterval>,
 }
 
 /// What others may watch while the collector runs.
@@ -242,36 +276,36 @@ impl CollectorLive {
         notified.await;
     }
 
-    /// Adds the last interval's latencies and topics (the run's only cumulative latency
-    /// histograms live here), and sets the counters.
-    fn add_interval(
-        &self,
-        received: u64,
-        seq: SeqCounts,
-        undecodable: u64,
-        (latency, corrected): (&LatencyHistogram, &LatencyHistogram),
-        topics: &mut HashMap<String, TopicTotals>,
-    ) {
+    /// Folds one interval into the totals (the run's only cumulative latency histograms
+    /// live here) and publishes its percentiles for the progress line.
+    fn add_interval(&self, mut interval: Interval) {
+        self.interval_tx.send_replace(IntervalStats {
+            received: interval.interval_received,
+            p50_us: interval.latency.percentile_us(50.0),
+            p90_us: interval.latency.percentile_us(90.0),
+            p99_us: interval.latency.percentile_us(99.0),
+            p999_us: interval.latency.percentile_us(99.9),
+            max_us: interval.latency.percentile_us(100.0),
+            corrected_p99_us: interval.corrected.percentile_us(99.0),
+            gaps: interval.seq.gaps,
+        });
         let mut totals = match self.totals.lock() {
             Ok(t) => t,
             Err(poisoned) => poisoned.into_inner(),
         };
-        totals.received = received;
-        totals.seq = seq;
-        totals.undecodable = undecodable;
-        totals.latency.add(latency);
-        totals.latency_corrected.add(corrected);
-        for (topic, t) in topics.iter_mut() {
+        totals.received = interval.received;
+        totals.seq = interval.seq;
+        totals.undecodable = interval.undecodable;
+        totals.latency.add(&interval.latency);
+        totals.latency_corrected.add(&interval.corrected);
+        for (topic, t) in interval.topics.iter_mut() {
             let total = match totals.topics.get_mut(topic) {
                 Some(total) => total,
                 None => totals.topics.entry(topic.clone()).or_default(),
             };
             total.received += t.received;
-            total.latency.add(&t.latency);
-            total.latency_corrected.add(&t.latency_corrected);
-            t.received = 0;
-            t.latency.clear();
-            t.latency_corrected.clear();
+            t.samples
+                .drain_into(&mut total.latency, &mut total.latency_corrected);
         }
     }
 
@@ -341,7 +375,34 @@ pub async fn collect<S: Subscriber>(
     let mut interval = LatencyHistogram::new();
     let mut interval_corrected = LatencyHistogram::new();
     let mut interval_received = 0u64;
-    let mut interval_topics: HashMap<String, TopicTotals> = HashMap::new();
+    let mut interval_topics: HashMap<String, TopicInterval> = HashMap::new();
+    let (handoff, intervals) = tokio::sync::mpsc::unbounded_channel::<Interval>();
+    let aggregator = {
+        let live = live.clone();
+        tokio::spawn(async move {
+            let mut intervals = intervals;
+            while let Some(interval) = intervals.recv().await {
+                live.add_interval(interval);
+            }
+        })
+    };
+    let hand_off = move |received: u64,
+                         interval_received: &mut u64,
+                         seq: SeqCounts,
+                         undecodable: u64,
+                         latency: &mut LatencyHistogram,
+                         corrected: &mut LatencyHistogram,
+                         topics: &mut HashMap<String, TopicInterval>| {
+        let _ = handoff.send(Interval {
+            received,
+            interval_received: std::mem::take(interval_received),
+            seq,
+            undecodable,
+            latency: std::mem::take(latency),
+            corrected: std::mem::take(corrected),
+            topics: std::mem::take(topics),
+        });
+    };
     let mut received = 0u64;
     let mut unique = 0u64;
     let mut undecodable: BTreeMap<String, u64> = BTreeMap::new();
@@ -366,26 +427,15 @@ pub async fn collect<S: Subscriber>(
             _ = stop.cancelled() => break,
             _ = &mut until_deadline => break,
             _ = tick.tick() => {
-                live.add_interval(
+                hand_off(
                     received,
+                    &mut interval_received,
                     seq.counts(),
                     undecodable.values().sum(),
-                    (&interval, &interval_corrected),
+                    &mut interval,
+                    &mut interval_corrected,
                     &mut interval_topics,
                 );
-                live.interval_tx.send_replace(IntervalStats {
-                    received: interval_received,
-                    p50_us: interval.percentile_us(50.0),
-                    p90_us: interval.percentile_us(90.0),
-                    p99_us: interval.percentile_us(99.0),
-                    p999_us: interval.percentile_us(99.9),
-                    max_us: interval.percentile_us(100.0),
-                    corrected_p99_us: interval_corrected.percentile_us(99.0),
-                    gaps: seq.counts().gaps,
-                });
-                interval.clear();
-                interval_corrected.clear();
-                interval_received = 0;
                 if records.is_some() {
                     offer_all(per_topic.flush(Some(now_us() / 1_000_000)));
                 }
@@ -475,8 +525,7 @@ pub async fn collect<S: Subscriber>(
                     interval.record(raw_us);
                     interval_corrected.record(corrected_us);
                     if let Some(t) = topic_totals {
-                        t.latency.record(raw_us);
-                        t.latency_corrected.record(corrected_us);
+                        t.samples.record(raw_us, corrected_us);
                     }
                 }
                 live.unique.store(unique, Ordering::SeqCst);
@@ -491,13 +540,19 @@ pub async fn collect<S: Subscriber>(
     }
     let dropped_by_client = subscriber.dropped();
     let (backlog_peak_bytes, backlog_behind) = backlog.finish();
-    live.add_interval(
+    hand_off(
         received,
+        &mut interval_received,
         seq.counts(),
         undecodable.values().sum(),
-        (&interval, &interval_corrected),
+        &mut interval,
+        &mut interval_corrected,
         &mut interval_topics,
     );
+    drop(hand_off);
+    if aggregator.await.is_err() {
+        tracing::warn!("the collector's aggregator task failed: the totals may miss a second");
+    }
     // The run's latency histograms are the live totals, which now hold every interval.
     let totals = live.totals();
     offer_all(per_topic.flush(None));

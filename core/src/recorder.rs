@@ -170,6 +170,18 @@ impl SecondSamples {
         self.raw.is_empty()
     }
 
+    /// Records the samples into `raw` and `corrected`, then forgets them.
+    pub fn drain_into(&mut self, raw: &mut LatencyHistogram, corrected: &mut LatencyHistogram) {
+        for &v in &self.raw {
+            raw.record(u64::from(v));
+        }
+        for &v in &self.corrected {
+            corrected.record(u64::from(v));
+        }
+        self.raw.clear();
+        self.corrected.clear();
+    }
+
     /// Encodes both histograms with `scratch` (2 significant figures: 1 % precision is
     /// plenty for one topic-second and keeps encoding cheap), then forgets the samples.
     pub fn take_encoded(&mut self, scratch: &mut Histogram<u64>) -> (Vec<u8>, Vec<u8>) {
