@@ -11,39 +11,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use common::*;
 use iotload_testkit::MqttBroker;
 
-/// `promtool check metrics` accepts the exposition (parse errors and lint problems such
-/// as a counter without `_total` or a non-base unit fail).
-async fn promtool_accepts(text: &str) {
-    let promtool = if std::path::Path::new("/usr/bin/promtool").exists() {
-        "/usr/bin/promtool"
-    } else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "promtool (Debian package prometheus) is missing: scripts/test installs it"
-        );
-        eprintln!("skipping the promtool check: not installed");
-        return;
-    };
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(text.as_bytes()).await.unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().await.unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Every `iotload_*` name in the table of docs/metrics.md.
 /// The metrics docs/metrics.md lists for the components' live endpoint.
 fn documented_names() -> BTreeSet<String> {

@@ -225,6 +225,7 @@ async fn scraped(store: &str, run_id: &str) -> Counts {
         .to_string();
     let (status, body) = http_get(&target, "/metrics").await.unwrap();
     assert!(status.contains("200"), "{status}");
+    promtool_accepts(&body).await;
     plotter.interrupt();
     let _ = plotter.exit_code().await;
     let s: BTreeMap<String, f64> = samples(&body);

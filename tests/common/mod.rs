@@ -135,6 +135,42 @@ pub fn lost_of_rows<'a>(rows: impl IntoIterator<Item = &'a Value>) -> u64 {
     topics.values().map(MessageCounts::lost).sum()
 }
 
+/// `promtool check metrics` accepts the exposition (parse errors and lint problems such
+/// as a counter without `_total` or a non-base unit fail).
+pub async fn promtool_accepts(text: &str) {
+    let promtool = if std::path::Path::new("/usr/bin/promtool").exists() {
+        "/usr/bin/promtool"
+    } else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "promtool (Debian package prometheus) is missing: scripts/test installs it"
+        );
+        eprintln!("skipping the promtool check: not installed");
+        return;
+    };
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool starts");
+    let mut stdin = child.stdin.take().expect("promtool's stdin");
+    stdin
+        .write_all(text.as_bytes())
+        .await
+        .expect("promtool reads the exposition");
+    drop(stdin);
+    let out = child.wait_with_output().await.expect("promtool ends");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A unique topic prefix so tests sharing a broker never see each other's messages.
 pub fn prefix(name: &str) -> String {
     iotload_testkit::unique_topic(name)
