@@ -3,6 +3,7 @@
 //! Prometheus histograms. Names and labels are listed in docs/metrics.md.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anyhow::Context;
@@ -45,14 +46,21 @@ impl MetricsEndpoint {
             listener.local_addr()?
         );
         let stop = CancellationToken::new();
-        let exposition = Exposition {
+        let exposition = Arc::new(Exposition {
             sources: sources.clone(),
             run_label: run_id.map(|r| format!("run=\"{}\"", label_value(r))),
-        };
+        });
         let cancelled = stop.clone();
         let task = tokio::spawn(async move {
             serve_exposition(listener, cancelled.cancelled(), || {
-                std::future::ready(Ok(exposition.render()))
+                // Rendered off the runtime's workers: with thousands of topics a render
+                // takes milliseconds that the collector's receive task must not wait for.
+                let exposition = Arc::clone(&exposition);
+                async move {
+                    tokio::task::spawn_blocking(move || exposition.render())
+                        .await
+                        .map_err(|err| format!("rendering the metrics failed: {err}"))
+                }
             })
             .await;
         });
@@ -173,24 +181,35 @@ impl Exposition {
 }
 
 /// One Prometheus histogram's `_bucket`, `_sum` and `_count` lines from a µs histogram.
+/// One pass over the recorded values fills every cumulative bucket and the sum: a scrape
+/// of thousands of per-topic histograms costs one walk of each, not one per bucket.
 fn histogram(out: &mut String, name: &str, labels: &str, h: &LatencyHistogram) {
     let sep = if labels.is_empty() { "" } else { "," };
     let inner = h.inner();
-    for le in BUCKETS_S {
-        let le_us = (le * 1e6) as u64;
-        let count = if h.is_empty() {
-            0
-        } else {
-            inner.count_between(0, le_us)
-        };
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {count}");
+    let mut in_bucket = [0_u64; BUCKETS_S.len()];
+    let mut sum_us = 0.0_f64;
+    if !h.is_empty() {
+        for value in inner.iter_recorded() {
+            let count = value.count_at_value();
+            let at = value.value_iterated_to();
+            sum_us += inner.median_equivalent(at) as f64 * count as f64;
+            // The first bucket whose bound the value's range reaches, as count_between.
+            let lowest = inner.lowest_equivalent(at);
+            if let Some(first) = BUCKETS_S
+                .iter()
+                .position(|le| lowest <= (le * 1e6) as u64)
+            {
+                in_bucket[first] += count;
+            }
+        }
+    }
+    let mut cumulative = 0_u64;
+    for (le, count) in BUCKETS_S.iter().zip(in_bucket) {
+        cumulative += count;
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}");
     }
     let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.len());
-    let sum_s = if h.is_empty() {
-        0.0
-    } else {
-        inner.mean() * h.len() as f64 / 1e6
-    };
+    let sum_s = sum_us / 1e6;
     let braces = if labels.is_empty() {
         String::new()
     } else {
@@ -203,6 +222,38 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &LatencyHistogram) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_pass_buckets_equal_counting_between_zero_and_each_bound() {
+        let mut h = LatencyHistogram::new();
+        // Values on and around every bound, plus a spread, so bucket edges are exercised.
+        for le in BUCKETS_S {
+            let us = (le * 1e6) as u64;
+            for v in [us.saturating_sub(1), us, us + 1, us + us / 50] {
+                h.record(v.max(1));
+            }
+        }
+        for v in (1..200_000).step_by(7) {
+            h.record(v);
+        }
+        let mut out = String::new();
+        histogram(&mut out, "x", "", &h);
+        for le in BUCKETS_S {
+            let expected = h.inner().count_between(0, (le * 1e6) as u64);
+            assert!(
+                out.contains(&format!("x_bucket{{le=\"{le}\"}} {expected}\n")),
+                "le {le}: expected {expected} in\n{out}"
+            );
+        }
+        let sum: f64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("x_sum "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let expected = h.inner().mean() * h.len() as f64 / 1e6;
+        assert!((sum - expected).abs() <= expected * 1e-9, "{sum} vs {expected}");
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative_in_seconds() {
