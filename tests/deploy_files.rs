@@ -278,33 +278,49 @@ fn check_fleet(overlay: &str, docs: &[Value]) {
 }
 
 #[test]
-fn the_dockerfile_builds_one_binary_into_a_small_non_root_image() {
+fn the_dockerfile_builds_one_binary_into_a_small_non_root_image_on_base_images_given_as_arguments()
+{
     let text = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
-    let stages: Vec<&str> = text
-        .lines()
-        .filter(|l| l.trim_start().starts_with("FROM "))
-        .collect();
-    assert_eq!(stages.len(), 2, "a build and a run stage: {stages:?}");
-    assert!(
-        stages[1].contains("slim"),
-        "a small final image: {stages:?}"
+    let stage_at = |name: &str| {
+        text.lines()
+            .position(|l| l.starts_with("FROM ") && l.ends_with(&format!(" AS {name}")))
+            .unwrap_or_else(|| panic!("no stage {name}"))
+    };
+    let (base, prebuilt, build, runtime) = (
+        stage_at("runtime-base"),
+        stage_at("prebuilt"),
+        stage_at("build"),
+        stage_at("runtime"),
     );
+    // The classic builder (no BuildKit here) builds every stage up to its target, so the
+    // prebuilt target must come before the compile stage, and the default target last.
+    assert!(base < prebuilt && prebuilt < build && build < runtime);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[base].contains("${RUNTIME_IMAGE}"));
+    assert!(lines[build].contains("${BUILD_IMAGE}"));
+    assert!(text.contains("ARG RUNTIME_IMAGE=debian:bookworm-slim"), "a small final image");
+    assert!(text.contains("ARG BUILD_IMAGE=rust:1-bookworm"));
     assert!(text.contains("--locked") && text.contains("--bin iotload"));
-    let final_stage = &text[text.rfind("FROM ").unwrap()..];
-    let user = final_stage
-        .lines()
-        .find_map(|l| l.strip_prefix("USER "))
-        .expect("the final stage sets a USER");
-    assert!(
-        !user.starts_with("root") && !user.starts_with('0'),
-        "non-root: {user}"
-    );
-    assert!(final_stage.contains(r#"ENTRYPOINT ["/usr/local/bin/iotload"]"#));
-    let ignore = std::fs::read_to_string(repo().join(".dockerignore")).unwrap();
-    for excluded in ["target/", ".git/"] {
+    let stage = |from: usize, to: usize| lines[from..to].join("\n");
+    for (name, body) in [
+        ("prebuilt", stage(prebuilt, build)),
+        ("runtime", stage(runtime, lines.len())),
+    ] {
+        let user = body
+            .lines()
+            .find_map(|l| l.strip_prefix("USER "))
+            .unwrap_or_else(|| panic!("stage {name} sets a USER"));
         assert!(
-            ignore.lines().any(|l| l == excluded),
-            ".dockerignore leaves out {excluded}"
+            !user.starts_with("root") && !user.starts_with('0'),
+            "{name} runs as non-root: {user}"
+        );
+    }
+    assert!(stage(base, prebuilt).contains(r#"ENTRYPOINT ["/usr/local/bin/iotload"]"#));
+    let ignore = std::fs::read_to_string(repo().join(".dockerignore")).unwrap();
+    for line in ["target/", ".git/", "!target/release/iotload"] {
+        assert!(
+            ignore.lines().any(|l| l == line),
+            ".dockerignore has {line}"
         );
     }
 }

@@ -59,6 +59,11 @@ pub enum TestkitError {
         output: String,
     },
 
+    /// The Docker backend cannot run a container: no engine, a missing image,
+    /// or the engine refused (the message says which and what to do).
+    #[error("{0}")]
+    Docker(String),
+
     /// A file or process operation failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

@@ -3,8 +3,10 @@
 //! server, an Apache Kafka or Apache Pulsar JVM assembled from Maven Central
 //! jars, each on ephemeral loopback ports, or a private virtual host on the
 //! machine's RabbitMQ), plus helpers for tests that use the machine's shared
-//! servers instead. The API says nothing about *how* a server is started, so a
-//! container backend can be added later without touching any test.
+//! servers instead. The API says nothing about *how* a server is started: with
+//! env `IOTLOAD_TESTKIT_BACKEND=docker`, MQTT brokers, Redis and NATS servers
+//! run as containers of locally built images instead (`scripts/docker-images`;
+//! see [`Backend`]), and no test changes.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), iotload_testkit::TestkitError> {
@@ -18,6 +20,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod container;
 mod error;
 mod fsutil;
 mod jvm;
@@ -34,6 +37,7 @@ mod search;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use container::{BACKEND_ENV, Backend, IMAGES_SCRIPT, backend};
 pub use error::TestkitError;
 pub use jvm::{JVM_CACHE_ENV, JVM_SERVERS_INSTALL, jvm_cache_dir};
 pub use kafka::{KAFKA_PASSWORD, KAFKA_USER, KAFKA_VERSION, KafkaBroker, kafka_available};

@@ -18,6 +18,7 @@ use std::process::Stdio;
 
 use tokio::process::Command;
 
+use crate::container::{ContainerSpec, ServerContainer};
 use crate::fsutil::{find_program, write_private};
 use crate::process::{Launch, ServerProcess, ServerSpec, accepts};
 use crate::{TestPki, TestkitError, try_free_port};
@@ -47,16 +48,18 @@ pub struct MqttBrokerOptions {
     pub max_connections: Option<usize>,
 }
 
-/// A broker process (or, later, container) owned by one test; stopped on drop.
+/// A broker process or container owned by one test; stopped on drop.
 #[derive(Debug)]
 pub struct MqttBroker {
     backend: Backend,
 }
 
-/// The ways a broker can be run. Only a local process today.
+/// The ways a broker can be run (env `IOTLOAD_TESTKIT_BACKEND`).
 #[derive(Debug)]
+#[expect(clippy::large_enum_variant, reason = "one value per test broker")]
 enum Backend {
     Process(ProcessBroker),
+    Container(ContainerBroker),
 }
 
 impl MqttBroker {
@@ -69,7 +72,10 @@ impl MqttBroker {
     /// Starts a broker set up as `opts` says and waits until every listener
     /// accepts connections.
     pub async fn start_with(opts: MqttBrokerOptions) -> Result<Self, TestkitError> {
-        let backend = Backend::Process(ProcessBroker::start(opts).await?);
+        let backend = match crate::container::backend()? {
+            crate::Backend::Process => Backend::Process(ProcessBroker::start(opts).await?),
+            crate::Backend::Docker => Backend::Container(ContainerBroker::start(opts).await?),
+        };
         Ok(Self { backend })
     }
 
@@ -89,6 +95,7 @@ impl MqttBroker {
     pub fn port(&self) -> u16 {
         match &self.backend {
             Backend::Process(broker) => broker.process.port(),
+            Backend::Container(broker) => broker.container.port(),
         }
     }
 
@@ -96,6 +103,7 @@ impl MqttBroker {
     pub fn tls_port(&self) -> Option<u16> {
         match &self.backend {
             Backend::Process(broker) => broker.tls_port,
+            Backend::Container(broker) => broker.container.ports().get(1).copied(),
         }
     }
 
@@ -104,6 +112,7 @@ impl MqttBroker {
     pub fn pid(&self) -> Option<u32> {
         match &self.backend {
             Backend::Process(broker) => broker.process.pid(),
+            Backend::Container(_) => None,
         }
     }
 
@@ -112,6 +121,7 @@ impl MqttBroker {
     pub fn pause(&self) -> Result<(), TestkitError> {
         match &self.backend {
             Backend::Process(broker) => broker.process.pause(),
+            Backend::Container(broker) => broker.container.pause(),
         }
     }
 
@@ -119,6 +129,7 @@ impl MqttBroker {
     pub fn resume(&self) -> Result<(), TestkitError> {
         match &self.backend {
             Backend::Process(broker) => broker.process.resume(),
+            Backend::Container(broker) => broker.container.resume(),
         }
     }
 
@@ -127,6 +138,7 @@ impl MqttBroker {
     pub async fn stop(&mut self) -> Result<(), TestkitError> {
         match &mut self.backend {
             Backend::Process(broker) => broker.process.stop().await,
+            Backend::Container(broker) => broker.container.stop().await,
         }
     }
 
@@ -136,6 +148,7 @@ impl MqttBroker {
     pub async fn restart(&mut self) -> Result<(), TestkitError> {
         match &mut self.backend {
             Backend::Process(broker) => broker.process.restart().await,
+            Backend::Container(broker) => broker.container.restart().await,
         }
     }
 
@@ -143,6 +156,7 @@ impl MqttBroker {
     pub fn log(&self) -> String {
         match &self.backend {
             Backend::Process(broker) => broker.process.log(),
+            Backend::Container(broker) => broker.container.log(),
         }
     }
 }
@@ -206,7 +220,19 @@ impl ProcessBroker {
                 }),
                 None => None,
             };
-            let config = render_config(&opts, port, tls_port, password_file.as_deref());
+            let tls_files = opts.tls.as_ref().map(|pki| TlsFiles {
+                ca: pki.ca_pem().display().to_string(),
+                cert: pki.server_cert().display().to_string(),
+                key: pki.server_key().display().to_string(),
+            });
+            let listeners = Listeners {
+                address: "127.0.0.1",
+                port,
+                tls_port,
+            };
+            let password_file = password_file.as_ref().map(|path| path.display().to_string());
+            let config =
+                render_config(&opts, &listeners, password_file.as_deref(), tls_files.as_ref());
             write_private(&config_path, config.as_bytes())?;
             Ok(Launch {
                 ports: std::iter::once(port).chain(tls_port).collect(),
@@ -221,6 +247,97 @@ impl ProcessBroker {
             _pki: opts.tls,
         })
     }
+}
+
+/// A `mosquitto` container (image `iotload-test/mosquitto`) reading a
+/// configuration from the test's private directory, mounted at
+/// [`CONTAINER_DIR`], with the TLS files mounted beside it.
+#[derive(Debug)]
+struct ContainerBroker {
+    /// The container; dropped (removed) first, before its files go.
+    container: ServerContainer,
+    /// Holds the configuration and password file the container reads; tests
+    /// overwrite the configuration to break it.
+    _dir: tempfile::TempDir,
+    /// Kept so the certificate files outlive the broker.
+    _pki: Option<TestPki>,
+}
+
+/// Where a container sees the test's private directory.
+const CONTAINER_DIR: &str = "/testkit";
+/// The plain and TLS listeners' ports inside a container.
+const CONTAINER_PORTS: [u16; 2] = [1883, 8883];
+
+impl ContainerBroker {
+    /// Writes the configuration (and password file) and starts the container.
+    /// With `max_connections` set, only the log is checked (see
+    /// [`ProcessBroker::start`]).
+    async fn start(opts: MqttBrokerOptions) -> Result<Self, TestkitError> {
+        let dir = tempfile::Builder::new()
+            .prefix("iotload-testkit-mosquitto-")
+            .tempdir()?;
+        let password_file = if opts.users.is_empty() {
+            None
+        } else {
+            write_password_file(&dir.path().join("passwords"), &opts.users).await?;
+            Some(format!("{CONTAINER_DIR}/passwords"))
+        };
+        let mut mounts = vec![(dir.path().to_path_buf(), CONTAINER_DIR.to_owned())];
+        let tls_files = opts.tls.as_ref().map(|pki| {
+            let files = TlsFiles {
+                ca: "/tls/ca.pem".into(),
+                cert: "/tls/server.pem".into(),
+                key: "/tls/server.key".into(),
+            };
+            mounts.push((pki.ca_pem().to_path_buf(), files.ca.clone()));
+            mounts.push((pki.server_cert().to_path_buf(), files.cert.clone()));
+            mounts.push((pki.server_key().to_path_buf(), files.key.clone()));
+            files
+        });
+        let listeners = Listeners {
+            address: "0.0.0.0",
+            port: CONTAINER_PORTS[0],
+            tls_port: tls_files.as_ref().map(|_| CONTAINER_PORTS[1]),
+        };
+        let config = render_config(&opts, &listeners, password_file.as_deref(), tls_files.as_ref());
+        write_private(&dir.path().join("mosquitto.conf"), config.as_bytes())?;
+        let spec = ContainerSpec {
+            name: MOSQUITTO,
+            image: "iotload-test/mosquitto",
+            ports: match opts.tls {
+                Some(_) => CONTAINER_PORTS.to_vec(),
+                None => CONTAINER_PORTS[..1].to_vec(),
+            },
+            args: vec!["-c".into(), format!("{CONTAINER_DIR}/mosquitto.conf")],
+            mounts,
+            logged_ready: logged_running,
+            probe: match opts.max_connections {
+                Some(_) => None,
+                None => Some(|port| Box::pin(accepts(port))),
+            },
+            ready_timeout: crate::process::READY_TIMEOUT,
+        };
+        let container = ServerContainer::start(spec).await?;
+        Ok(Self {
+            container,
+            _dir: dir,
+            _pki: opts.tls,
+        })
+    }
+}
+
+/// Where the broker listens (inside its process's or container's network).
+struct Listeners {
+    address: &'static str,
+    port: u16,
+    tls_port: Option<u16>,
+}
+
+/// The TLS files' paths as the broker sees them.
+struct TlsFiles {
+    ca: String,
+    cert: String,
+    key: String,
 }
 
 /// Whether this run's log has mosquitto's "mosquitto version X running" line.
@@ -265,12 +382,12 @@ async fn write_password_file(path: &Path, users: &[(String, String)]) -> Result<
     Ok(())
 }
 
-/// The mosquitto configuration for `opts` on the given ports.
+/// The mosquitto configuration for `opts` on the given listeners.
 fn render_config(
     opts: &MqttBrokerOptions,
-    port: u16,
-    tls_port: Option<u16>,
-    password_file: Option<&Path>,
+    listeners: &Listeners,
+    password_file: Option<&str>,
+    tls_files: Option<&TlsFiles>,
 ) -> String {
     let mut conf = String::from("# Generated by iotload-testkit for one test.\n");
     let mut line = |text: String| {
@@ -288,7 +405,7 @@ fn render_config(
     match password_file {
         Some(path) => {
             line("allow_anonymous false".into());
-            line(format!("password_file {}", path.display()));
+            line(format!("password_file {path}"));
         }
         None => line("allow_anonymous true".into()),
     }
@@ -297,14 +414,15 @@ fn render_config(
             line(format!("max_connections {max}"));
         }
     };
-    line(format!("listener {port} 127.0.0.1"));
+    let address = listeners.address;
+    line(format!("listener {} {address}", listeners.port));
     max_connections(&mut line);
-    if let (Some(tls_port), Some(pki)) = (tls_port, opts.tls.as_ref()) {
-        line(format!("listener {tls_port} 127.0.0.1"));
+    if let (Some(tls_port), Some(files)) = (listeners.tls_port, tls_files) {
+        line(format!("listener {tls_port} {address}"));
         max_connections(&mut line);
-        line(format!("cafile {}", pki.ca_pem().display()));
-        line(format!("certfile {}", pki.server_cert().display()));
-        line(format!("keyfile {}", pki.server_key().display()));
+        line(format!("cafile {}", files.ca));
+        line(format!("certfile {}", files.cert));
+        line(format!("keyfile {}", files.key));
         line(format!("require_certificate {}", opts.require_client_cert));
         line("use_identity_as_username false".into());
     }
@@ -317,7 +435,12 @@ mod tests {
 
     #[test]
     fn default_config_is_anonymous_plain_tcp() {
-        let conf = render_config(&MqttBrokerOptions::default(), 41000, None, None);
+        let listeners = Listeners {
+            address: "127.0.0.1",
+            port: 41000,
+            tls_port: None,
+        };
+        let conf = render_config(&MqttBrokerOptions::default(), &listeners, None, None);
         assert!(conf.contains("\nlistener 41000 127.0.0.1\n"), "{conf}");
         assert!(conf.contains("\nallow_anonymous true\n"), "{conf}");
         assert!(conf.contains("\nuser root\n"), "{conf}");
@@ -334,7 +457,17 @@ mod tests {
             require_client_cert: true,
             max_connections: Some(3),
         };
-        let conf = render_config(&opts, 41000, Some(41001), Some(Path::new("/x/pw")));
+        let listeners = Listeners {
+            address: "127.0.0.1",
+            port: 41000,
+            tls_port: Some(41001),
+        };
+        let files = TlsFiles {
+            ca: "/t/ca.pem".into(),
+            cert: "/t/server.pem".into(),
+            key: "/t/server.key".into(),
+        };
+        let conf = render_config(&opts, &listeners, Some("/x/pw"), Some(&files));
         assert!(
             conf.contains("\nallow_anonymous false\npassword_file /x/pw\n"),
             "{conf}"
@@ -345,14 +478,17 @@ mod tests {
         );
         assert_eq!(conf.matches("max_connections 3").count(), 2, "{conf}");
         assert!(conf.contains("require_certificate true"), "{conf}");
-        assert!(conf.contains(&format!("keyfile {}", pki.server_key().display())));
+        assert!(conf.contains("\nkeyfile /t/server.key\n"), "{conf}");
     }
 
     #[tokio::test]
     async fn a_broker_that_exits_reports_not_ready_with_its_log() {
         let mut broker = MqttBroker::start().await.unwrap();
-        let Backend::Process(process) = &broker.backend;
-        write_private(&process.config_path, b"no_such_option 1\n").unwrap();
+        let config_path = match &broker.backend {
+            Backend::Process(broker) => broker.config_path.clone(),
+            Backend::Container(broker) => broker._dir.path().join("mosquitto.conf"),
+        };
+        write_private(&config_path, b"no_such_option 1\n").unwrap();
         let err = broker.restart().await.unwrap_err();
         let TestkitError::NotReady {
             what, addr, log, ..

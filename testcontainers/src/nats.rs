@@ -13,6 +13,7 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
+use crate::container::{ContainerSpec, ServerContainer};
 use crate::fsutil::find_program;
 use crate::process::{Launch, ServerProcess, ServerSpec};
 use crate::{TestPki, TestkitError, try_free_port};
@@ -51,17 +52,19 @@ pub struct NatsOptions {
     pub user: Option<(String, String)>,
 }
 
-/// A NATS server process (or, later, container) owned by one test; killed on
-/// drop.
+/// A NATS server process or container owned by one test; killed on drop.
 #[derive(Debug)]
 pub struct NatsServer {
     backend: Backend,
+    tls: bool,
 }
 
-/// The ways a server can be run. Only a local process today.
+/// The ways a server can be run (env `IOTLOAD_TESTKIT_BACKEND`).
 #[derive(Debug)]
+#[expect(clippy::large_enum_variant, reason = "one value per test server")]
 enum Backend {
     Process(ProcessNats),
+    Container(ContainerNats),
 }
 
 impl NatsServer {
@@ -73,17 +76,18 @@ impl NatsServer {
     /// Starts a server set up as `opts` says and waits until it accepts
     /// connections.
     pub async fn start_with(opts: NatsOptions) -> Result<Self, TestkitError> {
-        let backend = Backend::Process(ProcessNats::start(opts).await?);
-        Ok(Self { backend })
+        let tls = opts.tls.is_some();
+        let backend = match crate::container::backend()? {
+            crate::Backend::Process => Backend::Process(ProcessNats::start(opts).await?),
+            crate::Backend::Docker => Backend::Container(ContainerNats::start(opts).await?),
+        };
+        Ok(Self { backend, tls })
     }
 
     /// The server as `nats://127.0.0.1:PORT`, or `tls://127.0.0.1:PORT` when it
     /// requires TLS.
     pub fn url(&self) -> String {
-        let scheme = match &self.backend {
-            Backend::Process(server) if server.opts.tls.is_some() => "tls",
-            Backend::Process(_) => "nats",
-        };
+        let scheme = if self.tls { "tls" } else { "nats" };
         format!("{scheme}://127.0.0.1:{}", self.port())
     }
 
@@ -91,6 +95,7 @@ impl NatsServer {
     pub fn port(&self) -> u16 {
         match &self.backend {
             Backend::Process(server) => server.process.port(),
+            Backend::Container(server) => server.container.port(),
         }
     }
 
@@ -98,6 +103,7 @@ impl NatsServer {
     pub fn log(&self) -> String {
         match &self.backend {
             Backend::Process(server) => server.process.log(),
+            Backend::Container(server) => server.container.log(),
         }
     }
 }
@@ -106,7 +112,54 @@ impl NatsServer {
 #[derive(Debug)]
 struct ProcessNats {
     process: ServerProcess,
-    opts: NatsOptions,
+    /// Kept so the certificate files outlive the server.
+    _pki: Option<TestPki>,
+}
+
+/// A `nats-server` container (image `iotload-test/nats`), with the TLS files
+/// mounted when the options ask for TLS.
+#[derive(Debug)]
+struct ContainerNats {
+    container: ServerContainer,
+    /// Kept so the certificate files outlive the server.
+    _pki: Option<TestPki>,
+}
+
+impl ContainerNats {
+    /// Starts the container with the same flags as the process.
+    async fn start(opts: NatsOptions) -> Result<Self, TestkitError> {
+        let mut args: Vec<String> = vec!["-p".into(), "4222".into()];
+        let mut mounts = Vec::new();
+        if opts.jetstream {
+            args.extend(["-js".into(), "-sd".into(), "/tmp/jetstream".into()]);
+        }
+        if let Some(pki) = &opts.tls {
+            mounts.push((pki.server_cert().to_path_buf(), "/tls/server.pem".to_owned()));
+            mounts.push((pki.server_key().to_path_buf(), "/tls/server.key".to_owned()));
+            args.extend(
+                ["--tls", "--tlscert", "/tls/server.pem", "--tlskey", "/tls/server.key"]
+                    .map(String::from),
+            );
+        }
+        if let Some((user, pass)) = &opts.user {
+            args.extend(["--user".into(), user.clone(), "--pass".into(), pass.clone()]);
+        }
+        let container = ServerContainer::start(ContainerSpec {
+            name: NATS_SERVER,
+            image: "iotload-test/nats",
+            ports: vec![4222],
+            args,
+            mounts,
+            logged_ready: |log| log.contains(READY_LINE),
+            probe: Some(|port| Box::pin(greets(port))),
+            ready_timeout: crate::process::READY_TIMEOUT,
+        })
+        .await?;
+        Ok(Self {
+            container,
+            _pki: opts.tls,
+        })
+    }
 }
 
 impl ProcessNats {
@@ -157,7 +210,10 @@ impl ProcessNats {
             })
         })
         .await?;
-        Ok(Self { process, opts })
+        Ok(Self {
+            process,
+            _pki: opts.tls,
+        })
     }
 }
 

@@ -14,6 +14,7 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
+use crate::container::{ContainerSpec, ServerContainer};
 use crate::fsutil::find_program;
 use crate::process::{Launch, ServerProcess, ServerSpec};
 use crate::{TestkitError, try_free_port};
@@ -49,17 +50,19 @@ pub struct RedisOptions {
     pub password: Option<String>,
 }
 
-/// A Redis server process (or, later, container) owned by one test; killed
-/// on drop.
+/// A Redis server process or container owned by one test; killed on drop.
 #[derive(Debug)]
 pub struct RedisServer {
     backend: Backend,
+    password: Option<String>,
 }
 
-/// The ways a server can be run. Only a local process today.
+/// The ways a server can be run (env `IOTLOAD_TESTKIT_BACKEND`).
 #[derive(Debug)]
+#[expect(clippy::large_enum_variant, reason = "one value per test server")]
 enum Backend {
     Process(ProcessRedis),
+    Container(ServerContainer),
 }
 
 impl RedisServer {
@@ -70,20 +73,20 @@ impl RedisServer {
 
     /// Starts a server set up as `opts` says and waits until it answers.
     pub async fn start_with(opts: RedisOptions) -> Result<Self, TestkitError> {
-        let backend = Backend::Process(ProcessRedis::start(opts).await?);
-        Ok(Self { backend })
+        let password = opts.password.clone();
+        let backend = match crate::container::backend()? {
+            crate::Backend::Process => Backend::Process(ProcessRedis::start(opts).await?),
+            crate::Backend::Docker => Backend::Container(start_container(opts).await?),
+        };
+        Ok(Self { backend, password })
     }
 
     /// The server as `redis://127.0.0.1:PORT/0`, with `:PASSWORD@` when it
     /// requires a password.
     pub fn url(&self) -> String {
-        match &self.backend {
-            Backend::Process(server) => match &server.password {
-                Some(password) => {
-                    format!("redis://:{password}@127.0.0.1:{}/0", server.process.port())
-                }
-                None => format!("redis://127.0.0.1:{}/0", server.process.port()),
-            },
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}/0", self.port()),
+            None => format!("redis://127.0.0.1:{}/0", self.port()),
         }
     }
 
@@ -91,6 +94,7 @@ impl RedisServer {
     pub fn port(&self) -> u16 {
         match &self.backend {
             Backend::Process(server) => server.process.port(),
+            Backend::Container(server) => server.port(),
         }
     }
 
@@ -99,6 +103,7 @@ impl RedisServer {
     pub fn pid(&self) -> Option<u32> {
         match &self.backend {
             Backend::Process(server) => server.process.pid(),
+            Backend::Container(_) => None,
         }
     }
 
@@ -107,6 +112,7 @@ impl RedisServer {
     pub fn pause(&self) -> Result<(), TestkitError> {
         match &self.backend {
             Backend::Process(server) => server.process.pause(),
+            Backend::Container(server) => server.pause(),
         }
     }
 
@@ -114,6 +120,7 @@ impl RedisServer {
     pub fn resume(&self) -> Result<(), TestkitError> {
         match &self.backend {
             Backend::Process(server) => server.process.resume(),
+            Backend::Container(server) => server.resume(),
         }
     }
 
@@ -122,6 +129,7 @@ impl RedisServer {
     pub async fn stop(&mut self) -> Result<(), TestkitError> {
         match &mut self.backend {
             Backend::Process(server) => server.process.stop().await,
+            Backend::Container(server) => server.stop().await,
         }
     }
 
@@ -131,6 +139,7 @@ impl RedisServer {
     pub async fn restart(&mut self) -> Result<(), TestkitError> {
         match &mut self.backend {
             Backend::Process(server) => server.process.restart().await,
+            Backend::Container(server) => server.restart().await,
         }
     }
 
@@ -138,6 +147,7 @@ impl RedisServer {
     pub fn log(&self) -> String {
         match &self.backend {
             Backend::Process(server) => server.process.log(),
+            Backend::Container(server) => server.log(),
         }
     }
 }
@@ -146,7 +156,6 @@ impl RedisServer {
 #[derive(Debug)]
 struct ProcessRedis {
     process: ServerProcess,
-    password: Option<String>,
 }
 
 impl ProcessRedis {
@@ -198,8 +207,42 @@ impl ProcessRedis {
             })
         })
         .await?;
-        Ok(Self { process, password })
+        Ok(Self { process })
     }
+}
+
+/// A `redis-server` container (image `iotload-test/redis`) with the same
+/// settings as the process: append-only file (kept across a restart, which
+/// keeps the container's file system), no snapshots.
+async fn start_container(opts: RedisOptions) -> Result<ServerContainer, TestkitError> {
+    let mut args: Vec<String> = [
+        "--port",
+        "6379",
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+        "/tmp",
+    ]
+    .map(String::from)
+    .to_vec();
+    if let Some(password) = &opts.password {
+        args.extend(["--requirepass".into(), password.clone()]);
+    }
+    ServerContainer::start(ContainerSpec {
+        name: REDIS_SERVER,
+        image: "iotload-test/redis",
+        ports: vec![6379],
+        args,
+        mounts: Vec::new(),
+        logged_ready: |log| log.contains(READY_LINE),
+        probe: Some(|port| Box::pin(ping(port))),
+        ready_timeout: crate::process::READY_TIMEOUT,
+    })
+    .await
 }
 
 /// Whether a Redis server on 127.0.0.1:`port` answers an inline `PING`
