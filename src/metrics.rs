@@ -195,10 +195,7 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &LatencyHistogram) {
             sum_us += inner.median_equivalent(at) as f64 * count as f64;
             // The first bucket whose bound the value's range reaches, as count_between.
             let lowest = inner.lowest_equivalent(at);
-            if let Some(first) = BUCKETS_S
-                .iter()
-                .position(|le| lowest <= (le * 1e6) as u64)
-            {
+            if let Some(first) = BUCKETS_S.iter().position(|le| lowest <= (le * 1e6) as u64) {
                 in_bucket[first] += count;
             }
         }
@@ -206,7 +203,10 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &LatencyHistogram) {
     let mut cumulative = 0_u64;
     for (le, count) in BUCKETS_S.iter().zip(in_bucket) {
         cumulative += count;
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
+        );
     }
     let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.len());
     let sum_s = sum_us / 1e6;
@@ -252,7 +252,10 @@ mod tests {
             .parse()
             .unwrap();
         let expected = h.inner().mean() * h.len() as f64 / 1e6;
-        assert!((sum - expected).abs() <= expected * 1e-9, "{sum} vs {expected}");
+        assert!(
+            (sum - expected).abs() <= expected * 1e-9,
+            "{sum} vs {expected}"
+        );
     }
 
     #[test]

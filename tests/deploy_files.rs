@@ -298,7 +298,10 @@ fn the_dockerfile_builds_one_binary_into_a_small_non_root_image_on_base_images_g
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[base].contains("${RUNTIME_IMAGE}"));
     assert!(lines[build].contains("${BUILD_IMAGE}"));
-    assert!(text.contains("ARG RUNTIME_IMAGE=debian:bookworm-slim"), "a small final image");
+    assert!(
+        text.contains("ARG RUNTIME_IMAGE=debian:bookworm-slim"),
+        "a small final image"
+    );
     assert!(text.contains("ARG BUILD_IMAGE=rust:1-bookworm"));
     assert!(text.contains("--locked") && text.contains("--bin iotload"));
     let stage = |from: usize, to: usize| lines[from..to].join("\n");

@@ -249,7 +249,11 @@ mod tests {
         h.record(MAX_LATENCY_US);
         assert!(h.inner().distinct_values() > small);
         assert_eq!(h.len(), 4);
-        assert!(h.inner().max() >= MAX_LATENCY_US * 99 / 100, "{}", h.inner().max());
+        assert!(
+            h.inner().max() >= MAX_LATENCY_US * 99 / 100,
+            "{}",
+            h.inner().max()
+        );
         let mut stored = LatencyHistogram(second_scratch());
         stored.record(42);
         stored.record(2_000_000);

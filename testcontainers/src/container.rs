@@ -30,7 +30,8 @@ pub const BACKEND_ENV: &str = "IOTLOAD_TESTKIT_BACKEND";
 /// What builds the images the Docker backend runs.
 pub const IMAGES_SCRIPT: &str = "scripts/docker-images";
 /// What starts (or finds) a Docker engine.
-const ENGINE_HINT: &str = "start one with `eval \"$(scripts/docker-engine start)\"` (it prints DOCKER_HOST)";
+const ENGINE_HINT: &str =
+    "start one with `eval \"$(scripts/docker-engine start)\"` (it prints DOCKER_HOST)";
 /// The tag of every image the kit runs.
 const TAG: &str = "latest";
 /// How often a start is retried when another process grabbed a chosen host port.
@@ -94,6 +95,8 @@ pub(crate) struct ServerContainer {
     probe: Option<Probe>,
     ready_timeout: Duration,
     running: bool,
+    /// Where in [`ServerContainer::log`] each restart began, for its marker line.
+    restarts: Vec<usize>,
 }
 
 impl std::fmt::Debug for ServerContainer {
@@ -144,6 +147,7 @@ impl ServerContainer {
                         probe: spec.probe,
                         ready_timeout: spec.ready_timeout,
                         running: true,
+                        restarts: Vec::new(),
                     };
                     server.wait_ready(0).await?;
                     return Ok(server);
@@ -176,8 +180,37 @@ impl ServerContainer {
         &self.host_ports
     }
 
-    /// The container's log so far (stdout, then stderr; all runs).
+    /// The container's log so far (stdout, then stderr; all runs), with a marker line
+    /// where each restart began, as the process backend writes.
     pub(crate) fn log(&self) -> String {
+        let mut log = self.engine_log();
+        for &at in self.restarts.iter().rev() {
+            if log.is_char_boundary(at) {
+                log.insert_str(
+                    at,
+                    &format!("--- iotload-testkit: restarting {} ---\n", self.name),
+                );
+            }
+        }
+        log
+    }
+
+    /// The server's host process id (`docker inspect`), `None` while it is stopped.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        let output = std::process::Command::new("docker")
+            .args(["inspect", "--format", "{{.State.Pid}}", self.container.id()])
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        let pid: u32 = String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .ok()?;
+        (pid != 0).then_some(pid)
+    }
+
+    /// `docker logs`: what the container wrote so far (stdout, then stderr).
+    fn engine_log(&self) -> String {
         let output = std::process::Command::new("docker")
             .args(["logs", self.container.id()])
             .stdin(Stdio::null())
@@ -221,7 +254,8 @@ impl ServerContainer {
     /// ports with the same settings, waiting until it is ready.
     pub(crate) async fn restart(&mut self) -> Result<(), TestkitError> {
         self.stop().await?;
-        let before = self.log().len();
+        let before = self.engine_log().len();
+        self.restarts.push(before);
         self.container
             .start()
             .await
@@ -237,7 +271,7 @@ impl ServerContainer {
         let started = Instant::now();
         let mut pause = Duration::from_millis(10);
         loop {
-            let log = self.log();
+            let log = self.engine_log();
             let this_run = log.get(since..).unwrap_or(&log);
             if (self.logged_ready)(this_run) {
                 let probed = match self.probe {
@@ -290,7 +324,11 @@ impl ServerContainer {
 
 /// Sets 127.0.0.1 as the host address of every published port.
 fn publish_on_loopback(config: &mut HostConfig) {
-    for bindings in config.port_bindings.iter_mut().flat_map(|map| map.values_mut()) {
+    for bindings in config
+        .port_bindings
+        .iter_mut()
+        .flat_map(|map| map.values_mut())
+    {
         for binding in bindings.iter_mut().flatten() {
             binding.host_ip = Some("127.0.0.1".into());
         }

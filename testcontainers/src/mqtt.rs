@@ -1,8 +1,8 @@
 //! A fresh MQTT broker per test. [`MqttBroker`] hides how the broker runs:
 //! today it is a private `mosquitto` process with a generated configuration
-//! in a temporary directory, listening on ephemeral loopback ports; a
-//! container backend can be added as another [`Backend`] variant without
-//! changing the public API.
+//! in a temporary directory, listening on ephemeral loopback ports; with
+//! `IOTLOAD_TESTKIT_BACKEND=docker` it is a container of the
+//! `iotload-test/mosquitto` image reading the same configuration, same API.
 //!
 //! Mosquitto facts this module relies on (checked with Debian 12's 2.0.11):
 //! started as root, mosquitto drops its privileges to the `mosquitto` user
@@ -112,7 +112,7 @@ impl MqttBroker {
     pub fn pid(&self) -> Option<u32> {
         match &self.backend {
             Backend::Process(broker) => broker.process.pid(),
-            Backend::Container(_) => None,
+            Backend::Container(broker) => broker.container.pid(),
         }
     }
 
@@ -230,9 +230,15 @@ impl ProcessBroker {
                 port,
                 tls_port,
             };
-            let password_file = password_file.as_ref().map(|path| path.display().to_string());
-            let config =
-                render_config(&opts, &listeners, password_file.as_deref(), tls_files.as_ref());
+            let password_file = password_file
+                .as_ref()
+                .map(|path| path.display().to_string());
+            let config = render_config(
+                &opts,
+                &listeners,
+                password_file.as_deref(),
+                tls_files.as_ref(),
+            );
             write_private(&config_path, config.as_bytes())?;
             Ok(Launch {
                 ports: std::iter::once(port).chain(tls_port).collect(),
@@ -299,7 +305,12 @@ impl ContainerBroker {
             port: CONTAINER_PORTS[0],
             tls_port: tls_files.as_ref().map(|_| CONTAINER_PORTS[1]),
         };
-        let config = render_config(&opts, &listeners, password_file.as_deref(), tls_files.as_ref());
+        let config = render_config(
+            &opts,
+            &listeners,
+            password_file.as_deref(),
+            tls_files.as_ref(),
+        );
         write_private(&dir.path().join("mosquitto.conf"), config.as_bytes())?;
         let spec = ContainerSpec {
             name: MOSQUITTO,

@@ -1,8 +1,8 @@
 //! A fresh NATS server per test. [`NatsServer`] hides how the server runs:
 //! today it is a private `nats-server` process (Debian's package) bound to an
 //! ephemeral loopback port, with its JetStream store (when asked for) in a
-//! temporary directory; a container backend can be added later without
-//! changing the public API.
+//! temporary directory; with `IOTLOAD_TESTKIT_BACKEND=docker` it is a container
+//! of the `iotload-test/nats` image instead (`crate::container`), same API.
 //!
 //! NATS facts this module relies on (checked with Debian 12's 2.9): `-a` and
 //! `-p` set the listen address and port, `-js -sd DIR` turns JetStream on
@@ -134,11 +134,20 @@ impl ContainerNats {
             args.extend(["-js".into(), "-sd".into(), "/tmp/jetstream".into()]);
         }
         if let Some(pki) = &opts.tls {
-            mounts.push((pki.server_cert().to_path_buf(), "/tls/server.pem".to_owned()));
+            mounts.push((
+                pki.server_cert().to_path_buf(),
+                "/tls/server.pem".to_owned(),
+            ));
             mounts.push((pki.server_key().to_path_buf(), "/tls/server.key".to_owned()));
             args.extend(
-                ["--tls", "--tlscert", "/tls/server.pem", "--tlskey", "/tls/server.key"]
-                    .map(String::from),
+                [
+                    "--tls",
+                    "--tlscert",
+                    "/tls/server.pem",
+                    "--tlskey",
+                    "/tls/server.key",
+                ]
+                .map(String::from),
             );
         }
         if let Some((user, pass)) = &opts.user {

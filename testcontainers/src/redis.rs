@@ -1,8 +1,8 @@
 //! A fresh Redis server per test. [`RedisServer`] hides how the server runs:
 //! today it is a private `redis-server` process (Debian's package) bound to
 //! an ephemeral loopback port, with persistence off and its working
-//! directory in a temporary directory; a container backend can be added as
-//! another [`Backend`] variant without changing the public API.
+//! directory in a temporary directory; with `IOTLOAD_TESTKIT_BACKEND=docker` it
+//! is a container of the `iotload-test/redis` image instead, same API.
 //!
 //! Redis facts this module relies on (checked with Debian 12's 7.0): every
 //! configuration directive can be given on the command line as `--name
@@ -103,7 +103,7 @@ impl RedisServer {
     pub fn pid(&self) -> Option<u32> {
         match &self.backend {
             Backend::Process(server) => server.process.pid(),
-            Backend::Container(_) => None,
+            Backend::Container(server) => server.pid(),
         }
     }
 
