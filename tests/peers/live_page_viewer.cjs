@@ -36,7 +36,9 @@ async function main() {
     seen.canvases = await page.locator(".uplot canvas").count();
     // Per-topic detail on demand.
     await page.click("#topics summary");
-    await page.waitForFunction(() => document.querySelectorAll("#topic-rows tr").length > 0, null, { timeout: 20000 });
+    // Generous: on a loaded machine the click may come late, even after the run ended
+    // (the final topic rows are kept for the page).
+    await page.waitForFunction(() => document.querySelectorAll("#topic-rows tr").length > 0, null, { timeout: 60000 });
     seen.topic_rows = await page.locator("#topic-rows tr").count();
     // The run ends: the page shows the final summary.
     await page.waitForFunction(() => document.body.dataset.state === "finished", null, { timeout: 60000 });
