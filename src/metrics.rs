@@ -186,17 +186,23 @@ impl Exposition {
 fn histogram(out: &mut String, name: &str, labels: &str, h: &LatencyHistogram) {
     let sep = if labels.is_empty() { "" } else { "," };
     let inner = h.inner();
+    let bounds_us = BUCKETS_S.map(|le| (le * 1e6) as u64);
     let mut in_bucket = [0_u64; BUCKETS_S.len()];
     let mut sum_us = 0.0_f64;
     if !h.is_empty() {
+        // Values come in ascending order, so the bucket index only moves forward.
+        let mut bucket = 0;
         for value in inner.iter_recorded() {
             let count = value.count_at_value();
             let at = value.value_iterated_to();
             sum_us += inner.median_equivalent(at) as f64 * count as f64;
             // The first bucket whose bound the value's range reaches, as count_between.
             let lowest = inner.lowest_equivalent(at);
-            if let Some(first) = BUCKETS_S.iter().position(|le| lowest <= (le * 1e6) as u64) {
-                in_bucket[first] += count;
+            while bucket < bounds_us.len() && lowest > bounds_us[bucket] {
+                bucket += 1;
+            }
+            if let Some(slot) = in_bucket.get_mut(bucket) {
+                *slot += count;
             }
         }
     }

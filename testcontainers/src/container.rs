@@ -197,10 +197,8 @@ impl ServerContainer {
 
     /// The server's host process id (`docker inspect`), `None` while it is stopped.
     pub(crate) fn pid(&self) -> Option<u32> {
-        let output = std::process::Command::new("docker")
-            .args(["inspect", "--format", "{{.State.Pid}}", self.container.id()])
-            .stdin(Stdio::null())
-            .output()
+        let output = self
+            .docker(&["inspect", "--format", "{{.State.Pid}}"])
             .ok()?;
         let pid: u32 = String::from_utf8_lossy(&output.stdout)
             .trim()
@@ -211,11 +209,7 @@ impl ServerContainer {
 
     /// `docker logs`: what the container wrote so far (stdout, then stderr).
     fn engine_log(&self) -> String {
-        let output = std::process::Command::new("docker")
-            .args(["logs", self.container.id()])
-            .stdin(Stdio::null())
-            .output();
-        match output {
+        match self.docker(&["logs"]) {
             Ok(output) => format!(
                 "{}{}",
                 String::from_utf8_lossy(&output.stdout),
@@ -228,12 +222,12 @@ impl ServerContainer {
     /// Freezes the container (`docker pause`): connections stay open but
     /// nothing is answered until [`ServerContainer::resume`].
     pub(crate) fn pause(&self) -> Result<(), TestkitError> {
-        self.docker(&["pause"])
+        self.docker_ok(&["pause"])
     }
 
     /// Lets a paused container run again (`docker unpause`).
     pub(crate) fn resume(&self) -> Result<(), TestkitError> {
-        self.docker(&["unpause"])
+        self.docker_ok(&["unpause"])
     }
 
     /// Kills the server (the container stays, stopped). Does nothing when it
@@ -301,17 +295,21 @@ impl ServerContainer {
         }
     }
 
-    /// Runs `docker ARGS… ID` and fails with its output when it fails.
-    fn docker(&self, args: &[&str]) -> Result<(), TestkitError> {
-        let output = std::process::Command::new("docker")
+    /// Runs `docker ARGS… ID` with the docker client (synchronously).
+    fn docker(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
+        std::process::Command::new("docker")
             .args(args)
             .arg(self.container.id())
             .stdin(Stdio::null())
             .output()
-            .map_err(|source| TestkitError::Spawn {
-                program: "docker".into(),
-                source,
-            })?;
+    }
+
+    /// [`ServerContainer::docker`], failing with its output when it fails.
+    fn docker_ok(&self, args: &[&str]) -> Result<(), TestkitError> {
+        let output = self.docker(args).map_err(|source| TestkitError::Spawn {
+            program: "docker".into(),
+            source,
+        })?;
         if output.status.success() {
             return Ok(());
         }

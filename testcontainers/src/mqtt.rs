@@ -184,16 +184,7 @@ impl ProcessBroker {
     /// written only after all listeners are listening, so it suffices.
     async fn start(opts: MqttBrokerOptions) -> Result<Self, TestkitError> {
         let program = find_program(MOSQUITTO, INSTALL_HINT)?;
-        let dir = tempfile::Builder::new()
-            .prefix("iotload-testkit-mosquitto-")
-            .tempdir()?;
-        let password_file = if opts.users.is_empty() {
-            None
-        } else {
-            let path = dir.path().join("passwords");
-            write_password_file(&path, &opts.users).await?;
-            Some(path)
-        };
+        let (dir, password_file) = private_dir(&opts.users).await?;
         let config_path = dir.path().join("mosquitto.conf");
         let spec = ServerSpec {
             name: MOSQUITTO,
@@ -279,15 +270,8 @@ impl ContainerBroker {
     /// With `max_connections` set, only the log is checked (see
     /// [`ProcessBroker::start`]).
     async fn start(opts: MqttBrokerOptions) -> Result<Self, TestkitError> {
-        let dir = tempfile::Builder::new()
-            .prefix("iotload-testkit-mosquitto-")
-            .tempdir()?;
-        let password_file = if opts.users.is_empty() {
-            None
-        } else {
-            write_password_file(&dir.path().join("passwords"), &opts.users).await?;
-            Some(format!("{CONTAINER_DIR}/passwords"))
-        };
+        let (dir, password_file) = private_dir(&opts.users).await?;
+        let password_file = password_file.map(|_| format!("{CONTAINER_DIR}/passwords"));
         let mut mounts = vec![(dir.path().to_path_buf(), CONTAINER_DIR.to_owned())];
         let tls_files = opts.tls.as_ref().map(|pki| {
             let files = TlsFiles {
@@ -355,6 +339,22 @@ struct TlsFiles {
 fn logged_running(log: &str) -> bool {
     log.lines()
         .any(|line| line.contains("mosquitto version") && line.trim_end().ends_with(" running"))
+}
+
+/// The broker's private directory, with a password file for `users` when
+/// there are any (its path is returned).
+async fn private_dir(
+    users: &[(String, String)],
+) -> Result<(tempfile::TempDir, Option<PathBuf>), TestkitError> {
+    let dir = tempfile::Builder::new()
+        .prefix("iotload-testkit-mosquitto-")
+        .tempdir()?;
+    if users.is_empty() {
+        return Ok((dir, None));
+    }
+    let path = dir.path().join("passwords");
+    write_password_file(&path, users).await?;
+    Ok((dir, Some(path)))
 }
 
 /// Creates a mosquitto password file (hashed passwords) with
