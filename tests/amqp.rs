@@ -5,14 +5,12 @@
 mod common;
 
 use common::*;
-use iotload_testkit::{
-    MqttBroker, NatsServer, RABBITMQ_START_HINT, RabbitVhost, machine_amqp_url, require_server,
-};
+use iotload_testkit::{MqttBroker, NatsServer, RabbitVhost, machine_amqp_url, require_rabbitmq};
 
 /// A fresh virtual host, or `None` (test skipped) when RabbitMQ is not running outside CI.
 async fn vhost() -> Option<RabbitVhost> {
     let url = machine_amqp_url();
-    if !require_server("RabbitMQ", &url, RABBITMQ_START_HINT).await {
+    if !require_rabbitmq().await {
         eprintln!("skipped: no RabbitMQ at {url}");
         return None;
     }

@@ -131,6 +131,17 @@ fn the_compose_demo_renders_and_scales_loadgens_and_collectors_together() {
             .arg(&file)
             .args(["config", "-q"]),
     );
+    // Each addition (another broker, Elasticsearch and Kibana) renders with the demo.
+    for addition in ["nats.yml", "rabbitmq.yml", "kafka.yml", "report.yml"] {
+        output(
+            std::process::Command::new(&compose)
+                .arg("-f")
+                .arg(&file)
+                .arg("-f")
+                .arg(repo().join("compose").join(addition))
+                .args(["config", "-q"]),
+        );
+    }
     let rendered = output(
         std::process::Command::new(&compose)
             .arg("-f")

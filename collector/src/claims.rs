@@ -56,7 +56,7 @@ pub fn keep_claims(
                 _ = tick.tick() => {
                     match store.renew_claims(&topics, &owner, lease).await {
                         Ok(still) if still.len() < topics.len() => tracing::warn!(
-                            "lost {} of {} claimed topics (lease expired)",
+                            "lost {} of {} claimed topics: their leases ran out and other collectors claimed them",
                             topics.len() - still.len(),
                             topics.len()
                         ),

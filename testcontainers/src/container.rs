@@ -77,12 +77,49 @@ pub(crate) struct ContainerSpec {
     pub(crate) args: Vec<String>,
     /// Host files or folders mounted read-only at container paths.
     pub(crate) mounts: Vec<(PathBuf, String)>,
+    /// Listen inside on the chosen host ports themselves (ignoring [`ContainerSpec::ports`]'
+    /// numbers), for servers that tell clients their address (Kafka's advertised listeners).
+    pub(crate) same_ports: bool,
+    /// Environment variables, given the host ports chosen for this start.
+    pub(crate) env: fn(&[u16]) -> Vec<(String, String)>,
+    /// Environment variables that do not depend on the ports.
+    pub(crate) extra_env: Vec<(String, String)>,
     /// Whether a run's log (stdout and stderr) says the server is ready.
     pub(crate) logged_ready: fn(&str) -> bool,
     /// An extra check on the published main port once the log says ready.
     pub(crate) probe: Option<Probe>,
     /// How long a start may take.
     pub(crate) ready_timeout: Duration,
+}
+
+impl ContainerSpec {
+    /// A server that tells clients the address to use (Kafka's advertised listeners,
+    /// Pulsar's advertised address): it listens inside on the published host ports
+    /// themselves, configured by `env` from those ports; ready once its log says so and
+    /// the main port accepts a connection. No arguments, mounts or fixed variables.
+    pub(crate) fn advertising(
+        name: &'static str,
+        image: &'static str,
+        ports: usize,
+        env: fn(&[u16]) -> Vec<(String, String)>,
+        logged_ready: fn(&str) -> bool,
+        ready_timeout: Duration,
+    ) -> Self {
+        Self {
+            name,
+            image,
+            // Placeholders: with `same_ports` the host ports are used inside too.
+            ports: vec![0; ports],
+            args: Vec::new(),
+            mounts: Vec::new(),
+            same_ports: true,
+            env,
+            extra_env: Vec::new(),
+            logged_ready,
+            probe: Some(|port| Box::pin(crate::process::accepts(port))),
+            ready_timeout,
+        }
+    }
 }
 
 /// A server container owned by one test; removed on drop.
@@ -117,11 +154,15 @@ impl ServerContainer {
         require_image(spec.image).await?;
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
-            let host_ports = spec
-                .ports
-                .iter()
-                .map(|_| crate::try_free_port())
-                .collect::<Result<Vec<_>, _>>()?;
+            // Distinct ports: two calls may hand out the same free port, and a server
+            // listening inside on them (`same_ports`) cannot take one twice.
+            let mut host_ports: Vec<u16> = Vec::with_capacity(spec.ports.len());
+            while host_ports.len() < spec.ports.len() {
+                let port = crate::try_free_port()?;
+                if !host_ports.contains(&port) {
+                    host_ports.push(port);
+                }
+            }
             let mut request = GenericImage::new(spec.image, TAG)
                 .with_wait_for(WaitFor::Nothing)
                 .with_cmd(spec.args.clone())
@@ -129,7 +170,14 @@ impl ServerContainer {
                 // Published on loopback only, whatever the engine's default address.
                 .with_host_config_modifier(publish_on_loopback);
             for (host, container) in host_ports.iter().zip(&spec.ports) {
-                request = request.with_mapped_port(*host, ContainerPort::Tcp(*container));
+                let inside = if spec.same_ports { *host } else { *container };
+                request = request.with_mapped_port(*host, ContainerPort::Tcp(inside));
+            }
+            for (key, value) in (spec.env)(&host_ports)
+                .into_iter()
+                .chain(spec.extra_env.iter().cloned())
+            {
+                request = request.with_env_var(key, value);
             }
             for (host, target) in &spec.mounts {
                 request = request.with_mount(
@@ -278,6 +326,16 @@ impl ServerContainer {
             }
             let exited = !self.container.is_running().await.unwrap_or(true);
             if exited || started.elapsed() > self.ready_timeout {
+                // The engine may still be copying an exited container's last output.
+                let mut log = log;
+                for _ in 0..20 {
+                    if !exited || log.len() > since {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    log = self.engine_log();
+                }
+                let this_run = log.get(since..).unwrap_or(&log);
                 return Err(TestkitError::NotReady {
                     what: format!(
                         "{} container {}{}",
@@ -293,6 +351,32 @@ impl ServerContainer {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(MAX_BACKOFF);
         }
+    }
+
+    /// Runs `command` inside the container (`docker exec`), failing with its output.
+    pub(crate) async fn exec(&self, command: &[&str]) -> Result<(), TestkitError> {
+        let output = tokio::process::Command::new("docker")
+            .arg("exec")
+            .arg(self.container.id())
+            .args(command)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|source| TestkitError::Spawn {
+                program: "docker".into(),
+                source,
+            })?;
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(TestkitError::Admin {
+            command: format!("docker exec {} {}", self.container.id(), command.join(" ")),
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        })
     }
 
     /// Runs `docker ARGS… ID` with the docker client (synchronously).

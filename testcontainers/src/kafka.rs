@@ -11,6 +11,11 @@
 //! Topics are created on first use (`auto.create.topics.enable`, Kafka's
 //! default), with one partition.
 //!
+//! With the Docker backend ([`crate::Backend::Docker`]) the broker runs in a container
+//! of image `iotload-test/kafka` (the same jars, baked in by `scripts/docker-images`),
+//! listening inside on the published host ports themselves so that the addresses it
+//! advertises (`127.0.0.1:PORT`) work from the host.
+//!
 //! Apache Kafka facts this module relies on (4.4.0): `kafka.tools.StorageTool
 //! format --standalone` must run once on the log directory before
 //! `kafka.Kafka FILE`; the broker logs "Kafka Server started" once it serves;
@@ -21,6 +26,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::container::{ContainerSpec, ServerContainer};
 use crate::fsutil::write_private;
 use crate::jvm::{self, JvmJars};
 use crate::process::{Launch, ServerProcess, ServerSpec, accepts};
@@ -55,15 +61,29 @@ logger.server.name = kafka.server.KafkaRaftServer
 logger.server.level = INFO
 ";
 
-/// An Apache Kafka broker process owned by one test; killed on drop.
+/// An Apache Kafka broker process or container owned by one test; killed on drop.
 #[derive(Debug)]
 pub struct KafkaBroker {
-    process: ServerProcess,
+    backend: Backend,
+}
+
+/// The ways a broker can be run (env `IOTLOAD_TESTKIT_BACKEND`).
+#[derive(Debug)]
+#[expect(clippy::large_enum_variant, reason = "one value per test server")]
+enum Backend {
+    Process(ServerProcess),
+    Container(ServerContainer),
 }
 
 impl KafkaBroker {
     /// Starts a broker and waits until it serves every listener.
     pub async fn start() -> Result<Self, TestkitError> {
+        if crate::container::backend()? == crate::Backend::Docker {
+            let container = start_container().await?;
+            return Ok(Self {
+                backend: Backend::Container(container),
+            });
+        }
         let jars = jvm::jars(JARS)?;
         let dir = tempfile::Builder::new()
             .prefix("iotload-testkit-kafka-")
@@ -85,7 +105,9 @@ impl KafkaBroker {
             launch(dir, &jars, attempt)
         })
         .await?;
-        Ok(Self { process })
+        Ok(Self {
+            backend: Backend::Process(process),
+        })
     }
 
     /// Starts a broker when Kafka's jars and Java are here. When they are
@@ -113,23 +135,58 @@ impl KafkaBroker {
 
     /// The PLAINTEXT listener's port on 127.0.0.1.
     pub fn port(&self) -> u16 {
-        self.process.port()
+        self.ports()[0]
+    }
+
+    fn ports(&self) -> &[u16] {
+        match &self.backend {
+            Backend::Process(process) => process.ports(),
+            Backend::Container(container) => container.ports(),
+        }
     }
 
     /// The SASL_PLAINTEXT listener's port on 127.0.0.1 (user [`KAFKA_USER`]).
     pub fn sasl_port(&self) -> u16 {
-        self.process.ports().get(1).copied().unwrap_or(0)
+        self.ports().get(1).copied().unwrap_or(0)
     }
 
     /// The broker's process id while it runs (for memory figures).
     pub fn pid(&self) -> Option<u32> {
-        self.process.pid()
+        match &self.backend {
+            Backend::Process(process) => process.pid(),
+            Backend::Container(container) => container.pid(),
+        }
     }
 
     /// The broker's log so far, for assertion messages.
     pub fn log(&self) -> String {
-        self.process.log()
+        match &self.backend {
+            Backend::Process(process) => process.log(),
+            Backend::Container(container) => container.log(),
+        }
     }
+}
+
+/// A broker container (image `iotload-test/kafka`, see its `kafka-start`): PLAINTEXT
+/// and SASL_PLAINTEXT listeners on the published ports, advertised as 127.0.0.1.
+async fn start_container() -> Result<ServerContainer, TestkitError> {
+    ServerContainer::start(ContainerSpec::advertising(
+        "kafka",
+        "iotload-test/kafka",
+        2,
+        |ports| {
+            vec![
+                ("KAFKA_PORT".into(), ports[0].to_string()),
+                ("KAFKA_SASL_PORT".into(), ports[1].to_string()),
+                ("KAFKA_ADVERTISED_HOST".into(), "127.0.0.1".into()),
+                ("KAFKA_USER".into(), KAFKA_USER.into()),
+                ("KAFKA_PASSWORD".into(), KAFKA_PASSWORD.into()),
+            ]
+        },
+        |log| log.contains(READY_LINE),
+        READY_TIMEOUT,
+    ))
+    .await
 }
 
 /// The ports, the configuration files and the command line of one start

@@ -4,8 +4,8 @@
 //! jars, each on ephemeral loopback ports, or a private virtual host on the
 //! machine's RabbitMQ), plus helpers for tests that use the machine's shared
 //! servers instead. The API says nothing about *how* a server is started: with
-//! env `IOTLOAD_TESTKIT_BACKEND=docker`, MQTT brokers, Redis and NATS servers
-//! run as containers of locally built images instead (`scripts/docker-images`;
+//! env `IOTLOAD_TESTKIT_BACKEND=docker`, MQTT brokers, Redis, NATS, RabbitMQ, Apache
+//! Kafka and Apache Pulsar servers run as containers of locally built images instead (`scripts/docker-images`;
 //! see [`Backend`]), and no test changes.
 //!
 //! ```no_run
@@ -47,6 +47,7 @@ pub use pki::TestPki;
 pub use pulsar::{PULSAR_VERSION, PulsarBroker, PulsarOptions, pulsar_available};
 pub use rabbitmq::{
     AMQP_URL_ENV, DEFAULT_AMQP_URL, RABBITMQ_START_HINT, RabbitVhost, machine_amqp_url,
+    require_rabbitmq,
 };
 pub use redis::{DEFAULT_REDIS_URL, REDIS_URL_ENV, RedisOptions, RedisServer, machine_redis_url};
 pub use search::{ELASTICSEARCH_VERSION, SearchNode, SearchNodeOptions, search_available};

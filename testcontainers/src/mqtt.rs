@@ -305,6 +305,9 @@ impl ContainerBroker {
             },
             args: vec!["-c".into(), format!("{CONTAINER_DIR}/mosquitto.conf")],
             mounts,
+            same_ports: false,
+            extra_env: Vec::new(),
+            env: |_| Vec::new(),
             logged_ready: logged_running,
             probe: match opts.max_connections {
                 Some(_) => None,

@@ -11,6 +11,12 @@
 //! [`PulsarOptions::token_auth`] it requires token (JWT) authentication: the
 //! secret key and a token for subject `iotload` (a super-user, which the broker
 //! also uses for itself) are made with Pulsar's own `TokensCliUtils`.
+//!
+//! With the Docker backend ([`crate::Backend::Docker`]) the standalone runs in a
+//! container of image `iotload-test/pulsar` (the same jars, baked in by
+//! `scripts/docker-images`), listening inside on the published host ports so that the
+//! address it advertises (`127.0.0.1:PORT`) works from the host; the token's secret key
+//! is made on the host and mounted.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -18,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::container::{ContainerSpec, ServerContainer};
 use crate::fsutil::write_private;
 use crate::jvm::{self, JvmJars};
 use crate::process::{Launch, ServerProcess, ServerSpec, accepts};
@@ -32,6 +39,8 @@ const JARS: &str = "pulsar";
 const READY_LINE: &str = "messaging service is ready";
 /// How long the JVM may take to start on a loaded two-core machine.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Where a container finds the token's secret key (mounted read-only).
+const CONTAINER_KEY_FILE: &str = "/run/iotload/secret.key";
 /// JVM options: the heap `pulsar standalone` suggests for small machines, one
 /// GC thread, and the module openings its metrics want on Java 17.
 const JVM_OPTIONS: [&str; 8] = [
@@ -65,12 +74,22 @@ pub struct PulsarOptions {
     pub token_auth: bool,
 }
 
-/// An Apache Pulsar standalone process owned by one test; killed on drop.
+/// An Apache Pulsar standalone process or container owned by one test; killed on drop.
 #[derive(Debug)]
 pub struct PulsarBroker {
-    process: ServerProcess,
+    backend: Backend,
     started_in: Duration,
     token: Option<String>,
+    /// Holds the secret key file a container mounts.
+    _key_dir: Option<tempfile::TempDir>,
+}
+
+/// The ways a broker can be run (env `IOTLOAD_TESTKIT_BACKEND`).
+#[derive(Debug)]
+#[expect(clippy::large_enum_variant, reason = "one value per test server")]
+enum Backend {
+    Process(ServerProcess),
+    Container(ServerContainer),
 }
 
 impl PulsarBroker {
@@ -85,6 +104,9 @@ impl PulsarBroker {
     pub async fn start_with(opts: PulsarOptions) -> Result<Self, TestkitError> {
         let started = Instant::now();
         let jars = jvm::jars(JARS)?;
+        if crate::container::backend()? == crate::Backend::Docker {
+            return Self::start_container(opts, &jars, started).await;
+        }
         let dir = tempfile::Builder::new()
             .prefix("iotload-testkit-pulsar-")
             .tempdir()?;
@@ -110,9 +132,67 @@ impl PulsarBroker {
         })
         .await?;
         let mut broker = Self {
-            process,
+            backend: Backend::Process(process),
             started_in: Duration::ZERO,
             token: auth.map(|auth| auth.token),
+            _key_dir: None,
+        };
+        broker.wait_for_namespace(started).await?;
+        broker.started_in = started.elapsed();
+        Ok(broker)
+    }
+
+    /// A container of image `iotload-test/pulsar` (see its `pulsar-start`), listening
+    /// inside on the published host ports themselves, since Pulsar tells clients the
+    /// address to use; the token's secret key is made here and mounted.
+    async fn start_container(
+        opts: PulsarOptions,
+        jars: &JvmJars,
+        started: Instant,
+    ) -> Result<Self, TestkitError> {
+        let key_dir = tempfile::Builder::new()
+            .prefix("iotload-testkit-pulsar-")
+            .tempdir()?;
+        let auth = match opts.token_auth {
+            true => Some(make_token(jars, key_dir.path()).await?),
+            false => None,
+        };
+        if let Some(auth) = &auth {
+            // The broker in the container runs as another user than this test may.
+            std::fs::set_permissions(
+                &auth.key_file,
+                std::os::unix::fs::PermissionsExt::from_mode(0o644),
+            )?;
+        }
+        let mut spec = ContainerSpec::advertising(
+            "pulsar",
+            "iotload-test/pulsar",
+            2,
+            |ports| {
+                vec![
+                    ("PULSAR_PORT".into(), ports[0].to_string()),
+                    ("PULSAR_WEB_PORT".into(), ports[1].to_string()),
+                    ("PULSAR_ADVERTISED_HOST".into(), "127.0.0.1".into()),
+                ]
+            },
+            |log| log.contains(READY_LINE),
+            READY_TIMEOUT,
+        );
+        let token = auth.as_ref().map(|auth| auth.token.clone());
+        if let Some(auth) = &auth {
+            spec.mounts
+                .push((auth.key_file.clone(), CONTAINER_KEY_FILE.into()));
+            spec.extra_env = vec![
+                ("PULSAR_TOKEN_KEY".into(), CONTAINER_KEY_FILE.into()),
+                ("PULSAR_TOKEN".into(), auth.token.clone()),
+            ];
+        }
+        let container = ServerContainer::start(spec).await?;
+        let mut broker = Self {
+            backend: Backend::Container(container),
+            started_in: Duration::ZERO,
+            token,
+            _key_dir: Some(key_dir),
         };
         broker.wait_for_namespace(started).await?;
         broker.started_in = started.elapsed();
@@ -144,7 +224,14 @@ impl PulsarBroker {
 
     /// The binary protocol's port on 127.0.0.1.
     pub fn port(&self) -> u16 {
-        self.process.port()
+        self.ports()[0]
+    }
+
+    fn ports(&self) -> &[u16] {
+        match &self.backend {
+            Backend::Process(process) => process.ports(),
+            Backend::Container(container) => container.ports(),
+        }
     }
 
     /// The admin REST API, `http://127.0.0.1:PORT`.
@@ -164,16 +251,22 @@ impl PulsarBroker {
 
     /// The JVM's process id while it runs (for memory figures).
     pub fn pid(&self) -> Option<u32> {
-        self.process.pid()
+        match &self.backend {
+            Backend::Process(process) => process.pid(),
+            Backend::Container(container) => container.pid(),
+        }
     }
 
     /// The log so far, for assertion messages.
     pub fn log(&self) -> String {
-        self.process.log()
+        match &self.backend {
+            Backend::Process(process) => process.log(),
+            Backend::Container(container) => container.log(),
+        }
     }
 
     fn web_port(&self) -> u16 {
-        self.process.ports().get(1).copied().unwrap_or(0)
+        self.ports().get(1).copied().unwrap_or(0)
     }
 
     /// Polls the admin API until the standalone has created `public/default`.

@@ -5,12 +5,20 @@
 //! `rabbitmqctl add_vhost`, opened to the `guest` user, and deleted when the
 //! [`RabbitVhost`] is dropped. Exchanges, queues and messages of one test are invisible
 //! to every other test.
+//!
+//! With the Docker backend ([`crate::Backend::Docker`]) each test gets a RabbitMQ
+//! container of its own instead (image `iotload-test/rabbitmq`, 5-10 s to start), and
+//! the virtual host is made in it (`docker exec … rabbitmqctl`); the container goes with
+//! the [`RabbitVhost`].
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::TestkitError;
+use crate::container::{ContainerSpec, ServerContainer};
 use crate::fsutil::find_program;
+use crate::process::accepts;
 
 /// Environment variable naming the machine's RabbitMQ server.
 pub const AMQP_URL_ENV: &str = "IOTLOAD_TEST_AMQP_URL";
@@ -31,11 +39,33 @@ pub fn machine_amqp_url() -> String {
         .unwrap_or_else(|| DEFAULT_AMQP_URL.to_owned())
 }
 
-/// A virtual host of the machine's RabbitMQ owned by one test; deleted on drop.
+/// What RabbitMQ (Debian's 3.10) prints on standard output once it serves.
+const READY_LINE: &str = "Starting broker... completed";
+/// How long a RabbitMQ container may take to start on a loaded two-core machine.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Whether virtual hosts can be made: with the Docker backend always (each test has its
+/// own container); otherwise when the machine's RabbitMQ answers, see
+/// [`crate::require_server`] (with `CI=true` it panics when it does not).
+///
+/// # Panics
+///
+/// When the machine's RabbitMQ is unreachable and `CI=true`.
+pub async fn require_rabbitmq() -> bool {
+    if crate::backend().is_ok_and(|b| b == crate::Backend::Docker) {
+        return true;
+    }
+    crate::require_server("RabbitMQ", &machine_amqp_url(), RABBITMQ_START_HINT).await
+}
+
+/// A virtual host of the machine's RabbitMQ (or of a container of its own) owned by one
+/// test; deleted on drop.
 #[derive(Debug)]
 pub struct RabbitVhost {
     name: String,
     base_url: String,
+    /// The test's own server with the Docker backend.
+    container: Option<ServerContainer>,
 }
 
 impl RabbitVhost {
@@ -44,9 +74,31 @@ impl RabbitVhost {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!("iotload-test-{}-{n}", std::process::id());
+        if crate::backend()? == crate::Backend::Docker {
+            let container = start_container().await?;
+            container.exec(&["rabbitmqctl", "add_vhost", &name]).await?;
+            container
+                .exec(&[
+                    "rabbitmqctl",
+                    "set_permissions",
+                    "-p",
+                    &name,
+                    "guest",
+                    ".*",
+                    ".*",
+                    ".*",
+                ])
+                .await?;
+            return Ok(Self {
+                name,
+                base_url: format!("amqp://guest:guest@127.0.0.1:{}", container.port()),
+                container: Some(container),
+            });
+        }
         let vhost = Self {
             name: name.clone(),
             base_url: machine_amqp_url().trim_end_matches('/').to_string(),
+            container: None,
         };
         ctl(&["add_vhost", &name]).await?;
         ctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]).await?;
@@ -79,12 +131,34 @@ impl RabbitVhost {
 
 impl Drop for RabbitVhost {
     fn drop(&mut self) {
+        if self.container.is_some() {
+            return; // removed with its container
+        }
         if let Ok(program) = find_program("rabbitmqctl", RABBITMQ_START_HINT) {
             let _ = Command::new(program)
                 .args(["delete_vhost", &self.name])
                 .output();
         }
     }
+}
+
+/// A RabbitMQ container (image `iotload-test/rabbitmq`: `guest` may connect from
+/// outside the container).
+async fn start_container() -> Result<ServerContainer, TestkitError> {
+    ServerContainer::start(ContainerSpec {
+        name: "rabbitmq",
+        image: "iotload-test/rabbitmq",
+        ports: vec![5672],
+        args: Vec::new(),
+        mounts: Vec::new(),
+        same_ports: false,
+        extra_env: Vec::new(),
+        env: |_| Vec::new(),
+        logged_ready: |log| log.contains(READY_LINE),
+        probe: Some(|port| Box::pin(accepts(port))),
+        ready_timeout: READY_TIMEOUT,
+    })
+    .await
 }
 
 /// Runs `rabbitmqctl ARGS`, failing with its output.

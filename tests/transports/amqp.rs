@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use iotload_core::plan::BrokerUrl;
 use iotload_core::transport::amqp::{AmqpSettings, AmqpTransport};
-use iotload_testkit::{RABBITMQ_START_HINT, RabbitVhost, machine_amqp_url, require_server};
+use iotload_testkit::{RabbitVhost, require_rabbitmq};
 
 use crate::conformance::Broker;
 
@@ -28,9 +28,8 @@ impl<const CONFIRMS: bool> Broker for Rabbit<CONFIRMS> {
     type T = AmqpTransport;
 
     async fn start() -> Self {
-        let url = machine_amqp_url();
         assert!(
-            require_server("RabbitMQ", &url, RABBITMQ_START_HINT).await,
+            require_rabbitmq().await,
             "RabbitMQ is needed for the AMQP conformance suite"
         );
         let vhost = RabbitVhost::create().await.expect("a fresh virtual host");

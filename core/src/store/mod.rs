@@ -232,7 +232,9 @@ pub trait Coordinator: Send + Sync {
         lease: Duration,
     ) -> Result<Vec<String>, StoreError>;
 
-    /// Renews `owner`'s claims; returns the topics it still holds.
+    /// Renews `owner`'s claims and takes back those whose lease ran out while nobody else
+    /// claimed them (a collector cut off from the store for longer than its lease);
+    /// returns the topics it holds.
     async fn renew_claims(
         &self,
         topics: &[String],

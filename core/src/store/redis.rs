@@ -150,15 +150,20 @@ return got
     )
 });
 
-/// Extends the lease (`ARGV[2]` ms) of every claim key in `KEYS` held by `ARGV[1]`;
+/// Extends the lease (`ARGV[2]` ms) of every claim key in `KEYS` held by `ARGV[1]`, and
+/// takes back those whose lease ran out while nobody else claimed them (the key is gone);
 /// returns 1 (held) or 0 per key.
 static RENEW_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local held = {}
 for i, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1] then
+  local holder = redis.call('GET', key)
+  if holder == ARGV[1] then
     redis.call('PEXPIRE', key, ARGV[2])
+    held[i] = 1
+  elseif not holder then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
     held[i] = 1
   else
     held[i] = 0
@@ -1411,18 +1416,20 @@ mod tests {
         assert!(store.claim(5, "c2", short).await.unwrap().is_empty());
 
         tokio::time::sleep(Duration::from_millis(300)).await;
-        // c1's leases ran out: claimable again, and c1 no longer holds them.
+        // c1's leases ran out: claimable again; c1 takes back only what nobody else took
+        // meanwhile (a collector cut off from the store longer than its lease).
         assert_eq!(
             store.claim(1, "c2", Duration::from_secs(60)).await.unwrap(),
             ["a"]
         );
         assert_eq!(
             store.renew_claims(&topics, "c1", short).await.unwrap(),
-            Vec::<String>::new()
+            ["b"]
         );
+        store.release(&["b".to_owned()], "c1").await.unwrap();
         assert_eq!(
             store
-                .renew_claims(&topics, "c2", Duration::from_secs(60))
+                .renew_claims(&topics[..1], "c2", Duration::from_secs(60))
                 .await
                 .unwrap(),
             ["a"]

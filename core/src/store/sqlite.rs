@@ -840,8 +840,12 @@ impl Coordinator for SqliteStore {
             let mut held = Vec::new();
             {
                 let mut renew = tx.prepare_cached(
-                    "UPDATE claims SET expires_ms = ?1 \
-                     WHERE topic = ?2 AND owner = ?3 AND expires_ms > ?4",
+                    // Also takes back a claim whose lease ran out while nobody
+                    // else claimed it (its row gone, or expired under any owner).
+                    "INSERT INTO claims (topic, owner, expires_ms) VALUES (?2, ?3, ?1) \
+                     ON CONFLICT (topic) DO UPDATE SET \
+                     owner = excluded.owner, expires_ms = excluded.expires_ms \
+                     WHERE claims.owner = excluded.owner OR claims.expires_ms <= ?4",
                 )?;
                 let mut seen = BTreeSet::new();
                 for topic in &topics {
@@ -1288,6 +1292,23 @@ mod tests {
             let err = SqliteStore::open(url).await.err().unwrap();
             assert!(matches!(err, StoreError::BadUrl { .. }), "{err}");
         }
+    }
+
+    #[tokio::test]
+    async fn renewing_takes_back_expired_claims_nobody_else_took() {
+        let (_dir, store) = fresh().await;
+        let all = topics(2);
+        store.advertise(&all, "loadgen-1", MINUTE).await.unwrap();
+        let short = Duration::from_millis(50);
+        assert_eq!(store.claim(2, "c1", short).await.unwrap(), all);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // c2's claim also clears the expired rows; c1 gets back only the other topic.
+        assert_eq!(store.claim(1, "c2", MINUTE).await.unwrap(), all[..1]);
+        assert_eq!(
+            store.renew_claims(&all, "c1", MINUTE).await.unwrap(),
+            all[1..]
+        );
+        assert!(store.claim(5, "c3", MINUTE).await.unwrap().is_empty());
     }
 
     #[tokio::test]

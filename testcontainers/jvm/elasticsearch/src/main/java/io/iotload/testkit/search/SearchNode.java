@@ -28,13 +28,16 @@ import org.elasticsearch.transport.Netty4Plugin;
  *
  * <pre>
  * java -cp 'lib/*' io.iotload.testkit.search.SearchNode --home DIR --http-port PORT
- *     [--user NAME --password SECRET] [--parent-pid PID] [--exit-on-stdin-eof]
+ *     [--http-host ADDRESS] [--user NAME --password SECRET] [--parent-pid PID]
+ *     [--exit-on-stdin-eof]
  * </pre>
  *
  * <p>The node keeps its data in {@code DIR/data}, forms a single-node cluster, answers HTTP
  * on {@code PORT} (its transport port is an ephemeral one), and prints
  * {@code search-node ready: ENGINE VERSION http://127.0.0.1:PORT} once its HTTP port has
- * answered a request. With {@code --user}, every HTTP request must carry these basic
+ * answered a request. {@code --http-host} serves HTTP on another address (a container's
+ * {@code 0.0.0.0}); the transport stays on 127.0.0.1, so Elasticsearch's production
+ * bootstrap checks still do not apply. With {@code --user}, every HTTP request must carry these basic
  * credentials (answered 401 otherwise). It stops on SIGTERM, when process PID ends, or
  * (with {@code --exit-on-stdin-eof}) when standard input closes.
  */
@@ -50,8 +53,8 @@ public final class SearchNode {
         } catch (UsageException e) {
             System.err.println("search-node: " + e.getMessage());
             System.err.println(
-                    "usage: SearchNode --home DIR --http-port PORT [--user NAME --password SECRET]"
-                            + " [--parent-pid PID] [--exit-on-stdin-eof]");
+                    "usage: SearchNode --home DIR --http-port PORT [--http-host ADDRESS]"
+                            + " [--user NAME --password SECRET] [--parent-pid PID] [--exit-on-stdin-eof]");
             System.exit(2);
         } catch (Throwable e) {
             System.err.println("search-node: the node did not start: " + e);
@@ -73,6 +76,7 @@ public final class SearchNode {
                 .put("node.name", "iotload-testkit")
                 .put("discovery.type", "single-node")
                 .put("network.host", "127.0.0.1")
+                .put("http.host", options.httpHost)
                 .put("http.port", Integer.toString(options.httpPort))
                 .put("transport.port", "0")
                 // A test machine's disk may be nearly full: never make indices read-only.
@@ -171,6 +175,7 @@ public final class SearchNode {
     static final class Options {
         Path home;
         int httpPort = -1;
+        String httpHost = "127.0.0.1";
         String user;
         String password;
         long parentPid;
@@ -191,6 +196,7 @@ public final class SearchNode {
                 switch (flag) {
                     case "--home" -> options.home = Path.of(value);
                     case "--http-port" -> options.httpPort = number(flag, value, 1, 65535);
+                    case "--http-host" -> options.httpHost = value;
                     case "--user" -> options.user = value;
                     case "--password" -> options.password = value;
                     case "--parent-pid" -> options.parentPid = number(flag, value, 1, Long.MAX_VALUE);
