@@ -3,7 +3,6 @@
 //! parse (flags > env > config file > defaults) → resolve → run → exit code:
 //! 0 ok, 1 a --threshold failed, 2 error, 130 interrupted (results kept).
 
-mod brokers;
 mod cli;
 mod components;
 mod config_file;

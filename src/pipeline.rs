@@ -9,9 +9,8 @@ use iotload_core::args::BrokerArgs;
 use iotload_core::plan::BrokerUrl;
 use iotload_core::shutdown::Shutdown;
 use iotload_core::summary::{ProcessSection, RunSummary};
-use iotload_core::transport::Transport;
+use iotload_core::transport::{AnyTransport, Transport};
 
-use crate::brokers::with_transport;
 use crate::cli::{Cli, Command, OutputArgs, RunArgs};
 use crate::observers::{About, Observers};
 use crate::progress::Sources;
@@ -110,10 +109,8 @@ pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
             loadgen::ensure_open_files(plan.devices)?;
             let rec = Recording::open(&a.store, "loadgen", url.to_string(), config).await?;
             reserve_devices(&mut plan, &rec).await?;
-            with_transport!(&a.broker, url, |t| crate::components::run_loadgen(
-                t, plan, rec, &a.output, shutdown
-            )
-            .await)
+            let t = open_transport(url, &a.broker)?;
+            crate::components::run_loadgen(t, plan, rec, &a.output, shutdown).await
         }
         Command::EchoIpaas(a) => {
             let from = broker_side(&a.broker, a.from_broker.as_deref(), "--from-broker")?;
@@ -121,9 +118,11 @@ pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
             let from_url = required_url(&from)?;
             let to_url = required_url(&to)?;
             let plan = a.echo.resolve(&a.broker)?;
-            with_transport!(&from, from_url, |f| with_transport!(&to, to_url, |t| {
-                crate::components::run_echo(f, t, plan, a.duration, &a.output, shutdown).await
-            }))
+            let (f, t) = (
+                open_transport(from_url, &from)?,
+                open_transport(to_url, &to)?,
+            );
+            crate::components::run_echo(f, t, plan, a.duration, &a.output, shutdown).await
         }
         Command::Results(_) => Err(anyhow!("`results` takes no --dry-run")),
         Command::Plotter(a) => {
@@ -158,10 +157,8 @@ pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
             plan.instance = rec.instance().to_string();
             plan.raw = rec.raw;
             let claim = a.collect.claim.map(|n| (n, a.collect.claim_timeout));
-            with_transport!(&a.broker, url, |t| crate::components::run_collector(
-                t, plan, rec, claim, &a.output, shutdown
-            )
-            .await)
+            let t = open_transport(url, &a.broker)?;
+            crate::components::run_collector(t, plan, rec, claim, &a.output, shutdown).await
         }
     }
 }
@@ -218,6 +215,12 @@ fn redact(url: &str) -> String {
     iotload_core::plan::redact_url(url)
 }
 
+/// The transport `url` names, built from the broker flags (the registry in
+/// `core/src/transport/registry.rs` knows every family).
+fn open_transport(url: BrokerUrl, broker: &BrokerArgs) -> anyhow::Result<Arc<AnyTransport>> {
+    Ok(Arc::new(AnyTransport::open(url, broker)?))
+}
+
 pub(crate) fn required_url(broker: &BrokerArgs) -> anyhow::Result<BrokerUrl> {
     broker.url()?.ok_or_else(|| {
         anyhow!("--broker is required (e.g. --broker mqtt://127.0.0.1:1883, or IOTLOAD_BROKER)")
@@ -257,9 +260,9 @@ async fn run_loop(
     let mut plan = args
         .load
         .resolve(&args.broker, &args.stamp, args.output.drain_timeout)?;
-    if args.broker.kafka.kafka_group.is_some() {
+    if let Some(flag) = args.broker.shared_consumers_flag() {
         return Err(anyhow!(
-            "--kafka-group names one consumer group, but `iotload run` has two consumers \
+            "{flag} names one consumer group, but `iotload run` has two consumers \
              (the echo and the collector) that must not share one; give it to a standalone \
              `iotload collector` or `iotload echo-ipaas`"
         ));
@@ -278,18 +281,16 @@ async fn run_loop(
     let rec = Recording::open(&args.store, "run", label, config).await?;
     reserve_devices(&mut plan, &rec).await?;
     let requests = args.broker.clone();
-    with_transport!(&requests, url, |t| with_transport!(
-        &actions,
-        actions_url,
-        |u| run_loop_on(t, u, args, plan, rec, shutdown).await
-    ))
+    let t = open_transport(url, &requests)?;
+    let u = open_transport(actions_url, &actions)?;
+    run_loop_on(t, u, args, plan, rec, shutdown).await
 }
 
 #[cfg(feature = "embedded-broker")]
 fn start_embedded(broker: &BrokerArgs, devices: u32) -> anyhow::Result<BrokerUrl> {
     let embedded = iotload_core::embedded_broker::EmbeddedBroker::start(devices as usize + 16)
         .context("starting the embedded MQTT broker")?;
-    let url = match broker.mqtt_settings()?.version {
+    let url = match broker.family.mqtt.version()? {
         iotload_core::transport::mqtt::MqttVersion::V311 => embedded.url_v311(),
         iotload_core::transport::mqtt::MqttVersion::V5 => embedded.url_v5(),
     };

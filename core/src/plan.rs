@@ -47,36 +47,7 @@ pub enum PlanError {
     },
 }
 
-/// Which broker family a URL names; one variant per transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BrokerKind {
-    /// MQTT 3.1.1 / 5 (`mqtt://`, `mqtts://`, `tcp://`, `ssl://`).
-    Mqtt,
-    /// NATS (`nats://`, `tls://`, `nats+tls://`).
-    Nats,
-    /// AMQP 0.9.1, e.g. RabbitMQ (`amqp://`, `amqps://`); the path is the virtual host.
-    Amqp,
-    /// Kafka protocol (`kafka://`, `kafka+tls://`).
-    Kafka,
-    /// ZeroMQ PUB/SUB (`zmq+tcp://`): an `iotload zmq-proxy` forwarder or a peer.
-    Zmq,
-    /// Apache Pulsar (`pulsar://`, `pulsar+ssl://`).
-    Pulsar,
-}
-
-impl BrokerKind {
-    /// The broker family's name as users know it.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Mqtt => "MQTT",
-            Self::Nats => "NATS",
-            Self::Amqp => "AMQP",
-            Self::Kafka => "Kafka",
-            Self::Zmq => "ZeroMQ",
-            Self::Pulsar => "Pulsar",
-        }
-    }
-}
+pub use crate::transport::BrokerKind;
 
 /// A parsed broker address.
 #[derive(Clone, PartialEq, Eq)]
@@ -109,25 +80,13 @@ impl BrokerUrl {
         let (scheme, rest) = value.split_once("://").ok_or_else(|| {
             bad("expected scheme://host:port, e.g. mqtt://127.0.0.1:1883 or mqtts://broker:8883")
         })?;
-        let (kind, tls, default_port) = match scheme.to_ascii_lowercase().as_str() {
-            "mqtt" | "tcp" => (BrokerKind::Mqtt, false, 1883),
-            "mqtts" | "ssl" => (BrokerKind::Mqtt, true, 8883),
-            "nats" => (BrokerKind::Nats, false, 4222),
-            "tls" | "nats+tls" => (BrokerKind::Nats, true, 4222),
-            "amqp" => (BrokerKind::Amqp, false, 5672),
-            "amqps" => (BrokerKind::Amqp, true, 5671),
-            "kafka" => (BrokerKind::Kafka, false, 9092),
-            "kafka+tls" | "kafka+ssl" => (BrokerKind::Kafka, true, 9093),
-            "zmq+tcp" | "zmq" => (BrokerKind::Zmq, false, 5559),
-            "pulsar" => (BrokerKind::Pulsar, false, 6650),
-            "pulsar+ssl" => (BrokerKind::Pulsar, true, 6651),
-            other => {
-                return Err(bad(&format!(
-                    "unknown scheme `{other}`; use mqtt://, mqtts://, nats://, tls://, amqp://, \
-                     amqps://, kafka://, kafka+tls://, zmq+tcp://, pulsar:// or pulsar+ssl://"
-                )));
-            }
-        };
+        let (kind, tls) = BrokerKind::from_scheme(scheme).ok_or_else(|| {
+            bad(&format!(
+                "unknown scheme `{scheme}`; use {}",
+                BrokerKind::all_schemes()
+            ))
+        })?;
+        let default_port = kind.spec().default_port(tls);
         if rest.contains('?') || rest.contains('#') {
             return Err(bad(
                 "a query is not supported; give host, port and path only",
@@ -137,10 +96,20 @@ impl BrokerUrl {
             Some((authority, path)) => (authority, path.trim_end_matches('/').to_string()),
             None => (rest, String::new()),
         };
-        if !path.is_empty() && kind != BrokerKind::Amqp {
+        if !path.is_empty() && kind.spec().path.is_none() {
+            let takers: Vec<String> = BrokerKind::ALL
+                .iter()
+                .filter_map(|k| {
+                    Some(format!(
+                        "{}:// ({})",
+                        k.spec().scheme(false),
+                        k.spec().path?
+                    ))
+                })
+                .collect();
             return Err(bad(&format!(
-                "a path (`/{path}`) is only taken by amqp:// (the virtual host); give only \
-                 host and port"
+                "a path (`/{path}`) is only taken by {}; give only host and port",
+                takers.join(", ")
             )));
         }
         let (userinfo, hostport) = match rest.rsplit_once('@') {
@@ -207,19 +176,7 @@ fn parse_port(p: &str) -> Result<u16, String> {
 /// Prints the URL with any password replaced by `***`.
 impl fmt::Display for BrokerUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = match (self.kind, self.tls) {
-            (BrokerKind::Mqtt, false) => "mqtt",
-            (BrokerKind::Mqtt, true) => "mqtts",
-            (BrokerKind::Nats, false) => "nats",
-            (BrokerKind::Nats, true) => "tls",
-            (BrokerKind::Amqp, false) => "amqp",
-            (BrokerKind::Amqp, true) => "amqps",
-            (BrokerKind::Kafka, false) => "kafka",
-            (BrokerKind::Kafka, true) => "kafka+tls",
-            (BrokerKind::Zmq, _) => "zmq+tcp",
-            (BrokerKind::Pulsar, false) => "pulsar",
-            (BrokerKind::Pulsar, true) => "pulsar+ssl",
-        };
+        let scheme = self.kind.spec().scheme(self.tls);
         write!(f, "{scheme}://")?;
         if let Some(user) = &self.username {
             write!(f, "{user}")?;

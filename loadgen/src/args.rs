@@ -223,17 +223,14 @@ impl LoadArgs {
             (None, Some(path)) => Body::from_file(path)?,
             (None, None) => Body::Empty,
         };
-        // MQTT carries the header stamp in MQTT 5 user properties; NATS in its headers.
-        let mqtt = broker.url()?.is_none_or(|url| url.kind == BrokerKind::Mqtt);
+        // Without --broker, `iotload run` uses its embedded MQTT broker.
+        let kind = broker.url()?.map_or(BrokerKind::Mqtt, |url| url.kind);
         if stamp.carrier == CarrierKind::Header
-            && mqtt
-            && !matches!(broker.mqtt_version.as_str(), "5" | "5.0")
+            && let Some(reason) = broker.header_stamp_problem(kind)
         {
             return Err(PlanError::BadValue {
                 option: "--stamp",
-                reason: "the header carrier uses MQTT 5 user properties; add --mqtt-version 5 \
-                         or use --stamp json or binary"
-                    .into(),
+                reason,
             });
         }
         let encoder = StampEncoder::new(

@@ -1,9 +1,17 @@
-//! Where brokers plug in: the [`Transport`] trait and its errors.
+//! Where brokers plug in: the [`Transport`] trait, its errors, and the registry of broker
+//! families (`registry.rs`, one line per family).
 //!
-//! A broker family implements [`Transport`] once (in `transport/<name>.rs`); the load
-//! engine, measurement and storage are generic over it and never change when a broker is
-//! added. Dispatch on the URL scheme happens once at startup; the per-message path is
-//! monomorphised, with no boxing.
+//! A broker family is a folder here (`transport/<name>/`) that implements [`Transport`]
+//! and [`Registered`] (its flags and settings), plus one line in `registry.rs` and one
+//! feature in `core/Cargo.toml`. The load engine, measurement and storage are generic
+//! over [`Transport`] and never change when a family is added.
+
+#[macro_use]
+mod generate;
+pub mod backoff;
+pub mod identity;
+pub mod registry;
+pub mod spec;
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
@@ -15,12 +23,7 @@ pub mod mqtt;
 pub mod nats;
 #[cfg(feature = "pulsar")]
 pub mod pulsar;
-#[cfg(any(
-    feature = "mqtt",
-    feature = "nats",
-    feature = "amqp",
-    feature = "pulsar"
-))]
+#[cfg(feature = "tls")]
 pub mod tls;
 #[cfg(feature = "zmq")]
 pub mod zmq;
@@ -29,7 +32,10 @@ use std::future::Future;
 
 use bytes::Bytes;
 
-use crate::plan::BrokerUrl;
+pub use identity::ClientIdentity;
+pub use registry::{AnyTransport, BrokerKind, Registered};
+
+use crate::plan::{BrokerUrl, PlanError};
 
 /// A boxed error from a broker client library.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -100,6 +106,9 @@ pub enum TransportError {
     /// The options cannot be used with this broker.
     #[error("{0}")]
     Unsupported(String),
+    /// A flag value the family cannot use.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
     /// The broker family was left out of this build.
     #[error("this build has no {broker} support; rebuild with `--features {feature}`")]
     NotBuilt {
@@ -114,27 +123,6 @@ impl TransportError {
     /// Whether the broker was simply not there (wrong address, not started).
     pub fn is_unreachable(&self) -> bool {
         matches!(self, Self::Connect { .. } | Self::Timeout { .. })
-    }
-}
-
-/// Who a client is: id and credentials, rendered per device.
-#[derive(Clone, Default)]
-pub struct ClientIdentity {
-    /// The client id (MQTT client identifier, consumer name, ...).
-    pub client_id: String,
-    /// User name, if the broker wants one.
-    pub username: Option<String>,
-    /// Password, if the broker wants one; never printed.
-    pub password: Option<String>,
-}
-
-impl std::fmt::Debug for ClientIdentity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientIdentity")
-            .field("client_id", &self.client_id)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .finish()
     }
 }
 
@@ -164,8 +152,6 @@ pub struct Incoming {
 
 /// A broker family. Implemented once per broker.
 pub trait Transport: Send + Sync + 'static {
-    /// Lowercase protocol noun: the feature name, URL scheme and docs heading.
-    const NAME: &'static str;
     /// A connection that publishes.
     type Publisher: Publisher;
     /// A connection that receives.

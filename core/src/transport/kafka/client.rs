@@ -188,20 +188,6 @@ impl KafkaTransport {
         Ok(probe)
     }
 
-    /// The credentials of `identity`, falling back on the URL's.
-    pub(super) fn credentials(&self, identity: &ClientIdentity) -> Credentials {
-        let user = identity
-            .username
-            .clone()
-            .or_else(|| self.url.username.clone())?;
-        let pass = identity
-            .password
-            .clone()
-            .or_else(|| self.url.password.clone())
-            .unwrap_or_default();
-        Some((user, pass))
-    }
-
     /// The configuration every client starts from: address, timeouts, security.
     pub(super) fn config(&self, credentials: &Credentials, client_id: &str) -> ClientConfig {
         let s = &self.settings;
@@ -344,7 +330,6 @@ impl KafkaTransport {
 }
 
 impl Transport for KafkaTransport {
-    const NAME: &'static str = "kafka";
     type Publisher = KafkaPublisher;
     type Subscriber = KafkaSubscriber;
 
@@ -353,7 +338,7 @@ impl Transport for KafkaTransport {
     }
 
     async fn publisher(&self, identity: &ClientIdentity) -> Result<KafkaPublisher, TransportError> {
-        let credentials = self.credentials(identity);
+        let credentials = identity.login(&self.url);
         let mut producers = self.producers.lock().await;
         if let Some(shared) = producers.get(&credentials) {
             return Ok(KafkaPublisher::new(shared.clone(), false));
@@ -381,26 +366,9 @@ mod tests {
     }
 
     #[test]
-    fn credentials_come_from_the_identity_then_the_url() {
-        let t = transport("kafka://u:p@127.0.0.1:9092", KafkaSettings::default()).unwrap();
-        assert_eq!(
-            t.credentials(&ClientIdentity::default()),
-            Some(("u".into(), "p".into()))
-        );
-        let id = ClientIdentity {
-            client_id: "c".into(),
-            username: Some("dev1".into()),
-            password: Some("s".into()),
-        };
-        assert_eq!(t.credentials(&id), Some(("dev1".into(), "s".into())));
-        let plain = transport("kafka://127.0.0.1:9092", KafkaSettings::default()).unwrap();
-        assert_eq!(plain.credentials(&ClientIdentity::default()), None);
-    }
-
-    #[test]
     fn security_protocol_follows_tls_and_credentials() {
         let t = transport("kafka+tls://u:p@127.0.0.1:9093", KafkaSettings::default()).unwrap();
-        let c = t.config(&t.credentials(&ClientIdentity::default()), "x");
+        let c = t.config(&ClientIdentity::default().login(&t.url), "x");
         assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
         assert_eq!(c.get("sasl.mechanism"), Some("PLAIN"));
         assert_eq!(c.get("bootstrap.servers"), Some("127.0.0.1:9093"));

@@ -19,10 +19,13 @@
 //! The header stamp carrier rides in Kafka record headers.
 
 mod client;
+mod flags;
 mod names;
 mod publisher;
 mod settings;
 mod subscriber;
+
+pub use flags::KafkaFlags;
 
 pub use client::KafkaTransport;
 pub use names::{filter_matches, filter_to_pattern, kafka_to_topic, topic_to_kafka};

@@ -5,11 +5,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// How many broker acknowledgements a produced message waits for (`acks`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum KafkaAcks {
     /// None: the message counts as delivered once sent.
+    #[value(name = "0")]
     Zero,
     /// The partition leader's.
+    #[value(name = "1")]
     One,
     /// Every in-sync replica's (Kafka's default).
     All,
@@ -27,7 +29,7 @@ impl KafkaAcks {
 }
 
 /// How produced batches are compressed (`compression.codec`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum KafkaCompression {
     /// Not compressed.
     None,
@@ -55,13 +57,15 @@ impl KafkaCompression {
 }
 
 /// The SASL mechanism used when the URL or the identity carries a user name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SaslMechanism {
     /// User name and password in clear (use with TLS).
     Plain,
     /// SCRAM with SHA-256.
+    #[value(name = "scram-sha-256")]
     ScramSha256,
     /// SCRAM with SHA-512.
+    #[value(name = "scram-sha-512")]
     ScramSha512,
 }
 

@@ -28,6 +28,7 @@ use tokio::sync::Notify;
 use super::client::{KafkaContext, KafkaTransport};
 use super::names::{filter_matches, filter_to_pattern, kafka_to_topic};
 use crate::stamp::now_us;
+use crate::transport::backoff::reconnect_delay;
 use crate::transport::{ClientIdentity, Incoming, Subscriber, TransportError};
 
 /// How often the consumer looks for new topics matching its patterns: a message on a
@@ -101,7 +102,7 @@ impl KafkaSubscriber {
             .collect::<Result<Vec<_>, _>>()
             .map_err(TransportError::Unsupported)?;
         let s = &transport.settings;
-        let credentials = transport.credentials(identity);
+        let credentials = identity.login(&transport.url);
         let mut config = transport.config(&credentials, &identity.client_id);
         let group = match &s.group {
             Some(g) => g.clone(),
@@ -205,13 +206,6 @@ impl KafkaSubscriber {
     }
 }
 
-fn backoff(failures: u32) -> Duration {
-    let base_ms = 100u64.saturating_mul(1 << failures.min(6)).min(5_000);
-    // Spread retries of many clients so a restarted broker is not stormed.
-    let jitter = now_us() % (base_ms / 2 + 1);
-    Duration::from_millis(base_ms / 2 + jitter)
-}
-
 /// The message as iotload sees it, or `None` when it is older than the subscription.
 fn incoming(m: &BorrowedMessage<'_>, since_ms: i64, received_us: u64) -> Option<Incoming> {
     if let Some(ts) = m.timestamp().to_millis()
@@ -253,7 +247,7 @@ impl Subscriber for KafkaSubscriber {
             });
         };
         if self.failures > 0 {
-            tokio::time::sleep(backoff(self.failures)).await;
+            tokio::time::sleep(reconnect_delay(self.failures)).await;
         }
         loop {
             match consumer.recv().await {

@@ -22,8 +22,9 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
 
-use super::{Downtime, backoff};
+use super::Downtime;
 use crate::transport::TransportError;
+use crate::transport::backoff::reconnect_delay;
 
 /// MQTT 3.1.1 PINGREQ and DISCONNECT packets.
 const PINGREQ: [u8; 2] = [0xC0, 0x00];
@@ -373,7 +374,7 @@ async fn keep(link: Arc<Link>, dialer: Dialer, mut reader: OwnedReadHalf, keep_a
         let mut failures = 0u32;
         reader = loop {
             failures = failures.saturating_add(1);
-            tokio::time::sleep(backoff(failures)).await;
+            tokio::time::sleep(reconnect_delay(failures)).await;
             let Ok(stream) = dialer.dial().await else {
                 tracing::debug!(broker = %dialer.url, "reconnect attempt {failures} failed");
                 continue;

@@ -6,6 +6,9 @@
 //! rumqttc event loop inline, so a received message costs no extra hop.
 
 mod direct;
+mod flags;
+
+pub use flags::MqttFlags;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use super::tls::tls_config;
 use super::{ClientIdentity, Incoming, Outgoing, Publisher, Subscriber, Transport, TransportError};
 use crate::plan::BrokerUrl;
 use crate::stamp::now_us;
+use crate::transport::backoff::reconnect_delay;
 
 /// MQTT protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -33,7 +37,7 @@ pub enum MqttVersion {
 }
 
 /// Which client library publishes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum MqttPublisherKind {
     /// iotload's direct writer for QoS 0 MQTT 3.1.1 over plain TCP; rumqttc otherwise.
     #[default]
@@ -148,7 +152,7 @@ impl MqttTransport {
         let mut connect = rumqttc::mqttbytes::v4::Connect::new(identity.client_id.as_str());
         connect.keep_alive = s.keep_alive.as_secs().clamp(1, u64::from(u16::MAX)) as u16;
         connect.clean_session = s.clean_start;
-        if let Some((u, p)) = self.credentials(identity) {
+        if let Some((u, p)) = identity.login(&self.url) {
             connect.set_login(u, p);
         }
         let mut encoded = bytes::BytesMut::new();
@@ -191,19 +195,6 @@ impl MqttTransport {
         }
     }
 
-    fn credentials(&self, identity: &ClientIdentity) -> Option<(String, String)> {
-        let user = identity
-            .username
-            .clone()
-            .or_else(|| self.url.username.clone())?;
-        let pass = identity
-            .password
-            .clone()
-            .or_else(|| self.url.password.clone())
-            .unwrap_or_default();
-        Some((user, pass))
-    }
-
     fn client(&self, identity: &ClientIdentity) -> Client {
         let s = &self.settings;
         match s.version {
@@ -218,7 +209,7 @@ impl MqttTransport {
                     // losing everything published while it reconnects).
                     .set_max_packet_size(MQTT_MAX_PACKET, s.max_packet_size)
                     .set_transport(self.net_transport());
-                if let Some((u, p)) = self.credentials(identity) {
+                if let Some((u, p)) = identity.login(&self.url) {
                     o.set_credentials(u, p);
                 }
                 let (client, mut events) = rumqttc::AsyncClient::new(o, s.queue_capacity.max(1));
@@ -237,7 +228,7 @@ impl MqttTransport {
                     .set_max_packet_size(Some(s.max_packet_size as u32))
                     .set_network_options(self.network_options())
                     .set_transport(self.net_transport());
-                if let Some((u, p)) = self.credentials(identity) {
+                if let Some((u, p)) = identity.login(&self.url) {
                     o.set_credentials(u, p);
                 }
                 let (client, events) = rumqttc::v5::AsyncClient::new(o, s.queue_capacity.max(1));
@@ -305,7 +296,6 @@ impl MqttTransport {
 }
 
 impl Transport for MqttTransport {
-    const NAME: &'static str = "mqtt";
     type Publisher = MqttPublisher;
     type Subscriber = MqttSubscriber;
 
@@ -355,7 +345,7 @@ impl Transport for MqttTransport {
                             down.down();
                         }
                         failures = failures.saturating_add(1);
-                        tokio::time::sleep(backoff(failures)).await;
+                        tokio::time::sleep(reconnect_delay(failures)).await;
                     }
                 }
             }
@@ -424,13 +414,6 @@ impl Transport for MqttTransport {
             resubscribe: false,
         })
     }
-}
-
-fn backoff(failures: u32) -> Duration {
-    let base_ms = 100u64.saturating_mul(1 << failures.min(6)).min(5_000);
-    // Spread reconnects of many devices so a restarted broker is not stormed.
-    let jitter = now_us() % (base_ms / 2 + 1);
-    Duration::from_millis(base_ms / 2 + jitter)
 }
 
 /// An MQTT connection that publishes.
@@ -587,7 +570,7 @@ impl Subscriber for MqttSubscriber {
             return Ok(m);
         }
         if self.failures > 0 {
-            tokio::time::sleep(backoff(self.failures)).await;
+            tokio::time::sleep(reconnect_delay(self.failures)).await;
         }
         loop {
             match self.client.poll().await {

@@ -209,7 +209,6 @@ pub(crate) fn private_subscription(client_id: &str, now_us: u64) -> String {
 }
 
 impl Transport for PulsarTransport {
-    const NAME: &'static str = "pulsar";
     type Publisher = PulsarPublisher;
     type Subscriber = PulsarSubscriber;
 

@@ -51,10 +51,13 @@
 
 mod client;
 mod error;
+mod flags;
 mod publisher;
 mod settings;
 mod subscriber;
 mod topic;
+
+pub use flags::PulsarFlags;
 
 pub use client::PulsarTransport;
 pub use publisher::PulsarPublisher;

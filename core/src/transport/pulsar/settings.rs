@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::super::tls::TlsSettings;
 
 /// How subscribers share a subscription.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SubscriptionKind {
     /// One consumer per subscription: every subscriber gets every message.
     Exclusive,

@@ -26,10 +26,13 @@
 //! a run on one proxy loses nothing unless a connection breaks. Other ZeroMQ peers drop
 //! at their high-water mark (libzmq: 1000 messages per connection by default).
 
+mod flags;
 mod proxy;
 mod publisher;
 mod subscriber;
 mod wire;
+
+pub use flags::ZmqFlags;
 
 use std::time::Duration;
 
@@ -41,7 +44,7 @@ use super::{ClientIdentity, Transport, TransportError};
 use crate::plan::BrokerUrl;
 
 /// Whether a proxy sits between publishers and subscribers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ZmqMode {
     /// Publishers connect to the URL's port, subscribers to the next one (a forwarder
     /// such as `iotload zmq-proxy` binds both).
@@ -174,7 +177,6 @@ impl ZmqTransport {
 }
 
 impl Transport for ZmqTransport {
-    const NAME: &'static str = "zmq";
     type Publisher = ZmqPublisher;
     type Subscriber = ZmqSubscriber;
 

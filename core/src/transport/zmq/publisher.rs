@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::wire::{HandshakeError, Subscriptions, encode_headers, handshake, put_frame};
-use crate::stamp::now_us;
+use crate::transport::backoff::reconnect_delay;
 use crate::transport::{Outgoing, Publisher, TransportError};
 
 /// How long `publisher()` waits for the peer's first subscription. A proxy run by
@@ -346,7 +346,7 @@ async fn serve(conn: &mut Conn, rx: &mut mpsc::Receiver<Queued>, shared: &Shared
 async fn reconnect(target: &Target, rx: &mut mpsc::Receiver<Queued>) -> Option<Conn> {
     let mut failures = 0u32;
     loop {
-        let until = tokio::time::Instant::now() + backoff(failures);
+        let until = tokio::time::Instant::now() + reconnect_delay(failures);
         loop {
             tokio::select! {
                 biased;
@@ -361,11 +361,4 @@ async fn reconnect(target: &Target, rx: &mut mpsc::Receiver<Queued>) -> Option<C
             Err(_) => failures = failures.saturating_add(1),
         }
     }
-}
-
-fn backoff(failures: u32) -> Duration {
-    let base_ms = 100u64.saturating_mul(1 << failures.min(6)).min(5_000);
-    // Spread the retries of many devices so a restarted proxy is not stormed.
-    let jitter = now_us() % (base_ms / 2 + 1);
-    Duration::from_millis(base_ms / 2 + jitter)
 }

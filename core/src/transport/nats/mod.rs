@@ -35,6 +35,9 @@
 //! [`NatsSettings::jetstream_ack`]), so what they measure includes storing the message.
 //! A standalone `loadgen` needs the stream to exist (start the collector or echo first).
 
+mod flags;
+
+pub use flags::NatsFlags;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,6 +54,7 @@ use super::tls::{TlsSettings, tls_config};
 use super::{ClientIdentity, Incoming, Outgoing, Publisher, Subscriber, Transport, TransportError};
 use crate::plan::BrokerUrl;
 use crate::stamp::now_us;
+use crate::transport::backoff::reconnect_delay;
 
 /// How long `close` waits for the last messages to be flushed to the server.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -73,7 +77,7 @@ pub struct NatsSettings {
 }
 
 /// The ack policy of the JetStream consumers subscribers create.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum JetStreamAck {
     /// Every message is acknowledged on its own (JetStream's default).
     #[default]
@@ -132,19 +136,6 @@ impl NatsTransport {
         format!("{scheme}://{}", self.url.host_port())
     }
 
-    fn credentials(&self, identity: &ClientIdentity) -> Option<(String, String)> {
-        let user = identity
-            .username
-            .clone()
-            .or_else(|| self.url.username.clone())?;
-        let pass = identity
-            .password
-            .clone()
-            .or_else(|| self.url.password.clone())
-            .unwrap_or_default();
-        Some((user, pass))
-    }
-
     /// Opens one connection and waits until the server accepted it.
     /// Counts the messages the client drops for a slow subscription into `dropped`.
     async fn connect(
@@ -169,7 +160,7 @@ impl NatsTransport {
                     std::future::ready(())
                 });
         }
-        if let Some((user, pass)) = self.credentials(identity) {
+        if let Some((user, pass)) = identity.login(&self.url) {
             options = options.user_and_password(user, pass);
         }
         if let Some(tls) = &self.tls {
@@ -282,7 +273,6 @@ pub fn stream_name(subject: &str) -> String {
 }
 
 impl Transport for NatsTransport {
-    const NAME: &'static str = "nats";
     type Publisher = NatsPublisher;
     type Subscriber = NatsSubscriber;
 
@@ -357,13 +347,6 @@ pub fn topic_to_subject(topic: &str) -> String {
 /// The MQTT-style topic for a NATS subject: `.`→`/`.
 pub fn subject_to_topic(subject: &str) -> String {
     subject.replace('.', "/")
-}
-
-fn backoff(failures: u32) -> Duration {
-    let base_ms = 100u64.saturating_mul(1 << failures.min(6)).min(5_000);
-    // Spread retries of many clients so a restarted server is not stormed.
-    let jitter = now_us() % (base_ms / 2 + 1);
-    Duration::from_millis(base_ms / 2 + jitter)
 }
 
 /// A NATS connection that publishes.
@@ -527,7 +510,7 @@ impl NatsSubscriber {
         &mut self,
     ) -> Result<(Option<async_nats::Subject>, Incoming), TransportError> {
         if self.failures > 0 {
-            tokio::time::sleep(backoff(self.failures)).await;
+            tokio::time::sleep(reconnect_delay(self.failures)).await;
             if let Err(e) = self.subscribe_all().await {
                 self.failures = self.failures.saturating_add(1);
                 return Err(TransportError::Disconnected {

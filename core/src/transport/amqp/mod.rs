@@ -32,6 +32,9 @@
 //!
 //! Headers (the `header` stamp carrier) ride as AMQP message headers (long strings).
 
+mod flags;
+
+pub use flags::AmqpFlags;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -56,7 +59,7 @@ use crate::plan::BrokerUrl;
 use crate::stamp::now_us;
 
 /// The exchange types an iotload client can declare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExchangeType {
     /// Routing keys matched against binding patterns with `*` and `#` (the default).
     Topic,
@@ -493,7 +496,6 @@ pub fn routing_key_to_topic(key: &str) -> String {
 }
 
 impl Transport for AmqpTransport {
-    const NAME: &'static str = "amqp";
     type Publisher = AmqpPublisher;
     type Subscriber = AmqpSubscriber;
 
