@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::OutputArgs;
 use crate::observers::{About, Observers};
-use crate::pipeline::{Outcome, started_at};
+use crate::outcome::{Outcome, started_at};
 use crate::progress::Sources;
 use crate::recording::Recording;
 use crate::summary_build::{echo_section, load_section, receive_section};

@@ -10,6 +10,7 @@ mod dry_run;
 mod live_page;
 mod metrics;
 mod observers;
+mod outcome;
 mod pipeline;
 mod progress;
 mod recording;
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),
         Err(err) => {
             eprintln!("error: {err:#}");
-            if let Some(hint) = pipeline::hint_for(&err) {
+            if let Some(hint) = outcome::hint_for(&err) {
                 eprintln!("hint: {hint}");
             }
             ExitCode::from(2)

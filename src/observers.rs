@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::OutputArgs;
 use crate::live_page::{LivePage, PageInfo};
 use crate::metrics::MetricsEndpoint;
-use crate::pipeline::{Outcome, finish};
+use crate::outcome::{Outcome, finish};
 use crate::progress::{Progress, Sources};
 use crate::threshold_watch::ThresholdWatch;
 

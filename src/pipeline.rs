@@ -1,5 +1,5 @@
-//! Runs the chosen component (or the whole loop) on the broker the URL names, and turns
-//! what happened into the summary and the exit code.
+//! Runs the chosen component (or the whole loop) on the broker the URL names; how it
+//! ends (summary, exit code) is `outcome.rs`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,68 +8,15 @@ use anyhow::{Context, anyhow};
 use iotload_core::args::BrokerArgs;
 use iotload_core::plan::BrokerUrl;
 use iotload_core::shutdown::Shutdown;
-use iotload_core::summary::{ProcessSection, RunSummary};
+use iotload_core::summary::RunSummary;
 use iotload_core::transport::{AnyTransport, Transport};
 
-use crate::cli::{Cli, Command, OutputArgs, RunArgs};
+use crate::cli::{Cli, Command, RunArgs};
 use crate::observers::{About, Observers};
+use crate::outcome::{Outcome, started_at};
 use crate::progress::Sources;
 use crate::recording::Recording;
 use crate::summary_build::{echo_section, load_section, receive_section};
-
-/// How a command ended.
-pub(crate) struct Outcome {
-    interrupted: bool,
-    thresholds_failed: bool,
-}
-
-impl Outcome {
-    /// Nothing went wrong.
-    fn ok() -> Self {
-        Self {
-            interrupted: false,
-            thresholds_failed: false,
-        }
-    }
-
-    /// 0 ok, 1 a threshold failed, 130 interrupted.
-    pub(crate) fn exit_code(&self) -> u8 {
-        if self.thresholds_failed {
-            1
-        } else if self.interrupted {
-            130
-        } else {
-            0
-        }
-    }
-}
-
-/// A hint for errors with a known fix.
-pub(crate) fn hint_for(err: &anyhow::Error) -> Option<&'static str> {
-    let text = format!("{err:#}");
-    if text.contains("virtual host") {
-        Some("list the virtual hosts with `rabbitmqctl list_vhosts`; `amqp://HOST:5672` uses `/`")
-    } else if text.contains("zmq+tcp://") {
-        let unreachable = ["nothing listens", "nothing accepts", "no answer from"];
-        unreachable.iter().any(|t| text.contains(t)).then_some(
-            "start `iotload zmq-proxy` first (publishers connect to the URL's port, \
-             subscribers to the next one), or use --zmq-mode peer",
-        )
-    } else if text.contains("cannot connect to") || text.contains("no answer from") {
-        Some(
-            "check that the broker runs and the address is right (e.g. `service mosquitto \
-             start`, `service rabbitmq-server start` or `service nats-server start`); \
-             `iotload run` without --broker uses an embedded MQTT broker",
-        )
-    } else if text.contains("TLS setup failed") {
-        Some(
-            "check --ca-file (the CA that signed the broker's certificate) and that the URL's \
-             host matches the certificate; --insecure skips the check for testing",
-        )
-    } else {
-        None
-    }
-}
 
 /// Runs the command the user chose.
 pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
@@ -224,30 +171,6 @@ fn open_transport(url: BrokerUrl, broker: &BrokerArgs) -> anyhow::Result<Arc<Any
 pub(crate) fn required_url(broker: &BrokerArgs) -> anyhow::Result<BrokerUrl> {
     broker.url()?.ok_or_else(|| {
         anyhow!("--broker is required (e.g. --broker mqtt://127.0.0.1:1883, or IOTLOAD_BROKER)")
-    })
-}
-
-pub(crate) fn started_at() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
-/// Prints the summary, writes the JSON file, and says how the command ended.
-pub(crate) fn finish(summary: &mut RunSummary, output: &OutputArgs) -> anyhow::Result<Outcome> {
-    let handled = match (&summary.load, &summary.echo, &summary.receive) {
-        (Some(l), _, _) => l.sent,
-        (None, Some(e), _) => e.published,
-        (None, None, Some(r)) => r.received,
-        _ => 0,
-    };
-    summary.process = ProcessSection::measure(handled);
-    print!("{}", summary.render());
-    if let Some(path) = &output.json {
-        std::fs::write(path, summary.to_json() + "\n")
-            .with_context(|| format!("cannot write the JSON summary to {}", path.display()))?;
-    }
-    Ok(Outcome {
-        interrupted: summary.interrupted,
-        thresholds_failed: summary.thresholds_failed(),
     })
 }
 
