@@ -143,7 +143,7 @@ pub(crate) struct OutputArgs {
         value_name = "EXPR",
         value_delimiter = ','
     )]
-    pub(crate) threshold: Vec<iotload_core::threshold::Threshold>,
+    pub(crate) threshold: Vec<crate::threshold::Threshold>,
 
     /// Stop the run early (as the first Ctrl-C does: drain, summarise, store) as soon as
     /// a threshold that a running total can fail (<, <= on latency, loss, dup, reorder)

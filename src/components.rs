@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::summary::RunSummary;
 use anyhow::{Context, anyhow};
 use iotload_core::shutdown::Shutdown;
-use iotload_core::summary::RunSummary;
 use iotload_core::transport::Transport;
 use tokio_util::sync::CancellationToken;
 

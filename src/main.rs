@@ -15,7 +15,9 @@ mod pipeline;
 mod progress;
 mod recording;
 mod results;
+mod summary;
 mod summary_build;
+mod threshold;
 mod threshold_watch;
 #[cfg(feature = "zmq")]
 mod zmq_proxy;

@@ -2,9 +2,9 @@
 //! live `/metrics`, the live page and the `--abort-on-fail` check; and, at the end, the
 //! threshold verdicts that go into the summary and the exit code.
 
+use crate::summary::RunSummary;
+use crate::threshold::{Needs, check_all};
 use anyhow::{Context, anyhow};
-use iotload_core::summary::RunSummary;
-use iotload_core::threshold::{Needs, check_all};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::OutputArgs;

@@ -1,8 +1,8 @@
 //! How a command ends: the summary printed and written as JSON, the exit code, and a
 //! hint for errors with a known fix.
 
+use crate::summary::{ProcessSection, RunSummary};
 use anyhow::Context;
-use iotload_core::summary::{ProcessSection, RunSummary};
 
 use crate::cli::OutputArgs;
 

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::summary::RunSummary;
 use anyhow::{Context, anyhow};
 use iotload_core::args::BrokerArgs;
 use iotload_core::plan::BrokerUrl;
 use iotload_core::shutdown::Shutdown;
-use iotload_core::summary::RunSummary;
 use iotload_core::transport::{AnyTransport, Transport};
 
 use crate::cli::{Cli, Command, RunArgs};

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::summary::{RunSummary, StoreSection};
 use anyhow::Context;
 use iotload_core::args::StoreArgs;
 use iotload_core::stamp::now_us;
 use iotload_core::store::writer::{RecordSender, StoreWriter};
 use iotload_core::store::{Backend, RunRecord};
-use iotload_core::summary::{RunSummary, StoreSection};
 
 /// The results store of one command, or nothing with `--store none`.
 pub(crate) struct Recording {

@@ -2,11 +2,9 @@
 
 use std::time::Duration;
 
+use crate::summary::{DeviceCounts, EchoSection, InjectedFaults, LoadSection, ReceiveSection};
 use collector::CollectReport;
 use echo_ipaas::EchoStats;
-use iotload_core::summary::{
-    DeviceCounts, EchoSection, InjectedFaults, LoadSection, ReceiveSection,
-};
 use loadgen::{LoadPlan, LoadReport};
 use std::sync::atomic::Ordering;
 

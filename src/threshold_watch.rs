@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use iotload_core::threshold::{Amount, Metric, Observed, ReceivedCounts, Threshold};
+use crate::threshold::{Amount, Metric, Observed, ReceivedCounts, Threshold};
 use tokio_util::sync::CancellationToken;
 
 use crate::progress::Sources;

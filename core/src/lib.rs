@@ -1,9 +1,10 @@
-//! iotload's engine, shared by every component: the stamp each stimulus carries, the
-//! open-loop schedule, sequence accounting, latency recording, the run summary, and the
-//! broker transports behind one [`transport::Transport`] trait.
+//! iotload's engine, shared by every component. Sending: [`schedule`] → device shards
+//! (in `loadgen`) → [`transport`] → [`stamp`]. Receiving: [`transport`] → [`seq`] →
+//! [`recorder`] → [`store`]. The broker families sit behind one [`transport::Transport`]
+//! trait, listed in `transport/registry.rs`.
 //!
-//! Nothing here parses command lines or prints to a terminal except [`args`] (the
-//! option groups every component shares) and [`summary`] (the end-of-run table).
+//! Nothing here prints to a terminal; the only command-line flags are the option groups
+//! every component shares ([`args`]) and each broker family's own (in its folder).
 #![warn(missing_docs)]
 
 pub mod args;
@@ -20,8 +21,6 @@ pub mod seq;
 pub mod shutdown;
 pub mod stamp;
 pub mod store;
-pub mod summary;
-pub mod threshold;
 pub mod timer;
 pub mod transport;
 pub mod usage;

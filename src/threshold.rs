@@ -9,13 +9,13 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::recorder::LatencyStats;
 use crate::summary::RunSummary;
+use iotload_core::recorder::LatencyStats;
 
 /// Why a threshold expression was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("threshold '{text}': {reason}")]
-pub struct ThresholdError {
+pub(crate) struct ThresholdError {
     text: String,
     reason: String,
 }
@@ -29,7 +29,7 @@ fn rejected(text: &str, reason: impl Into<String>) -> ThresholdError {
 
 /// What a threshold measures.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Metric {
+pub(crate) enum Metric {
     /// A statistic of the end-to-end latency, ms (`corrected`: from the intended send).
     Latency {
         /// Corrected for coordinated omission.
@@ -53,7 +53,7 @@ pub enum Metric {
 
 /// A statistic of a latency distribution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stat {
+pub(crate) enum Stat {
     /// Smallest value.
     Min,
     /// Arithmetic mean.
@@ -66,7 +66,7 @@ pub enum Stat {
 
 /// How a count is compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Amount {
+pub(crate) enum Amount {
     /// As a number of messages.
     Count,
     /// As a percentage.
@@ -75,7 +75,7 @@ pub enum Amount {
 
 /// The comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Comparison {
+pub(crate) enum Comparison {
     /// `<`
     Below,
     /// `<=`
@@ -97,14 +97,14 @@ impl Comparison {
     }
 
     /// Whether the threshold sets an upper bound (a value can fail it before the end).
-    pub fn is_upper_bound(self) -> bool {
+    pub(crate) fn is_upper_bound(self) -> bool {
         matches!(self, Comparison::Below | Comparison::AtMost)
     }
 }
 
 /// One pass/fail criterion.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Threshold {
+pub(crate) struct Threshold {
     text: String,
     metric: Metric,
     comparison: Comparison,
@@ -114,7 +114,7 @@ pub struct Threshold {
 
 /// Which part of a run a threshold needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Needs {
+pub(crate) enum Needs {
     /// The devices' side: `loadgen` or `run`.
     Load,
     /// The collector's side: `collector` or `run`.
@@ -123,22 +123,22 @@ pub enum Needs {
 
 impl Threshold {
     /// The expression as the user wrote it.
-    pub fn text(&self) -> &str {
+    pub(crate) fn text(&self) -> &str {
         &self.text
     }
 
     /// What it measures.
-    pub fn metric(&self) -> Metric {
+    pub(crate) fn metric(&self) -> Metric {
         self.metric
     }
 
     /// The comparison.
-    pub fn comparison(&self) -> Comparison {
+    pub(crate) fn comparison(&self) -> Comparison {
         self.comparison
     }
 
     /// Which part of a run it needs numbers from.
-    pub fn needs(&self) -> Needs {
+    pub(crate) fn needs(&self) -> Needs {
         match self.metric {
             Metric::SendLag(_) | Metric::SentRate => Needs::Load,
             _ => Needs::Receive,
@@ -147,7 +147,7 @@ impl Threshold {
 
     /// Checks the threshold against `observed`; `None` when the numbers it needs are
     /// missing (e.g. nothing received yet).
-    pub fn check(&self, observed: &Observed) -> Option<ThresholdResult> {
+    pub(crate) fn check(&self, observed: &Observed) -> Option<ThresholdResult> {
         let (value, unit) = self.value(observed)?;
         Some(ThresholdResult {
             threshold: self.text.clone(),
@@ -350,39 +350,39 @@ fn amount(
 
 /// The numbers thresholds are checked against.
 #[derive(Debug, Clone, Default)]
-pub struct Observed {
+pub(crate) struct Observed {
     /// End-to-end latency.
-    pub latency_ms: Option<LatencyStats>,
+    pub(crate) latency_ms: Option<LatencyStats>,
     /// Corrected latency.
-    pub latency_corrected_ms: Option<LatencyStats>,
+    pub(crate) latency_corrected_ms: Option<LatencyStats>,
     /// Send lag behind the schedule.
-    pub send_lag_ms: Option<LatencyStats>,
+    pub(crate) send_lag_ms: Option<LatencyStats>,
     /// What was received.
-    pub receive: Option<ReceivedCounts>,
+    pub(crate) receive: Option<ReceivedCounts>,
     /// Messages received per second.
-    pub received_per_s: Option<f64>,
+    pub(crate) received_per_s: Option<f64>,
     /// Messages sent per second.
-    pub sent_per_s: Option<f64>,
+    pub(crate) sent_per_s: Option<f64>,
 }
 
 /// Counts of what was received.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ReceivedCounts {
+pub(crate) struct ReceivedCounts {
     /// Messages received, duplicates included.
-    pub received: u64,
+    pub(crate) received: u64,
     /// Distinct messages received.
-    pub unique: u64,
+    pub(crate) unique: u64,
     /// Messages never received.
-    pub lost: u64,
+    pub(crate) lost: u64,
     /// Messages received more than once.
-    pub duplicates: u64,
+    pub(crate) duplicates: u64,
     /// Messages that arrived after a later one.
-    pub reordered: u64,
+    pub(crate) reordered: u64,
 }
 
 impl Observed {
     /// The final numbers of a run.
-    pub fn from_summary(s: &RunSummary) -> Self {
+    pub(crate) fn from_summary(s: &RunSummary) -> Self {
         let mut o = Observed::default();
         if let Some(l) = &s.load {
             o.send_lag_ms = Some(l.send_lag_ms);
@@ -406,22 +406,22 @@ impl Observed {
 
 /// One threshold's verdict, as the summary reports it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ThresholdResult {
+pub(crate) struct ThresholdResult {
     /// The expression.
-    pub threshold: String,
+    pub(crate) threshold: String,
     /// The measured value, in `unit`.
-    pub value: f64,
+    pub(crate) value: f64,
     /// `ms`, `%`, `messages` or `msg/s`.
-    pub unit: &'static str,
+    pub(crate) unit: &'static str,
     /// Whether the value met the threshold.
-    pub passed: bool,
+    pub(crate) passed: bool,
     /// Whether this threshold failed during the run and `--abort-on-fail` stopped it.
-    pub aborted_run: bool,
+    pub(crate) aborted_run: bool,
 }
 
 /// Checks every threshold against a run's final numbers; one whose numbers are missing
 /// (nothing received) fails.
-pub fn check_all(thresholds: &[Threshold], summary: &RunSummary) -> Vec<ThresholdResult> {
+pub(crate) fn check_all(thresholds: &[Threshold], summary: &RunSummary) -> Vec<ThresholdResult> {
     let observed = Observed::from_summary(summary);
     thresholds
         .iter()

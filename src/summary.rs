@@ -8,89 +8,89 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::recorder::LatencyStats;
+use iotload_core::recorder::LatencyStats;
 
 /// The `schema` value of this summary format.
-pub const SCHEMA: &str = "iotload-summary/1";
+pub(crate) const SCHEMA: &str = "iotload-summary/1";
 
 /// Everything a run measured.
 #[derive(Debug, Clone, Serialize)]
-pub struct RunSummary {
+pub(crate) struct RunSummary {
     /// Always [`SCHEMA`].
-    pub schema: &'static str,
+    pub(crate) schema: &'static str,
     /// iotload's version.
-    pub tool_version: &'static str,
+    pub(crate) tool_version: &'static str,
     /// Which component ran: `run`, `loadgen`, `echo-ipaas` or `collector`.
-    pub component: String,
+    pub(crate) component: String,
     /// The broker (credentials redacted).
-    pub broker: String,
+    pub(crate) broker: String,
     /// Start time, RFC 3339 UTC.
-    pub started_at: String,
+    pub(crate) started_at: String,
     /// Wall-clock seconds from start to the end of the drain.
-    pub elapsed_s: f64,
+    pub(crate) elapsed_s: f64,
     /// Whether a signal stopped the run early.
-    pub interrupted: bool,
+    pub(crate) interrupted: bool,
     /// What the devices sent (loadgen, run).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub load: Option<LoadSection>,
+    pub(crate) load: Option<LoadSection>,
     /// What the reference iPaaS did (echo-ipaas, run).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub echo: Option<EchoSection>,
+    pub(crate) echo: Option<EchoSection>,
     /// What was received and how late (collector, run).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub receive: Option<ReceiveSection>,
+    pub(crate) receive: Option<ReceiveSection>,
     /// Where the results were stored.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub store: Option<StoreSection>,
+    pub(crate) store: Option<StoreSection>,
     /// What the iotload process itself used.
-    pub process: ProcessSection,
+    pub(crate) process: ProcessSection,
     /// Things that make the numbers less trustworthy, in plain words.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
     /// The `--threshold` verdicts, in the order given.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub thresholds: Vec<crate::threshold::ThresholdResult>,
+    pub(crate) thresholds: Vec<crate::threshold::ThresholdResult>,
 }
 
 /// Where results went and whether all of them got there.
 #[derive(Debug, Clone, Serialize)]
-pub struct StoreSection {
+pub(crate) struct StoreSection {
     /// The store (password redacted).
-    pub url: String,
+    pub(crate) url: String,
     /// The run id the results are stored under.
-    pub run_id: String,
+    pub(crate) run_id: String,
     /// This instance's name in the store.
-    pub instance: String,
+    pub(crate) instance: String,
     /// Per-topic per-second aggregates written.
-    pub seconds_written: u64,
+    pub(crate) seconds_written: u64,
     /// Raw message records written.
-    pub raw_written: u64,
+    pub(crate) raw_written: u64,
     /// Records dropped because the buffer was full while the store was slow or down.
-    pub dropped: u64,
+    pub(crate) dropped: u64,
     /// Records still unwritten when the final flush gave up.
-    pub unflushed: u64,
+    pub(crate) unflushed: u64,
     /// Failed store calls (each was retried).
-    pub failures: u64,
+    pub(crate) failures: u64,
 }
 
 /// The cost of the iotload process itself (all its components, and the embedded broker
 /// when one runs).
 #[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct ProcessSection {
+pub(crate) struct ProcessSection {
     /// User-mode CPU seconds.
-    pub cpu_user_s: f64,
+    pub(crate) cpu_user_s: f64,
     /// Kernel-mode CPU seconds.
-    pub cpu_system_s: f64,
+    pub(crate) cpu_system_s: f64,
     /// Peak resident set size, MiB.
-    pub peak_rss_mib: f64,
+    pub(crate) peak_rss_mib: f64,
     /// CPU µs per message this process handled (sent by loadgen, else echoed, else
     /// received).
-    pub cpu_us_per_message: f64,
+    pub(crate) cpu_us_per_message: f64,
 }
 
 impl ProcessSection {
     /// Reads this process's usage; `messages` is what it handled.
-    pub fn measure(messages: u64) -> Self {
-        let u = crate::usage::ProcessUsage::now();
+    pub(crate) fn measure(messages: u64) -> Self {
+        let u = iotload_core::usage::ProcessUsage::now();
         Self {
             cpu_user_s: u.cpu_user_s,
             cpu_system_s: u.cpu_system_s,
@@ -106,127 +106,127 @@ impl ProcessSection {
 
 /// The publishing side of a run.
 #[derive(Debug, Clone, Serialize)]
-pub struct LoadSection {
+pub(crate) struct LoadSection {
     /// Emulated devices requested.
-    pub devices: u32,
+    pub(crate) devices: u32,
     /// Devices that connected.
-    pub connected: u32,
+    pub(crate) connected: u32,
     /// Messages per second per device requested.
-    pub rate_per_device: f64,
+    pub(crate) rate_per_device: f64,
     /// Messages the schedule planned.
-    pub planned: u64,
+    pub(crate) planned: u64,
     /// Messages handed to the broker client.
-    pub sent: u64,
+    pub(crate) sent: u64,
     /// Messages whose publish failed.
-    pub publish_errors: u64,
+    pub(crate) publish_errors: u64,
     /// Connections lost during the run.
-    pub disconnections: u64,
+    pub(crate) disconnections: u64,
     /// Seconds without a connection, summed over devices (10 devices down for 2 s: 20).
-    pub disconnected_s: f64,
+    pub(crate) disconnected_s: f64,
     /// Sent messages per second over the sending time.
-    pub sent_per_s: f64,
+    pub(crate) sent_per_s: f64,
     /// Lateness of sends behind their schedule.
-    pub send_lag_ms: LatencyStats,
+    pub(crate) send_lag_ms: LatencyStats,
     /// Whether the tool fell behind its own schedule (send lag p99 above one period or 10 ms).
-    pub behind: bool,
+    pub(crate) behind: bool,
 }
 
 /// The reference iPaaS of a run.
 #[derive(Debug, Clone, Serialize)]
-pub struct EchoSection {
+pub(crate) struct EchoSection {
     /// Requests received.
-    pub received: u64,
+    pub(crate) received: u64,
     /// Actions published.
-    pub published: u64,
+    pub(crate) published: u64,
     /// Actions that could not be published.
-    pub errors: u64,
+    pub(crate) errors: u64,
     /// The faults it injected on purpose (`--drop`, `--duplicate`, `--reorder`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub faults: Option<InjectedFaults>,
+    pub(crate) faults: Option<InjectedFaults>,
     /// How long it held each answer (`--delay`, plus holds for `--reorder`), in ms.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub delay_ms: Option<LatencyStats>,
+    pub(crate) delay_ms: Option<LatencyStats>,
     /// Times its delay queue was full and it stopped taking requests (`--max-delayed`).
-    pub delay_queue_full: u64,
+    pub(crate) delay_queue_full: u64,
 }
 
 /// What the chaos echo did, exactly: the numbers every output must report.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct InjectedFaults {
+pub(crate) struct InjectedFaults {
     /// The seed of its draws (`--seed` repeats the run).
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Requests never answered.
-    pub dropped: u64,
+    pub(crate) dropped: u64,
     /// Requests answered twice.
-    pub duplicated: u64,
+    pub(crate) duplicated: u64,
     /// Requests answered after a later one of the same topic.
-    pub reordered: u64,
+    pub(crate) reordered: u64,
 }
 
 /// The receiving side of a run.
 #[derive(Debug, Clone, Serialize)]
-pub struct ReceiveSection {
+pub(crate) struct ReceiveSection {
     /// Messages received, including duplicates.
-    pub received: u64,
+    pub(crate) received: u64,
     /// Distinct (device, seq) pairs received.
-    pub unique: u64,
+    pub(crate) unique: u64,
     /// Messages never received: sent minus unique when the sender is known, else
     /// sequence gaps.
-    pub lost: u64,
+    pub(crate) lost: u64,
     /// Messages received more than once.
-    pub duplicates: u64,
+    pub(crate) duplicates: u64,
     /// Messages that arrived after a later one of the same device.
-    pub reordered: u64,
+    pub(crate) reordered: u64,
     /// Messages whose stamp could not be read, by kind.
-    pub undecodable: BTreeMap<String, u64>,
+    pub(crate) undecodable: BTreeMap<String, u64>,
     /// Messages whose send time lies after their receive time (clock skew).
-    pub future_stamps: u64,
+    pub(crate) future_stamps: u64,
     /// Connections lost during the run.
-    pub disconnections: u64,
+    pub(crate) disconnections: u64,
     /// Messages the broker client dropped because the collector did not keep up (NATS
     /// slow consumer). A lower bound: the client reports drops through a bounded event
     /// queue. The dropped messages also count in `lost` once their sequence gaps are seen.
-    pub dropped_by_client: u64,
+    pub(crate) dropped_by_client: u64,
     /// The most bytes seen waiting unread in the receiving process's TCP sockets, sampled
     /// each second (Linux; 0 elsewhere). In `iotload run` this covers every component.
-    pub socket_backlog_peak_bytes: u64,
+    pub(crate) socket_backlog_peak_bytes: u64,
     /// Seconds during which 64 KiB or more waited unread (from the once-a-second
     /// samples): a socket about full, the receiver behind, the latency including the wait.
-    pub socket_backlog_behind_s: f64,
+    pub(crate) socket_backlog_behind_s: f64,
     /// Received messages per second.
-    pub received_per_s: f64,
+    pub(crate) received_per_s: f64,
     /// End-to-end latency: receive time minus actual send time.
-    pub latency_ms: LatencyStats,
+    pub(crate) latency_ms: LatencyStats,
     /// Latency corrected for coordinated omission: receive time minus intended send time.
-    pub latency_corrected_ms: LatencyStats,
+    pub(crate) latency_corrected_ms: LatencyStats,
     /// Counts per device (with `--per-device`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub per_device: Option<Vec<DeviceCounts>>,
+    pub(crate) per_device: Option<Vec<DeviceCounts>>,
     /// With a shared store: this collector's clock against each loadgen's of the run.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub clock_offsets: Vec<crate::clock_offset::ClockOffset>,
+    pub(crate) clock_offsets: Vec<iotload_core::clock_offset::ClockOffset>,
 }
 
 /// One device's sequence accounting.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct DeviceCounts {
+pub(crate) struct DeviceCounts {
     /// The device number.
-    pub device: u32,
+    pub(crate) device: u32,
     /// Its counts; `gaps` are sequence numbers below its highest never received.
     #[serde(flatten)]
-    pub counts: crate::seq::SeqCounts,
+    pub(crate) counts: iotload_core::seq::SeqCounts,
 }
 
 impl ReceiveSection {
     /// Total undecodable messages.
-    pub fn undecodable_total(&self) -> u64 {
+    pub(crate) fn undecodable_total(&self) -> u64 {
         self.undecodable.values().sum()
     }
 }
 
 impl RunSummary {
     /// A summary with no sections yet.
-    pub fn new(component: &str, broker: String, started_at: String) -> Self {
+    pub(crate) fn new(component: &str, broker: String, started_at: String) -> Self {
         Self {
             schema: SCHEMA,
             tool_version: env!("CARGO_PKG_VERSION"),
@@ -246,17 +246,17 @@ impl RunSummary {
     }
 
     /// Whether any threshold failed.
-    pub fn thresholds_failed(&self) -> bool {
+    pub(crate) fn thresholds_failed(&self) -> bool {
         self.thresholds.iter().any(|t| !t.passed)
     }
 
     /// Pretty JSON.
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a summary always serialises")
     }
 
     /// The human-readable table.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut o = String::new();
         let _ = writeln!(
             o,
