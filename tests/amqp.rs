@@ -126,54 +126,25 @@ async fn standalone_echo_bridges_nats_into_rabbitmq() {
     let Some(vhost) = vhost().await else { return };
     let nats = NatsServer::start().await.expect("nats-server starts");
     let amqp = vhost.url();
-    let scratch = Scratch::new();
-    let json = scratch.json();
-    let mut collector = spawn(&[
-        "collector",
-        "--broker",
-        &amqp,
-        "--topic",
-        "iot/+/action",
-        "--progress",
-        "always",
-        "--json",
-        &json,
-    ]);
-    collector.wait_for("collector: listening").await;
-    let mut echo = spawn(&[
-        "echo-ipaas",
-        "--from-broker",
-        &nats.url(),
-        "--to-broker",
-        &amqp,
-        "--progress",
-        "never",
-    ]);
-    echo.wait_for("echo-ipaas:").await;
-    let out = run(&[
-        "loadgen",
-        "--broker",
-        &nats.url(),
-        "--devices",
-        "5",
-        "--rate",
-        "50",
-        "--count",
-        "40",
-        "--store",
-        "none",
-    ])
+    let (_, s) = ThreeProcesses {
+        requests: &nats.url(),
+        actions: &amqp,
+        collector: &["--topic", "iot/+/action"],
+        echo: &[],
+        loadgen: &[
+            "--devices",
+            "5",
+            "--rate",
+            "50",
+            "--count",
+            "40",
+            "--store",
+            "none",
+        ],
+        expected: 200,
+    }
+    .run()
     .await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    collector
-        .wait_until(|l| received_at_least(l, 200), "received 200")
-        .await;
-    collector.interrupt();
-    assert_eq!(collector.exit_code().await, Some(130));
-    echo.interrupt();
-    let _ = echo.exit_code().await;
-    let s = scratch.summary();
-    assert_valid_summary(&s);
     assert_eq!(u(&s, "/receive/unique"), 200);
     assert_eq!(u(&s, "/receive/lost"), 0);
 }

@@ -121,58 +121,17 @@ async fn producer_options_reach_the_client_and_every_message_still_arrives() {
 async fn separate_loadgen_echo_and_collector_processes_in_named_groups_measure_every_message() {
     let Some(broker) = broker().await else { return };
     let url = broker.url();
-    let scratch = Scratch::new();
-    let json = scratch.json();
-    let mut collector = spawn(&[
-        "collector",
-        "--broker",
-        &url,
-        "--kafka-group",
-        "collectors",
-        "--progress",
-        "always",
-        "--json",
-        &json,
-    ]);
-    collector.wait_for("collector: listening").await;
-    let mut echo = spawn(&[
-        "echo-ipaas",
-        "--broker",
-        &url,
-        "--kafka-group",
-        "echoes",
-        "--progress",
-        "never",
-    ]);
-    echo.wait_for("echo-ipaas:").await;
-    let load_json = scratch.path("load.json").display().to_string();
-    let out = run(&[
-        "loadgen",
-        "--broker",
-        &url,
-        "--devices",
-        "5",
-        "--rate",
-        "100",
-        "--count",
-        "50",
-        "--json",
-        &load_json,
-    ])
+    let (load, s) = ThreeProcesses {
+        requests: &url,
+        actions: &url,
+        collector: &["--kafka-group", "collectors"],
+        echo: &["--kafka-group", "echoes"],
+        loadgen: &["--devices", "5", "--rate", "100", "--count", "50"],
+        expected: 250,
+    }
+    .run()
     .await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let load = read_json(&scratch.path("load.json"));
-    assert_valid_summary(&load);
     assert_eq!(u(&load, "/load/sent"), 250);
-    collector
-        .wait_until(|l| received_at_least(l, 250), "received 250")
-        .await;
-    collector.interrupt();
-    assert_eq!(collector.exit_code().await, Some(130));
-    echo.interrupt();
-    let _ = echo.exit_code().await;
-    let s = scratch.summary();
-    assert_valid_summary(&s);
     assert_eq!(u(&s, "/receive/unique"), 250);
     assert_eq!(u(&s, "/receive/lost"), 0);
     assert_eq!(u(&s, "/receive/duplicates"), 0);

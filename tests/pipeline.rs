@@ -192,60 +192,26 @@ async fn messages_before_a_late_ipaas_starts_count_as_lost() {
 async fn separate_loadgen_echo_and_collector_processes_measure_every_message() {
     let broker = MqttBroker::start().await.expect("mosquitto starts");
     let url = broker.url();
-    let scratch = Scratch::new();
-    let json = scratch.json();
-    let mut collector = spawn(&[
-        "collector",
-        "--broker",
-        &url,
-        "--qos",
-        "1",
-        "--progress",
-        "always",
-        "--json",
-        &json,
-    ]);
-    collector.wait_for("collector: listening").await;
-    let mut echo = spawn(&[
-        "echo-ipaas",
-        "--broker",
-        &url,
-        "--qos",
-        "1",
-        "--progress",
-        "never",
-    ]);
-    echo.wait_for("echo-ipaas:").await;
-    let load_json = scratch.path("load.json").display().to_string();
-    let out = run(&[
-        "loadgen",
-        "--broker",
-        &url,
-        "--qos",
-        "1",
-        "--devices",
-        "5",
-        "--rate",
-        "100",
-        "--count",
-        "50",
-        "--json",
-        &load_json,
-    ])
+    let (load, s) = ThreeProcesses {
+        requests: &url,
+        actions: &url,
+        collector: &["--qos", "1"],
+        echo: &["--qos", "1"],
+        loadgen: &[
+            "--qos",
+            "1",
+            "--devices",
+            "5",
+            "--rate",
+            "100",
+            "--count",
+            "50",
+        ],
+        expected: 250,
+    }
+    .run()
     .await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let load = read_json(&scratch.path("load.json"));
-    assert_valid_summary(&load);
     assert_eq!(u(&load, "/load/sent"), 250);
-    collector
-        .wait_until(|l| received_at_least(l, 250), "received 250")
-        .await;
-    collector.interrupt();
-    assert_eq!(collector.exit_code().await, Some(130));
-    echo.interrupt();
-    let _ = echo.exit_code().await;
-    let s = scratch.summary();
-    assert_valid_summary(&s);
     assert_eq!(u(&s, "/receive/unique"), 250);
     assert_eq!(u(&s, "/receive/lost"), 0);
     assert!(s["interrupted"].as_bool().unwrap_or(false));

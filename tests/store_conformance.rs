@@ -229,46 +229,6 @@ async fn device_blocks_are_disjoint(subject: Subject) {
     assert_eq!(store.allocate_devices("blocks", 1).await.unwrap(), 5000);
 }
 
-#[tokio::test]
-async fn redis_gives_concurrent_loadgens_disjoint_device_blocks() {
-    device_blocks_are_disjoint(redis().await).await;
-}
-
-#[tokio::test]
-async fn sqlite_gives_concurrent_loadgens_disjoint_device_blocks() {
-    device_blocks_are_disjoint(sqlite()).await;
-}
-
-#[tokio::test]
-async fn redis_round_trips_runs_seconds_and_raw() {
-    round_trip(redis().await).await;
-}
-
-#[tokio::test]
-async fn sqlite_round_trips_runs_seconds_and_raw() {
-    round_trip(sqlite()).await;
-}
-
-#[tokio::test]
-async fn redis_gives_each_of_200_topics_to_exactly_one_of_200_claimers() {
-    every_topic_is_claimed_exactly_once(redis().await).await;
-}
-
-#[tokio::test]
-async fn sqlite_gives_each_of_200_topics_to_exactly_one_of_200_claimers() {
-    every_topic_is_claimed_exactly_once(sqlite()).await;
-}
-
-#[tokio::test]
-async fn redis_frees_a_dead_claimers_topics_after_its_lease() {
-    a_dead_claimers_topics_are_claimable_after_its_lease(redis().await).await;
-}
-
-#[tokio::test]
-async fn sqlite_frees_a_dead_claimers_topics_after_its_lease() {
-    a_dead_claimers_topics_are_claimable_after_its_lease(sqlite()).await;
-}
-
 /// Claimers as separate `iotload collector --claim 1` processes.
 async fn claimer_processes_split_the_topics(subject: Subject) {
     const N: usize = 30;
@@ -322,16 +282,6 @@ async fn claimer_processes_split_the_topics(subject: Subject) {
             .len(),
         N
     );
-}
-
-#[tokio::test]
-async fn redis_claimer_processes_each_get_their_own_topic() {
-    claimer_processes_split_the_topics(redis().await).await;
-}
-
-#[tokio::test]
-async fn sqlite_claimer_processes_each_get_their_own_topic() {
-    claimer_processes_split_the_topics(sqlite()).await;
 }
 
 #[tokio::test]
@@ -415,12 +365,34 @@ async fn a_killed_collectors_topics_return_after_its_lease(subject: Subject) {
     assert_eq!(got, topics, "re-claimed within the lease plus a margin");
 }
 
-#[tokio::test]
-async fn redis_returns_a_killed_collectors_topics_after_its_lease() {
-    a_killed_collectors_topics_return_after_its_lease(redis().await).await;
+/// Each scenario as a test against each backend: `redis::<scenario>` on a fresh Redis
+/// server, `sqlite::<scenario>` on a temporary SQLite file.
+macro_rules! against_every_backend {
+    ($($scenario:ident),* $(,)?) => {
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(super::redis().await).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(super::sqlite()).await;
+                }
+            )*
+        }
+    };
 }
 
-#[tokio::test]
-async fn sqlite_returns_a_killed_collectors_topics_after_its_lease() {
-    a_killed_collectors_topics_return_after_its_lease(sqlite()).await;
-}
+against_every_backend!(
+    device_blocks_are_disjoint,
+    round_trip,
+    every_topic_is_claimed_exactly_once,
+    a_dead_claimers_topics_are_claimable_after_its_lease,
+    claimer_processes_split_the_topics,
+    a_killed_collectors_topics_return_after_its_lease,
+);

@@ -414,6 +414,79 @@ pub async fn exact_counts(url: &str, topic_prefix: &str, extra: &[&str]) -> Valu
     s
 }
 
+/// The loop as three processes, as a deployment runs it: a collector listening on the
+/// actions broker, an echo from the requests broker to the actions broker (one
+/// `--broker` when they are the same), then a loadgen on the requests broker, run to its
+/// end. Each gets its own extra flags.
+pub struct ThreeProcesses<'a> {
+    /// The devices' broker, where the echo takes requests.
+    pub requests: &'a str,
+    /// Where the echo answers and the collector listens.
+    pub actions: &'a str,
+    /// The collector's extra flags.
+    pub collector: &'a [&'a str],
+    /// The echo's extra flags.
+    pub echo: &'a [&'a str],
+    /// The loadgen's extra flags (devices, rate, count, ...).
+    pub loadgen: &'a [&'a str],
+    /// Messages the collector must receive before it is stopped.
+    pub expected: u64,
+}
+
+impl ThreeProcesses<'_> {
+    /// Runs the loop; returns the loadgen's summary and the collector's, written when
+    /// Ctrl-C stopped it after `expected` messages. Both summaries are checked valid.
+    pub async fn run(&self) -> (Value, Value) {
+        let scratch = Scratch::new();
+        let json = scratch.json();
+        let mut args = vec![
+            "collector",
+            "--broker",
+            self.actions,
+            "--progress",
+            "always",
+            "--json",
+            &json,
+        ];
+        args.extend(self.collector);
+        let mut collector = spawn(&args);
+        collector.wait_for("collector: listening").await;
+        let mut args = if self.requests == self.actions {
+            vec!["echo-ipaas", "--broker", self.requests]
+        } else {
+            vec![
+                "echo-ipaas",
+                "--from-broker",
+                self.requests,
+                "--to-broker",
+                self.actions,
+            ]
+        };
+        args.extend(["--progress", "never"]);
+        args.extend(self.echo);
+        let mut echo = spawn(&args);
+        echo.wait_for("echo-ipaas:").await;
+        let load_json = scratch.path("load.json").display().to_string();
+        let mut args = vec!["loadgen", "--broker", self.requests, "--json", &load_json];
+        args.extend(self.loadgen);
+        let out = run(&args).await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let load = read_json(&scratch.path("load.json"));
+        assert_valid_summary(&load);
+        let expected = self.expected;
+        collector
+            .wait_until(|l| received_at_least(l, expected), "every message received")
+            .await;
+        collector.interrupt();
+        assert_eq!(collector.exit_code().await, Some(130));
+        echo.interrupt();
+        let _ = echo.exit_code().await;
+        let received = scratch.summary();
+        assert_valid_summary(&received);
+        (load, received)
+    }
+}
+
 /// `iotload run` against `SCHEME://127.0.0.1:PORT` where nothing listens: it must exit 2
 /// and name the URL. Returns the output for broker-specific checks.
 pub async fn run_on_a_closed_port(scheme: &str) -> Finished {
