@@ -49,3 +49,54 @@ async fn every_readme_example_runs_as_written() {
         );
     }
 }
+
+/// The summary README.md shows under "Set-up: two commands".
+fn sample_output() -> String {
+    let readme = include_str!("../README.md");
+    readme
+        .split("then prints a summary like this:\n\n```\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("README shows the first run's summary")
+        .to_string()
+}
+
+/// A line with every word that holds a digit (counts, times, rates, ports, run ids)
+/// replaced by `#`: what stays is the wording and the order of the fields.
+fn shape(line: &str) -> String {
+    line.split_whitespace()
+        .map(|word| {
+            if word.chars().any(|c| c.is_ascii_digit()) {
+                "#"
+            } else {
+                word
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shapes(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(shape)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_readme_sample_output_is_what_the_first_run_prints() {
+    let scratch = common::Scratch::new();
+    let out = common::finish(
+        common::iotload()
+            .args(["run", "--devices", "10", "--duration", "2s"])
+            .current_dir(scratch.dir.path()),
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        shapes(&sample_output()),
+        shapes(&out.stdout),
+        "README.md's sample output no longer matches; paste a fresh `iotload run` summary:\n{}",
+        out.stdout
+    );
+}

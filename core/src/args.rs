@@ -107,6 +107,19 @@ pub struct BrokerArgs {
 }
 
 impl BrokerArgs {
+    /// The flags `args` (without a program name) give, as a command line would.
+    #[cfg(test)]
+    pub(crate) fn parse_for_tests(args: &[&str]) -> Result<Self, clap::Error> {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            broker: BrokerArgs,
+        }
+        let argv = std::iter::once("iotload").chain(args.iter().copied());
+        Ok(Cli::try_parse_from(argv)?.broker)
+    }
+
     /// The broker URL, parsed; `None` when not given.
     pub fn url(&self) -> Result<Option<BrokerUrl>, PlanError> {
         self.broker.as_deref().map(BrokerUrl::parse).transpose()

@@ -51,8 +51,7 @@ pub struct WriterReport {
 
 /// Handle to the writer task.
 pub struct StoreWriter {
-    tx: mpsc::Sender<Record>,
-    dropped: Arc<AtomicU64>,
+    sender: RecordSender,
     task: JoinHandle<WriterReport>,
     flush_deadline: Arc<tokio::sync::watch::Sender<Option<Instant>>>,
 }
@@ -64,8 +63,10 @@ impl StoreWriter {
         let (deadline_tx, deadline_rx) = tokio::sync::watch::channel(None);
         let task = tokio::spawn(run(store, run_id, rx, deadline_rx));
         Self {
-            tx,
-            dropped: Arc::new(AtomicU64::new(0)),
+            sender: RecordSender {
+                tx,
+                dropped: Arc::new(AtomicU64::new(0)),
+            },
             task,
             flush_deadline: Arc::new(deadline_tx),
         }
@@ -74,29 +75,21 @@ impl StoreWriter {
     /// Hands a record over without waiting; returns false (and counts it) when the buffer
     /// is full.
     pub fn offer(&self, record: Record) -> bool {
-        match self.tx.try_send(record) {
-            Ok(()) => true,
-            Err(_) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                false
-            }
-        }
+        self.sender.offer(record)
     }
 
     /// A cheap handle producers can clone into tasks.
     pub fn sender(&self) -> RecordSender {
-        RecordSender {
-            tx: self.tx.clone(),
-            dropped: self.dropped.clone(),
-        }
+        self.sender.clone()
     }
 
     /// Writes what is buffered, giving up after `timeout`, and reports.
     pub async fn finish(self, timeout: Duration) -> WriterReport {
         let _ = self.flush_deadline.send(Some(Instant::now() + timeout));
-        drop(self.tx);
+        let dropped = self.sender.dropped.clone();
+        drop(self.sender);
         let mut report = self.task.await.unwrap_or_default();
-        report.dropped += self.dropped.load(Ordering::Relaxed);
+        report.dropped += dropped.load(Ordering::Relaxed);
         report
     }
 }
@@ -109,7 +102,8 @@ pub struct RecordSender {
 }
 
 impl RecordSender {
-    /// Same as [`StoreWriter::offer`].
+    /// Hands a record over without waiting; returns false (and counts it) when the buffer
+    /// is full.
     pub fn offer(&self, record: Record) -> bool {
         match self.tx.try_send(record) {
             Ok(()) => true,

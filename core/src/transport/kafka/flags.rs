@@ -156,20 +156,10 @@ impl Registered for KafkaTransport {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use clap::Parser;
-
     use super::*;
-    use crate::args::BrokerArgs;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        broker: BrokerArgs,
-    }
 
     fn settings(args: &[&str]) -> Result<KafkaSettings, PlanError> {
-        let argv = std::iter::once("iotload").chain(args.iter().copied());
-        let broker = Cli::try_parse_from(argv).expect("the flags parse").broker;
+        let broker = BrokerArgs::parse_for_tests(args).expect("the flags parse");
         broker.family.kafka.settings(&broker)
     }
 

@@ -138,25 +138,14 @@ impl Registered for PulsarTransport {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use clap::Parser;
-
     use super::*;
-    use crate::args::BrokerArgs;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        broker: BrokerArgs,
-    }
 
     fn pulsar(args: &[&str]) -> Result<PulsarSettings, String> {
-        let mut argv = vec!["iotload"];
-        argv.extend_from_slice(args);
-        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-        cli.broker
+        let broker = BrokerArgs::parse_for_tests(args).map_err(|e| e.to_string())?;
+        broker
             .family
             .pulsar
-            .settings(&cli.broker)
+            .settings(&broker)
             .map_err(|e| e.to_string())
     }
 
