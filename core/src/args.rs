@@ -109,6 +109,7 @@ pub struct BrokerArgs {
 impl BrokerArgs {
     /// The flags `args` (without a program name) give, as a command line would.
     #[cfg(test)]
+    #[cfg_attr(not(any(feature = "kafka", feature = "pulsar")), allow(dead_code))]
     pub(crate) fn parse_for_tests(args: &[&str]) -> Result<Self, clap::Error> {
         use clap::Parser;
         #[derive(Parser)]

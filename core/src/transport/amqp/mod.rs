@@ -33,8 +33,16 @@
 //! Headers (the `header` stamp carrier) ride as AMQP message headers (long strings).
 
 mod flags;
+mod publisher;
+mod settings;
+mod subscriber;
 
 pub use flags::AmqpFlags;
+pub use publisher::AmqpPublisher;
+pub use settings::{AmqpSettings, ExchangeType};
+pub use subscriber::AmqpSubscriber;
+
+use publisher::*;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -57,72 +65,6 @@ use super::tls::{TlsSettings, tls_config};
 use super::{ClientIdentity, Incoming, Outgoing, Publisher, Subscriber, Transport, TransportError};
 use crate::plan::BrokerUrl;
 use crate::stamp::now_us;
-
-/// The exchange types an iotload client can declare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ExchangeType {
-    /// Routing keys matched against binding patterns with `*` and `#` (the default).
-    Topic,
-    /// Routing keys matched exactly: filters must not contain wildcards.
-    Direct,
-    /// Every bound queue gets every message; routing keys are ignored.
-    Fanout,
-}
-
-impl ExchangeType {
-    fn kind(self) -> ExchangeKind {
-        match self {
-            Self::Topic => ExchangeKind::Topic,
-            Self::Direct => ExchangeKind::Direct,
-            Self::Fanout => ExchangeKind::Fanout,
-        }
-    }
-}
-
-/// Everything about an AMQP connection that is not in the URL or the client identity.
-#[derive(Debug, Clone)]
-pub struct AmqpSettings {
-    /// TLS settings (used when the URL is `amqps://`).
-    pub tls: TlsSettings,
-    /// How long to wait for the broker to accept a connection, declaration or consumer.
-    pub connect_timeout: Duration,
-    /// The exchange every message goes through.
-    pub exchange: String,
-    /// The type declared for an exchange not named `amq.*`.
-    pub exchange_kind: ExchangeType,
-    /// A shared queue subscribers consume from; a private one per subscriber when `None`.
-    pub queue: Option<String>,
-    /// Durable exchange and queue, persistent messages.
-    pub durable: bool,
-    /// Publisher confirms: each message is confirmed by the broker.
-    pub confirms: bool,
-    /// Confirmations a publisher keeps pending before `publish` waits.
-    pub inflight: usize,
-    /// Acknowledge each delivery (instead of no-ack consumption).
-    pub manual_ack: bool,
-    /// Unacknowledged deliveries the broker sends ahead (with `manual_ack`).
-    pub prefetch: u16,
-    /// Publishers (one channel each) sharing one connection; 1 gives every device its own.
-    pub channels_per_connection: usize,
-}
-
-impl Default for AmqpSettings {
-    fn default() -> Self {
-        Self {
-            tls: TlsSettings::default(),
-            connect_timeout: Duration::from_secs(10),
-            exchange: "amq.topic".into(),
-            exchange_kind: ExchangeType::Topic,
-            queue: None,
-            durable: false,
-            confirms: false,
-            inflight: 100,
-            manual_ack: false,
-            prefetch: 1000,
-            channels_per_connection: 100,
-        }
-    }
-}
 
 /// The AMQP 0.9.1 broker family.
 pub struct AmqpTransport {
@@ -555,207 +497,6 @@ impl Transport for AmqpTransport {
             url: self.url.to_string(),
             taken: None,
         })
-    }
-}
-
-/// An AMQP channel that publishes, on a connection it may share with other publishers.
-pub struct AmqpPublisher {
-    connection: Arc<SharedConnection>,
-    channel: Channel,
-    exchange: ShortString,
-    properties: BasicProperties,
-    /// The last topic and its routing key: a device publishes to the same topic every time.
-    last: Option<(String, ShortString)>,
-    /// Confirmations not yet seen (confirm mode only).
-    pending: VecDeque<PublisherConfirm>,
-    /// The most confirmations pending; `None` without confirms.
-    inflight: Option<usize>,
-    disconnections: u64,
-}
-
-impl AmqpPublisher {
-    fn routing_key(&mut self, topic: &str) -> ShortString {
-        match &self.last {
-            Some((t, k)) if t == topic => k.clone(),
-            _ => {
-                let key = ShortString::from(topic_to_routing_key(topic));
-                self.last = Some((topic.to_string(), key.clone()));
-                key
-            }
-        }
-    }
-
-    fn failed(&mut self, e: lapin::Error) -> TransportError {
-        if !self.connection.connection.status().connected() {
-            self.disconnections += 1;
-        }
-        TransportError::Publish(e.into())
-    }
-
-    /// Awaits one confirmation; a negative one is an error.
-    async fn settle_one(confirm: PublisherConfirm) -> Result<(), TransportError> {
-        match confirm.await {
-            Ok(c) if c.is_nack() => Err(TransportError::Publish(
-                "the broker refused the message (negative confirmation)".into(),
-            )),
-            Ok(_) => Ok(()),
-            Err(e) => Err(TransportError::Publish(e.into())),
-        }
-    }
-}
-
-fn field_table(headers: &[(String, String)]) -> FieldTable {
-    let mut table = FieldTable::default();
-    for (name, value) in headers {
-        table.insert(
-            ShortString::from(name.clone()),
-            AMQPValue::LongString(LongString::from(value.clone())),
-        );
-    }
-    table
-}
-
-fn header_pairs(properties: &BasicProperties) -> Vec<(String, String)> {
-    let Some(table) = properties.headers() else {
-        return Vec::new();
-    };
-    table
-        .inner()
-        .iter()
-        .map(|(name, value)| {
-            let value = match value {
-                AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-                AMQPValue::ShortString(s) => s.as_str().to_string(),
-                other => format!("{other:?}"),
-            };
-            (name.as_str().to_string(), value)
-        })
-        .collect()
-}
-
-impl Publisher for AmqpPublisher {
-    async fn publish(&mut self, m: Outgoing<'_>) -> Result<(), TransportError> {
-        let key = self.routing_key(m.topic);
-        let properties = if m.headers.is_empty() {
-            self.properties.clone()
-        } else {
-            self.properties.clone().with_headers(field_table(m.headers))
-        };
-        if let Some(limit) = self.inflight
-            && self.pending.len() >= limit
-            && let Some(oldest) = self.pending.pop_front()
-        {
-            Self::settle_one(oldest).await?;
-        }
-        let confirm = match self
-            .channel
-            .basic_publish(
-                self.exchange.clone(),
-                key,
-                BasicPublishOptions::default(),
-                m.payload,
-                properties,
-            )
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => return Err(self.failed(e)),
-        };
-        if self.inflight.is_some() {
-            self.pending.push_back(confirm);
-        }
-        Ok(())
-    }
-
-    async fn close(mut self) -> Result<(), TransportError> {
-        let mut first = Ok(());
-        while let Some(confirm) = self.pending.pop_front() {
-            if let Err(e) = Self::settle_one(confirm).await
-                && first.is_ok()
-            {
-                first = Err(e);
-            }
-        }
-        // Closing the channel is ordered after every publish on it, so the broker has
-        // routed them all once it answers.
-        let _ = self
-            .channel
-            .close(200, ShortString::from("iotload done"))
-            .await;
-        self.connection.release().await;
-        first
-    }
-
-    fn disconnections(&self) -> u64 {
-        self.disconnections
-    }
-}
-
-/// An AMQP connection that receives.
-pub struct AmqpSubscriber {
-    connection: Connection,
-    channel: Channel,
-    consumer: Consumer,
-    manual_ack: bool,
-    url: String,
-    /// A delivery taken from the consumer and not yet returned: kept here while its
-    /// acknowledgement is sent, so a receive abandoned at that point (the caller's
-    /// `select!` chose another branch) hands it over on the next call instead of losing it.
-    taken: Option<(Acker, Incoming)>,
-}
-
-impl AmqpSubscriber {
-    fn disconnected(&self, source: impl Into<super::BoxError>) -> TransportError {
-        TransportError::Disconnected {
-            url: self.url.clone(),
-            source: source.into(),
-        }
-    }
-}
-
-impl Subscriber for AmqpSubscriber {
-    async fn recv(&mut self) -> Result<Incoming, TransportError> {
-        if self.taken.is_none() {
-            let delivery = match self.consumer.next().await {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(e)) => return Err(self.disconnected(e)),
-                None => return Err(self.disconnected("the broker cancelled the consumer")),
-            };
-            let message = Incoming {
-                topic: routing_key_to_topic(delivery.routing_key.as_str()),
-                headers: header_pairs(&delivery.properties),
-                payload: Bytes::from(delivery.data),
-                received_us: now_us(),
-            };
-            self.taken = Some((delivery.acker, message));
-        }
-        if self.manual_ack
-            && let Some((acker, _)) = &self.taken
-            // The ack is sent when first polled; calling again after an abandoned receive
-            // sends nothing more (lapin answers `Ok(false)` for a used acker).
-            && let Err(e) = acker.ack(BasicAckOptions::default()).await
-        {
-            self.taken = None;
-            return Err(self.disconnected(e));
-        }
-        match self.taken.take() {
-            Some((_, message)) => Ok(message),
-            None => Err(self.disconnected("no delivery to hand over")),
-        }
-    }
-
-    async fn close(self) -> Result<(), TransportError> {
-        let _ = self
-            .channel
-            .close(200, ShortString::from("iotload done"))
-            .await;
-        self.connection
-            .close(200, ShortString::from("iotload done"))
-            .await
-            .map_err(|e| TransportError::Disconnected {
-                url: self.url,
-                source: e.into(),
-            })
     }
 }
 
