@@ -76,10 +76,12 @@ fn shape(line: &str) -> String {
         .join(" ")
 }
 
+/// The shapes of a summary's lines, leaving out what only a loaded machine prints
+/// (warnings, a schedule that fell behind).
 fn shapes(text: &str) -> Vec<String> {
     text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(shape)
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("warning:"))
+        .map(|l| shape(&l.replace("(BEHIND SCHEDULE)", "")))
         .collect()
 }
 
