@@ -8,9 +8,7 @@ use crate::transport::{BrokerUrl, Registered, TransportError};
 use std::time::Duration;
 /// Options only Pulsar brokers take (`pulsar://`, `pulsar+ssl://`).
 #[derive(Debug, Clone, clap::Args)]
-#[command(
-    next_help_heading = "Pulsar options (pulsar://, pulsar+ssl://; untested against a live broker)"
-)]
+#[command(next_help_heading = "Pulsar options (pulsar://, pulsar+ssl://)")]
 pub struct PulsarFlags {
     /// Tenant that holds the topics: topic a/b is persistent://TENANT/NAMESPACE/a.b.
     #[arg(
