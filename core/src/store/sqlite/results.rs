@@ -95,31 +95,49 @@ impl Store for SqliteStore {
     }
 
     async fn seconds(&self, run_id: &str) -> Result<Vec<TopicSecond>, StoreError> {
-        let run = run_id.to_string();
-        let found = self
-            .call(move |conn| {
-                // One read transaction: the existence check and the rows see one snapshot.
-                let tx = conn.transaction()?;
-                if !run_exists(&tx, &run)? {
-                    return Ok(None);
-                }
-                let rows = tx
-                    .prepare_cached(&format!(
-                        "SELECT {SECOND_COLUMNS} FROM seconds WHERE run_id = ?1 \
-                         ORDER BY topic, second, instance"
-                    ))?
-                    .query_map([&run], read_second)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok(Some(rows))
-            })
-            .await?;
-        found.ok_or_else(|| StoreError::NoSuchRun {
-            url: self.url.clone(),
-            run: run_id.to_string(),
+        self.rows_of_run(run_id, |tx, run| {
+            tx.prepare_cached(&format!(
+                "SELECT {SECOND_COLUMNS} FROM seconds WHERE run_id = ?1 \
+                 ORDER BY topic, second, instance"
+            ))?
+            .query_map([run], read_second)?
+            .collect()
         })
+        .await
     }
 
     async fn raw(&self, run_id: &str) -> Result<Vec<(String, RawRecord)>, StoreError> {
+        self.rows_of_run(run_id, |tx, run| {
+            tx.prepare_cached(
+                "SELECT topic, device, seq, intended_us, sent_us, received_us \
+                 FROM raw WHERE run_id = ?1 ORDER BY topic, received_us, rowid",
+            )?
+            .query_map([run], |r| {
+                Ok((
+                    r.get(0)?,
+                    RawRecord {
+                        device: r.get(1)?,
+                        seq: r.get(2)?,
+                        intended_us: r.get(3)?,
+                        sent_us: r.get(4)?,
+                        received_us: r.get(5)?,
+                    },
+                ))
+            })?
+            .collect()
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// The rows `read` gives for run `run_id`, read in one transaction so the check that
+    /// the run exists and the rows see one snapshot; `NoSuchRun` when it does not.
+    async fn rows_of_run<T, F>(&self, run_id: &str, read: F) -> Result<Vec<T>, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>, &str) -> rusqlite::Result<Vec<T>> + Send + 'static,
+    {
         let run = run_id.to_string();
         let found = self
             .call(move |conn| {
@@ -127,25 +145,7 @@ impl Store for SqliteStore {
                 if !run_exists(&tx, &run)? {
                     return Ok(None);
                 }
-                let rows = tx
-                    .prepare_cached(
-                        "SELECT topic, device, seq, intended_us, sent_us, received_us \
-                         FROM raw WHERE run_id = ?1 ORDER BY topic, received_us, rowid",
-                    )?
-                    .query_map([&run], |r| {
-                        Ok((
-                            r.get(0)?,
-                            RawRecord {
-                                device: r.get(1)?,
-                                seq: r.get(2)?,
-                                intended_us: r.get(3)?,
-                                sent_us: r.get(4)?,
-                                received_us: r.get(5)?,
-                            },
-                        ))
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok(Some(rows))
+                Ok(Some(read(&tx, &run)?))
             })
             .await?;
         found.ok_or_else(|| StoreError::NoSuchRun {
