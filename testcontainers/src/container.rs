@@ -361,22 +361,11 @@ impl ServerContainer {
             .args(command)
             .stdin(Stdio::null())
             .output()
-            .await
-            .map_err(|source| TestkitError::Spawn {
-                program: "docker".into(),
-                source,
-            })?;
-        if output.status.success() {
-            return Ok(());
-        }
-        Err(TestkitError::Admin {
-            command: format!("docker exec {} {}", self.container.id(), command.join(" ")),
-            output: format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ),
-        })
+            .await;
+        succeeded(
+            format!("docker exec {} {}", self.container.id(), command.join(" ")),
+            output,
+        )
     }
 
     /// Runs `docker ARGS… ID` with the docker client (synchronously).
@@ -390,18 +379,35 @@ impl ServerContainer {
 
     /// [`ServerContainer::docker`], failing with its output when it fails.
     fn docker_ok(&self, args: &[&str]) -> Result<(), TestkitError> {
-        let output = self.docker(args).map_err(|source| TestkitError::Spawn {
-            program: "docker".into(),
-            source,
-        })?;
-        if output.status.success() {
-            return Ok(());
-        }
-        Err(TestkitError::Admin {
-            command: format!("docker {} {}", args.join(" "), self.container.id()),
-            output: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        })
+        succeeded(
+            format!("docker {} {}", args.join(" "), self.container.id()),
+            self.docker(args),
+        )
     }
+}
+
+/// Ok when the docker client ran `command` successfully; else why not, with its output.
+fn succeeded(
+    command: String,
+    output: std::io::Result<std::process::Output>,
+) -> Result<(), TestkitError> {
+    let output = output.map_err(|source| TestkitError::Spawn {
+        program: "docker".into(),
+        source,
+    })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(TestkitError::Admin {
+        command,
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .trim()
+        .to_owned(),
+    })
 }
 
 /// Sets 127.0.0.1 as the host address of every published port.

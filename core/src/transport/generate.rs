@@ -148,17 +148,15 @@ macro_rules! brokers {
             /// The first flag given that makes subscribers share one consumer group or
             /// queue, in any built family.
             pub fn shared_consumers_flag(&self) -> Option<&'static str> {
-                None
                 $(
-                    .or_else(|| {
-                        #[cfg(feature = $feature)]
-                        return <$module::$transport as Registered>::shared_consumers_flag(
-                            &self.family.$module,
-                        );
-                        #[allow(unreachable_code)]
-                        None
-                    })
+                    #[cfg(feature = $feature)]
+                    if let Some(flag) = <$module::$transport as Registered>::shared_consumers_flag(
+                        &self.family.$module,
+                    ) {
+                        return Some(flag);
+                    }
                 )*
+                None
             }
         }
 

@@ -95,7 +95,7 @@ impl Registered for MqttTransport {
     }
 
     fn header_stamp_problem(flags: &MqttFlags) -> Option<String> {
-        (!matches!(flags.mqtt_version.as_str(), "5" | "5.0")).then(|| {
+        (!matches!(flags.version(), Ok(MqttVersion::V5))).then(|| {
             "the header carrier uses MQTT 5 user properties; add --mqtt-version 5 or use \
              --stamp json or binary"
                 .to_string()
