@@ -208,10 +208,13 @@ pub(crate) struct ReceiveSection {
 }
 
 /// One device's sequence accounting.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub(crate) struct DeviceCounts {
-    /// The device number.
+    /// The device number (for string ids and topics: the collector's key for it).
     pub(crate) device: u32,
+    /// The string id (or the topic, for messages without a device field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) name: Option<String>,
     /// Its counts; `gaps` are sequence numbers below its highest never received.
     #[serde(flatten)]
     pub(crate) counts: iotload_core::seq::SeqCounts,
@@ -382,7 +385,7 @@ impl RunSummary {
                 let _ = writeln!(
                     o,
                     "{:<10} {:>9} {:>9} {:>9} {:>9}",
-                    d.device,
+                    d.name.clone().unwrap_or_else(|| d.device.to_string()),
                     d.counts.unique,
                     d.counts.gaps,
                     d.counts.duplicates,

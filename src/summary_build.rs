@@ -145,7 +145,11 @@ pub(crate) fn receive_section(
             report
                 .per_device
                 .iter()
-                .map(|&(device, counts)| DeviceCounts { device, counts })
+                .map(|&(device, counts)| DeviceCounts {
+                    device,
+                    name: report.device_names.get(&device).cloned(),
+                    counts,
+                })
                 .collect()
         }),
         clock_offsets: Vec::new(),

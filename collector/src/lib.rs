@@ -6,6 +6,7 @@
 //! sends) and [`collect`] receives until `stop` fires or the drain goal is met.
 
 pub mod claims;
+mod devices;
 mod topics;
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use devices::DeviceKeys;
 use iotload_core::args::{BrokerArgs, StampArgs};
 use iotload_core::backlog::BacklogWatch;
 use iotload_core::payload::StampDecoder;
@@ -115,7 +117,7 @@ impl CollectorArgs {
         Ok(CollectPlan {
             filters,
             identity,
-            decoder: StampDecoder::new(stamp.fields()?),
+            decoder: StampDecoder::new(stamp.json_format()?),
             duration: self.duration,
             run_id: String::new(),
             instance: String::new(),
@@ -325,6 +327,9 @@ pub struct CollectReport {
     pub seq: SeqCounts,
     /// Sequence accounting per device, in device order.
     pub per_device: Vec<(u32, SeqCounts)>,
+    /// The string ids (or topics, for messages without a device field) behind the
+    /// device keys counted down from `u32::MAX`.
+    pub device_names: HashMap<u32, String>,
     /// Undecodable messages by kind.
     pub undecodable: BTreeMap<String, u64>,
     /// Stamps sent after they were received (clock skew).
@@ -373,6 +378,7 @@ pub async fn collect<S: Subscriber>(
         }
     };
     let mut seq = SequenceTracker::new();
+    let mut device_keys = DeviceKeys::default();
     let mut interval = LatencyHistogram::new();
     let mut interval_corrected = LatencyHistogram::new();
     let mut interval_received = 0u64;
@@ -489,8 +495,12 @@ pub async fn collect<S: Subscriber>(
                         continue;
                     }
                 };
+                let device = device_keys.key(stamp.device.as_ref(), &message.topic);
                 let gaps_before = seq.counts().gaps;
-                let arrival = seq.observe(stamp.device, stamp.seq);
+                let arrival = match stamp.seq {
+                    Some(n) => seq.observe(device, n),
+                    None => seq.observe_unnumbered(),
+                };
                 let new_gaps = seq.counts().gaps.saturating_sub(gaps_before);
                 let future = message.received_us < stamp.sent_us;
                 let raw_us = message.received_us.saturating_sub(stamp.sent_us);
@@ -507,8 +517,8 @@ pub async fn collect<S: Subscriber>(
                         r.offer(Record::Raw(
                             message.topic.clone(),
                             RawRecord {
-                                device: stamp.device,
-                                seq: stamp.seq,
+                                device,
+                                seq: stamp.seq.unwrap_or(0),
                                 intended_us: stamp.intended_us,
                                 sent_us: stamp.sent_us,
                                 received_us: message.received_us,
@@ -562,6 +572,7 @@ pub async fn collect<S: Subscriber>(
         received,
         seq: seq.counts(),
         per_device: seq.per_device(),
+        device_names: device_keys.into_names(),
         undecodable,
         future_stamps,
         latency: totals.latency,

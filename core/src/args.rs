@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::payload::CarrierKind;
+use crate::payload::{CarrierKind, JsonStampFormat};
 use crate::plan::{BrokerUrl, PlanError, Template, parse_duration};
-use crate::stamp::{JsonFields, TimeFormat};
+use crate::stamp::{DeviceIdFormat, JsonFields};
 use crate::transport::ClientIdentity;
 use crate::transport::registry::BrokerFlags;
 #[cfg(feature = "tls")]
@@ -269,60 +269,79 @@ pub struct StampArgs {
     )]
     pub carrier: CarrierKind,
 
-    /// Names of the JSON stamp fields, in the order device,seq,intended,sent.
+    /// Where the JSON stamp's values are: four comma-separated field paths in the order
+    /// device,seq,intended,sent (`-` for one your messages do not carry), or named ones
+    /// such as `sent=/meta/sentAt,device=unitMacId`. A path is a name, a dotted path
+    /// (`sensor.timestamp`) or a JSON pointer (`/meta/sentAt`). Only the send time is
+    /// required: without seq, loss is counted per topic from the loadgen's sent counts;
+    /// without device, the topic stands for the device.
     ///
     /// Use your own schema's names so an iPaaS flow copies them, e.g.
     /// `deviceId,seq,intended_us,lastUpdated`.
     #[arg(
         long,
         env = "IOTLOAD_STAMP_FIELDS",
-        value_name = "NAMES",
+        value_name = "PATHS",
         default_value = "device,seq,intended_us,sent_us"
     )]
     pub stamp_fields: String,
 
-    /// How the JSON carrier writes times: us (integer µs since the epoch) or iso8601
-    /// (e.g. 2026-11-25T01:02:03.123456Z). Either is read back.
+    /// How the JSON carrier writes times, and the unit of bare numbers it reads: auto
+    /// (writes integer µs; reads numbers by magnitude), s (1733412345.123456), ms, us, ns,
+    /// iso8601 (2026-11-25T01:02:03.123456Z) or iso8601-local (no offset, in
+    /// --time-zone, like Python's datetime.now().isoformat()). Every format is read back
+    /// whatever this says.
     #[arg(
         long,
         env = "IOTLOAD_TIME_FORMAT",
         value_name = "FORMAT",
-        default_value = "us"
+        default_value = "auto"
     )]
     pub time_format: String,
+
+    /// The time zone of ISO-8601 times without an offset, written and read: local (the
+    /// machine's zone, or TZ) or an IANA name such as Europe/Berlin or UTC.
+    #[arg(
+        long,
+        env = "IOTLOAD_TIME_ZONE",
+        value_name = "ZONE",
+        default_value = "local"
+    )]
+    pub time_zone: String,
+
+    /// Write device ids as strings from this template instead of numbers, e.g.
+    /// `VZW_LH_UNIT_{device:03}` (json stamp only; the collector reads either).
+    #[arg(long, env = "IOTLOAD_DEVICE_ID", value_name = "TEMPLATE")]
+    pub device_id: Option<String>,
 }
 
 impl StampArgs {
-    /// The JSON field names.
-    pub fn fields(&self) -> Result<JsonFields, PlanError> {
-        let names: Vec<&str> = self.stamp_fields.split(',').map(str::trim).collect();
-        match names.as_slice() {
-            [d, s, i, t] if names.iter().all(|n| !n.is_empty()) => Ok(JsonFields {
-                device: d.to_string(),
-                seq: s.to_string(),
-                intended: i.to_string(),
-                sent: t.to_string(),
-            }),
-            _ => Err(PlanError::BadValue {
-                option: "--stamp-fields",
-                reason: format!(
-                    "`{}` must be four comma-separated names: device,seq,intended,sent",
-                    self.stamp_fields
-                ),
-            }),
-        }
-    }
-
-    /// The time format for the JSON carrier.
-    pub fn time_format(&self) -> Result<TimeFormat, PlanError> {
-        match self.time_format.as_str() {
-            "us" | "micros" => Ok(TimeFormat::Micros),
-            "iso8601" | "iso" => Ok(TimeFormat::Iso8601),
-            other => Err(PlanError::BadValue {
-                option: "--time-format",
-                reason: format!("`{other}` is not a time format; use us or iso8601"),
-            }),
-        }
+    /// The JSON stamp's layout: field paths, time format, zone and device id format.
+    pub fn json_format(&self) -> Result<JsonStampFormat, PlanError> {
+        let bad =
+            |option: &'static str| move |reason: String| PlanError::BadValue { option, reason };
+        let device_id = match &self.device_id {
+            None => DeviceIdFormat::Number,
+            Some(text) => {
+                let template = Template::parse(text)?;
+                if !template.has_device() {
+                    return Err(PlanError::BadValue {
+                        option: "--device-id",
+                        reason: format!(
+                            "`{text}` has no {{device}}, so every device would send the same \
+                             id; e.g. VZW_LH_UNIT_{{device:03}}"
+                        ),
+                    });
+                }
+                DeviceIdFormat::from_template(&template)
+            }
+        };
+        Ok(JsonStampFormat {
+            fields: JsonFields::parse(&self.stamp_fields).map_err(bad("--stamp-fields"))?,
+            time_format: self.time_format.parse().map_err(bad("--time-format"))?,
+            zone: self.time_zone.parse().map_err(bad("--time-zone"))?,
+            device_id,
+        })
     }
 }
 

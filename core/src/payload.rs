@@ -9,7 +9,8 @@ use std::str::FromStr;
 
 use crate::plan::PlanError;
 use crate::stamp::{
-    BinaryCarrier, HeaderCarrier, JsonCarrier, JsonFields, Stamp, StampError, TimeFormat,
+    BinaryCarrier, DeviceIdFormat, HeaderCarrier, JsonCarrier, JsonFields, ReceivedStamp, Stamp,
+    StampError, TimeFormat, Zone,
 };
 
 /// Where the stamp rides.
@@ -94,11 +95,24 @@ impl StampEncoder {
     /// Prepares the body once; `pad_to` is the minimum payload size in bytes.
     pub fn new(
         carrier: CarrierKind,
-        fields: JsonFields,
-        time_format: TimeFormat,
+        json: JsonStampFormat,
         body: &Body,
         pad_to: usize,
     ) -> Result<Self, PlanError> {
+        let JsonStampFormat {
+            fields,
+            time_format,
+            zone,
+            device_id,
+        } = json;
+        if carrier != CarrierKind::Json && device_id != DeviceIdFormat::Number {
+            return Err(PlanError::BadValue {
+                option: "--device-id",
+                reason: "string device ids ride in the json stamp; the binary and header \
+                         stamps carry numbers, so leave --device-id out or use --stamp json"
+                    .into(),
+            });
+        }
         let json = match (carrier, body) {
             (CarrierKind::Json, Body::Raw(_)) => {
                 return Err(PlanError::BadValue {
@@ -113,7 +127,9 @@ impl StampEncoder {
                 JsonCarrier::new(fields, time_format, Some(map), pad_to)
             }
             _ => JsonCarrier::new(fields, time_format, None, pad_to),
-        };
+        }
+        .with_zone(zone)
+        .with_device_id(device_id);
         let mut body_bytes = body.bytes();
         let header = match carrier {
             CarrierKind::Binary => BinaryCarrier::HEADER_LEN,
@@ -150,6 +166,20 @@ impl StampEncoder {
     }
 }
 
+/// How the JSON stamp is laid out: where its fields are, how times and device ids are
+/// written, and the zone of times without an offset.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JsonStampFormat {
+    /// Where the stamp values are.
+    pub fields: JsonFields,
+    /// How times are written (and which unit bare numbers are read in).
+    pub time_format: TimeFormat,
+    /// The zone of ISO-8601 times without an offset.
+    pub zone: Zone,
+    /// How the loadgen writes device ids.
+    pub device_id: DeviceIdFormat,
+}
+
 /// Reads stamps from incoming messages, whatever carrier they use.
 #[derive(Debug)]
 pub struct StampDecoder {
@@ -157,10 +187,10 @@ pub struct StampDecoder {
 }
 
 impl StampDecoder {
-    /// A decoder that looks for the JSON stamp under `fields`.
-    pub fn new(fields: JsonFields) -> Self {
+    /// A decoder that looks for the JSON stamp as `json` lays it out.
+    pub fn new(json: JsonStampFormat) -> Self {
         Self {
-            json: JsonCarrier::new(fields, TimeFormat::Micros, None, 0),
+            json: JsonCarrier::new(json.fields, json.time_format, None, 0).with_zone(json.zone),
         }
     }
 
@@ -170,12 +200,13 @@ impl StampDecoder {
         &self,
         payload: &[u8],
         headers: &[(String, String)],
-    ) -> Result<Stamp, StampError> {
+    ) -> Result<ReceivedStamp, StampError> {
         if payload.starts_with(b"IOTL") {
-            return BinaryCarrier::decode(payload);
+            return BinaryCarrier::decode(payload).map(ReceivedStamp::from);
         }
         if HeaderCarrier::carries_stamp(headers.iter().map(|(k, _)| k.as_str())) {
-            return HeaderCarrier::decode(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            return HeaderCarrier::decode(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .map(ReceivedStamp::from);
         }
         self.json.decode(payload)
     }
@@ -198,33 +229,26 @@ mod tests {
     fn header_names_in_another_case_are_still_the_header_stamp() {
         // Some transports (and iPaaS flows) change the case of header names; detection
         // must match them as decoding does, or every message is "undecodable".
-        let decoder = StampDecoder::new(JsonFields::default());
+        let decoder = StampDecoder::new(JsonStampFormat::default());
         let headers: Vec<(String, String)> = HeaderCarrier::encode(&stamp())
             .into_iter()
             .map(|(k, v)| (k.to_ascii_uppercase(), v))
             .collect();
-        assert_eq!(decoder.decode(b"opaque body", &headers), Ok(stamp()));
+        assert_eq!(decoder.decode(b"opaque body", &headers), Ok(stamp().into()));
     }
 
     #[test]
     fn every_carrier_round_trips_through_the_decoder() {
-        let decoder = StampDecoder::new(JsonFields::default());
+        let decoder = StampDecoder::new(JsonStampFormat::default());
         for carrier in [CarrierKind::Json, CarrierKind::Binary, CarrierKind::Header] {
             let body = Body::from_bytes(br#"{"temp":21.5}"#.to_vec());
-            let enc = StampEncoder::new(
-                carrier,
-                JsonFields::default(),
-                TimeFormat::Micros,
-                &body,
-                200,
-            )
-            .unwrap();
+            let enc = StampEncoder::new(carrier, JsonStampFormat::default(), &body, 200).unwrap();
             let (mut out, mut headers) = (Vec::new(), Vec::new());
             enc.encode(&stamp(), &mut out, &mut headers);
             assert!(out.len() >= 200, "{carrier:?} padded to {}", out.len());
             assert_eq!(
                 decoder.decode(&out, &headers).unwrap(),
-                stamp(),
+                stamp().into(),
                 "{carrier:?}"
             );
         }
@@ -233,15 +257,9 @@ mod tests {
     #[test]
     fn json_carrier_refuses_a_non_json_body() {
         let body = Body::from_bytes(b"plain text".to_vec());
-        let err = StampEncoder::new(
-            CarrierKind::Json,
-            JsonFields::default(),
-            TimeFormat::Micros,
-            &body,
-            0,
-        )
-        .unwrap_err()
-        .to_string();
+        let err = StampEncoder::new(CarrierKind::Json, JsonStampFormat::default(), &body, 0)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--stamp binary"), "{err}");
     }
 }

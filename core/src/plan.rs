@@ -223,11 +223,25 @@ pub struct Template {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum TemplatePart {
     Literal(String),
-    Device,
+    /// The device number, zero-padded to at least this many digits (`{device:03}`).
+    Device(usize),
+}
+
+/// One piece of a [`Template`], for renderers of its own (e.g. straight into JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplatePiece<'a> {
+    /// Literal text.
+    Literal(&'a str),
+    /// The device number, zero-padded to at least `width` digits.
+    Device {
+        /// Minimum digits (0: as many as the number has).
+        width: usize,
+    },
 }
 
 impl Template {
-    /// Parses a template; `{device}` is the device number, `{{` and `}}` are literal braces.
+    /// Parses a template; `{device}` is the device number (`{device:03}`: zero-padded to
+    /// 3 digits), `{{` and `}}` are literal braces.
     pub fn parse(value: &str) -> Result<Self, PlanError> {
         let mut parts = Vec::new();
         let mut literal = String::new();
@@ -244,18 +258,24 @@ impl Template {
                 }
                 '{' => {
                     let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
-                    if name != "device" {
+                    let width = match name.split_once(':') {
+                        None if name == "device" => Some(0),
+                        Some(("device", spec)) => spec.parse::<usize>().ok().filter(|w| *w <= 20),
+                        _ => None,
+                    };
+                    let Some(width) = width else {
                         return Err(PlanError::BadTemplate {
                             value: value.to_string(),
                             reason: format!(
-                                "unknown placeholder `{{{name}}}`; the only one is {{device}}"
+                                "unknown placeholder `{{{name}}}`; the only one is {{device}}, \
+                                 optionally zero-padded as {{device:03}}"
                             ),
                         });
-                    }
+                    };
                     if !literal.is_empty() {
                         parts.push(TemplatePart::Literal(std::mem::take(&mut literal)));
                     }
-                    parts.push(TemplatePart::Device);
+                    parts.push(TemplatePart::Device(width));
                 }
                 other => literal.push(other),
             }
@@ -271,7 +291,17 @@ impl Template {
 
     /// Whether the template varies per device.
     pub fn has_device(&self) -> bool {
-        self.parts.contains(&TemplatePart::Device)
+        self.parts
+            .iter()
+            .any(|p| matches!(p, TemplatePart::Device(_)))
+    }
+
+    /// The template's pieces in order.
+    pub fn pieces(&self) -> impl Iterator<Item = TemplatePiece<'_>> {
+        self.parts.iter().map(|p| match p {
+            TemplatePart::Literal(s) => TemplatePiece::Literal(s),
+            TemplatePart::Device(width) => TemplatePiece::Device { width: *width },
+        })
     }
 
     /// The text for one device.
@@ -280,8 +310,12 @@ impl Template {
         for part in &self.parts {
             match part {
                 TemplatePart::Literal(s) => out.push_str(s),
-                TemplatePart::Device => {
-                    out.push_str(itoa::Buffer::new().format(device));
+                TemplatePart::Device(width) => {
+                    let digits = itoa::Buffer::new().format(device).to_owned();
+                    for _ in digits.len()..*width {
+                        out.push('0');
+                    }
+                    out.push_str(&digits);
                 }
             }
         }
@@ -294,7 +328,7 @@ impl Template {
         for part in &self.parts {
             match part {
                 TemplatePart::Literal(s) => out.push_str(s),
-                TemplatePart::Device => out.push_str(device),
+                TemplatePart::Device(_) => out.push_str(device),
             }
         }
         out

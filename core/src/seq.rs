@@ -183,6 +183,13 @@ impl SequenceTracker {
         Arrival::Late
     }
 
+    /// Records one arrival of a message without a sequence number: unique, since
+    /// repeats cannot be told apart (loss is then sent − unique, per topic).
+    pub fn observe_unnumbered(&mut self) -> Arrival {
+        self.unique += 1;
+        Arrival::New
+    }
+
     /// Totals over all devices (O(1)).
     pub fn counts(&self) -> SeqCounts {
         SeqCounts {

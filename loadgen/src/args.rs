@@ -235,8 +235,7 @@ impl LoadArgs {
         }
         let encoder = StampEncoder::new(
             stamp.carrier,
-            stamp.fields()?,
-            stamp.time_format()?,
+            stamp.json_format()?,
             &body,
             self.payload_size,
         )?;

@@ -1,132 +1,119 @@
-//! The JSON carrier: the stamp as fields of a compact JSON object (names and time format
-//! configurable), optionally followed by the user's own body fields and padding; decoded
-//! without building a JSON tree.
+//! The JSON carrier: the stamp as fields of a compact JSON object (paths, time format and
+//! device id format configurable), merged with the user's own body fields and padding;
+//! the message is compiled once into literal bytes and value slots, and decoded without
+//! building a JSON tree.
 
 use std::fmt;
 
-use chrono::{DateTime, Datelike, Local, NaiveDateTime, TimeZone, Timelike};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::{Stamp, StampError, snippet};
-
-/// The JSON field names under which the four stamp values travel.
-///
-/// If two names are equal, decoding gives both stamp values the same JSON
-/// value; keep them distinct.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JsonFields {
-    /// Field holding the device id (default `"device"`).
-    pub device: String,
-    /// Field holding the sequence number (default `"seq"`).
-    pub seq: String,
-    /// Field holding the intended send time (default `"intended_us"`).
-    pub intended: String,
-    /// Field holding the actual send time (default `"sent_us"`).
-    pub sent: String,
-}
-
-impl Default for JsonFields {
-    /// `"device"`, `"seq"`, `"intended_us"`, `"sent_us"`.
-    fn default() -> Self {
-        Self {
-            device: "device".to_owned(),
-            seq: "seq".to_owned(),
-            intended: "intended_us".to_owned(),
-            sent: "sent_us".to_owned(),
-        }
-    }
-}
-
-/// How [`JsonCarrier::encode`] writes the intended and sent times.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum TimeFormat {
-    /// An unsigned integer: microseconds since the Unix epoch.
-    #[default]
-    Micros,
-    /// A string such as `"2026-11-25T01:02:03.123456Z"`: UTC, microseconds,
-    /// `Z` suffix. Times past 9999-12-31T23:59:59.999999Z cannot be written
-    /// that way and fall back to integer microseconds (which decode the same).
-    Iso8601,
-}
+use super::fields::{DeviceIdFormat, JsonFields};
+use super::time::{TimeFormat, TimeReader, Zone, write_time};
+use super::{DeviceId, ReceivedStamp, Stamp, StampError, snippet};
 
 /// Name of the padding field appended by [`JsonCarrier::encode`].
 const PAD_FIELD: &[u8] = b",\"pad\":\"";
 /// Bytes the padding field adds beyond its `x` run: `,"pad":""`.
 pub(super) const PAD_OVERHEAD: usize = PAD_FIELD.len() + 1;
-/// The last microsecond that ISO-8601 encoding can write with a 4-digit
-/// year: 9999-12-31T23:59:59.999999Z.
-pub(super) const MAX_ISO_US: u64 = 253_402_300_799_999_999;
 
-pub(super) const EXPECT_U32: &str = "an unsigned 32-bit integer";
+pub(super) const EXPECT_DEVICE: &str = "a string or an unsigned 32-bit integer";
 pub(super) const EXPECT_U64: &str = "an unsigned integer";
-pub(super) const EXPECT_TIME: &str = "an unsigned integer or an iso-8601 string";
+pub(super) const EXPECT_TIME: &str =
+    "a time: a non-negative epoch number (s, ms, µs or ns) or an iso-8601 string";
 
-/// Carries a [`Stamp`] as fields of a compact JSON object, optionally
-/// followed by the user's own body fields and a padding field.
+/// Which stamp value a slot of the compiled message holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Device,
+    Seq,
+    Intended,
+    Sent,
+}
+
+/// A piece of the compiled message: bytes written as they are, or a stamp value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Bytes(Vec<u8>),
+    Value(Slot),
+}
+
+/// Carries a [`Stamp`] as fields of a compact JSON object, merged with the user's own
+/// body fields and followed by a padding field.
 #[derive(Debug, Clone)]
 pub struct JsonCarrier {
     fields: JsonFields,
-    time_format: TimeFormat,
-    /// `{"device":` with the configured, JSON-escaped name.
-    key_device: Vec<u8>,
-    /// `,"seq":`
-    key_seq: Vec<u8>,
-    /// `,"intended_us":`
-    key_intended: Vec<u8>,
-    /// `,"sent_us":`
-    key_sent: Vec<u8>,
-    /// The pre-serialised body fields, each as `,"name":value`.
-    body: Vec<u8>,
+    format: TimeFormat,
+    zone: Zone,
+    device_id: DeviceIdFormat,
+    /// The message up to (not including) the padding and the closing brace.
+    pieces: Vec<Piece>,
+    /// Each configured path with the stamp values it carries (bit set), for decoding.
+    paths: Vec<(u8, Vec<String>)>,
     pad_to: usize,
 }
 
 impl JsonCarrier {
     /// Builds a carrier.
     ///
-    /// `body`: extra fields of the user's JSON payload, written after the
-    /// stamp fields; fields whose names clash with a stamp field are dropped,
-    /// and so is a field named `pad` when `pad_to > 0`. `pad_to`: minimum
-    /// total payload size in bytes. When the unpadded message is at least 9
-    /// bytes (the size of an empty `,"pad":""`) short of it, a
-    /// `"pad":"xxxx…"` string field brings it to exactly `pad_to`; when it is
-    /// 1 to 8 bytes short, spaces before the closing brace do (valid JSON
-    /// whitespace, no pad field); when it is already long enough nothing is
-    /// added. The body is serialised once, here.
+    /// `body`: the user's JSON payload. Stamp fields come first; body fields follow, and
+    /// objects on a stamp field's path are merged (the stamp value wins a clash), and a
+    /// field named `pad` is dropped when `pad_to > 0`. `pad_to`: minimum total payload
+    /// size in bytes. When the unpadded message is at least 9 bytes (the size of an empty
+    /// `,"pad":""`) short of it, a `"pad":"xxxx…"` string field brings it to exactly
+    /// `pad_to`; when it is 1 to 8 bytes short, spaces before the closing brace do (valid
+    /// JSON whitespace, no pad field); when it is already long enough nothing is added.
+    /// The message is compiled once, here.
     pub fn new(
         fields: JsonFields,
-        time_format: TimeFormat,
+        format: TimeFormat,
         body: Option<&Map<String, Value>>,
         pad_to: usize,
     ) -> Self {
-        let key = |lead: u8, name: &str| {
-            let mut k = vec![lead];
-            k.extend_from_slice(Value::from(name).to_string().as_bytes());
-            k.push(b':');
-            k
-        };
-        let mut body_bytes = Vec::new();
-        for (name, value) in body.into_iter().flatten() {
-            let clashes = [&fields.device, &fields.seq, &fields.intended, &fields.sent]
-                .iter()
-                .any(|f| f.as_str() == name)
-                || (pad_to > 0 && name == "pad");
-            if clashes {
-                continue;
+        let mut root: Vec<(String, Node)> = Vec::new();
+        let mut paths: Vec<(u8, Vec<String>)> = Vec::new();
+        let stamp_paths = [
+            (&fields.device, Slot::Device, F_DEVICE),
+            (&fields.seq, Slot::Seq, F_SEQ),
+            (&Some(fields.sent.clone()), Slot::Sent, F_SENT),
+            (&fields.intended, Slot::Intended, F_INTENDED),
+        ];
+        for (path, slot, bit) in stamp_paths {
+            if let Some(path) = path {
+                insert_slot(&mut root, path.segments(), slot);
+                paths.push((bit, path.segments().to_vec()));
             }
-            body_bytes.extend_from_slice(&key(b',', name));
-            body_bytes.extend_from_slice(value.to_string().as_bytes());
         }
+        // The stamp's fields first, in the order device, seq, intended, sent.
+        root.sort_by_key(|(_, node)| node.first_slot_rank());
+        if let Some(body) = body {
+            merge_body(&mut root, body, pad_to > 0);
+        }
+        let mut pieces = Vec::new();
+        write_object(&root, &mut pieces, false);
         Self {
-            key_device: key(b'{', &fields.device),
-            key_seq: key(b',', &fields.seq),
-            key_intended: key(b',', &fields.intended),
-            key_sent: key(b',', &fields.sent),
-            body: body_bytes,
             fields,
-            time_format,
+            format,
+            zone: Zone::Local,
+            device_id: DeviceIdFormat::Number,
+            pieces,
+            paths,
             pad_to,
         }
+    }
+
+    /// The zone of ISO-8601 times without an offset, written and read (default: local).
+    #[must_use]
+    pub fn with_zone(mut self, zone: Zone) -> Self {
+        self.zone = zone;
+        self
+    }
+
+    /// How the device id is written (default: a number).
+    #[must_use]
+    pub fn with_device_id(mut self, device_id: DeviceIdFormat) -> Self {
+        self.device_id = device_id;
+        self
     }
 
     /// Parses a user-supplied body (for example from a config file) into the
@@ -140,26 +127,30 @@ impl JsonCarrier {
         }
     }
 
-    /// The field names this carrier reads and writes.
+    /// The field paths this carrier reads and writes.
     pub fn fields(&self) -> &JsonFields {
         &self.fields
     }
 
-    /// Clears `out` and writes one compact JSON object: stamp fields first,
-    /// then body fields, then padding. Allocates nothing beyond `out`'s growth.
+    /// Clears `out` and writes one compact JSON object. Allocates nothing beyond `out`'s
+    /// growth.
     pub fn encode(&self, stamp: &Stamp, out: &mut Vec<u8>) {
         out.clear();
-        out.reserve(self.pad_to.max(self.body.len() + 128));
+        out.reserve(self.pad_to.max(128));
         let mut digits = itoa::Buffer::new();
-        out.extend_from_slice(&self.key_device);
-        out.extend_from_slice(digits.format(stamp.device).as_bytes());
-        out.extend_from_slice(&self.key_seq);
-        out.extend_from_slice(digits.format(stamp.seq).as_bytes());
-        out.extend_from_slice(&self.key_intended);
-        self.write_time(stamp.intended_us, &mut digits, out);
-        out.extend_from_slice(&self.key_sent);
-        self.write_time(stamp.sent_us, &mut digits, out);
-        out.extend_from_slice(&self.body);
+        for piece in &self.pieces {
+            match piece {
+                Piece::Bytes(bytes) => out.extend_from_slice(bytes),
+                Piece::Value(Slot::Device) => self.device_id.write(stamp.device, out),
+                Piece::Value(Slot::Seq) => {
+                    out.extend_from_slice(digits.format(stamp.seq).as_bytes())
+                }
+                Piece::Value(Slot::Intended) => {
+                    write_time(stamp.intended_us, self.format, self.zone, out);
+                }
+                Piece::Value(Slot::Sent) => write_time(stamp.sent_us, self.format, self.zone, out),
+            }
+        }
         let unpadded = out.len() + 1;
         if let Some(short) = self.pad_to.checked_sub(unpadded) {
             if short >= PAD_OVERHEAD {
@@ -173,99 +164,132 @@ impl JsonCarrier {
         out.push(b'}');
     }
 
-    fn write_time(&self, us: u64, digits: &mut itoa::Buffer, out: &mut Vec<u8>) {
-        if self.time_format == TimeFormat::Iso8601 && write_iso(us, out) {
-            return;
-        }
-        out.extend_from_slice(digits.format(us).as_bytes());
-    }
-
-    /// Decodes a stamp from a JSON payload without building a JSON tree:
-    /// only the four configured fields are parsed, everything else is
-    /// skipped.
+    /// Decodes a stamp from a JSON payload without building a JSON tree: only the
+    /// configured paths are parsed, everything else is skipped.
     ///
-    /// `device` must be an unsigned integer fitting `u32`, `seq` an unsigned
-    /// integer; the two times each an unsigned integer (µs since the epoch)
-    /// or an ISO-8601 / RFC 3339 string (`T` or space separator, optional
-    /// fractional seconds; with `Z` or an offset, or without an offset,
-    /// meaning local time — the earlier of two readings in a DST overlap, a
-    /// [`StampError::BadTime`] inside a DST gap). A missing intended time
-    /// falls back to the sent time. Trailing non-whitespace after the object
-    /// is [`StampError::NotJson`].
-    pub fn decode(&self, payload: &[u8]) -> Result<Stamp, StampError> {
+    /// The device id is a string or an unsigned integer fitting `u32`, the sequence an
+    /// unsigned integer; a time is an epoch number (integer or fractional, in the unit
+    /// `--time-format` forces, else told by magnitude: 10 digits s, 13 ms, 16 µs, 19 ns,
+    /// anything else µs) or an ISO-8601 / RFC 3339 string (`T` or space separator,
+    /// optional fraction; with `Z` or an offset, or without one, meaning the carrier's
+    /// zone — the earlier of two readings in a DST overlap, a [`StampError::BadTime`]
+    /// inside a DST gap), or a number in a string. A configured field that is absent is
+    /// [`StampError::Missing`]; a missing intended time falls back to the sent time.
+    /// Trailing non-whitespace after the object is [`StampError::NotJson`].
+    pub fn decode(&self, payload: &[u8]) -> Result<ReceivedStamp, StampError> {
         let mut de = serde_json::Deserializer::from_slice(payload);
-        let result = StampSeed {
-            fields: &self.fields,
-        }
-        .deserialize(&mut de)
-        .map_err(|_| StampError::NotJson)?;
+        let mut found = Found::default();
+        let seed = ObjectSeed {
+            carrier: self,
+            depth: 0,
+            active: u8::MAX,
+            found: &mut found,
+        };
+        seed.deserialize(&mut de).map_err(|_| StampError::NotJson)?;
         de.end().map_err(|_| StampError::NotJson)?;
-        result
+        found.finish(&self.fields)
     }
-}
 
-/// Writes `"YYYY-MM-DDTHH:MM:SS.ffffffZ"` (with quotes) for `us`, or returns
-/// false (writing nothing) if `us` is past year 9999.
-fn write_iso(us: u64, out: &mut Vec<u8>) -> bool {
-    if us > MAX_ISO_US {
-        return false;
-    }
-    let Some(dt) = i64::try_from(us)
-        .ok()
-        .and_then(DateTime::from_timestamp_micros)
-    else {
-        return false;
-    };
-    let Ok(year) = u32::try_from(dt.year()) else {
-        return false;
-    };
-    out.push(b'"');
-    push_digits(out, year, 4);
-    out.push(b'-');
-    push_digits(out, dt.month(), 2);
-    out.push(b'-');
-    push_digits(out, dt.day(), 2);
-    out.push(b'T');
-    push_digits(out, dt.hour(), 2);
-    out.push(b':');
-    push_digits(out, dt.minute(), 2);
-    out.push(b':');
-    push_digits(out, dt.second(), 2);
-    out.push(b'.');
-    push_digits(out, dt.timestamp_subsec_micros(), 6);
-    out.extend_from_slice(b"Z\"");
-    true
-}
-
-/// Writes the last `width` (≤ 10) decimal digits of `value`, zero-padded.
-fn push_digits(out: &mut Vec<u8>, value: u32, width: usize) {
-    let mut buf = [b'0'; 10];
-    let mut rest = value;
-    for slot in buf[..width].iter_mut().rev() {
-        *slot = b'0' + (rest % 10) as u8;
-        rest /= 10;
-    }
-    out.extend_from_slice(&buf[..width]);
-}
-
-/// Parses an ISO-8601 / RFC 3339 time into µs since the Unix epoch.
-pub(super) fn parse_iso_us(s: &str) -> Option<u64> {
-    let micros = match DateTime::parse_from_rfc3339(s) {
-        Ok(dt) => dt.timestamp_micros(),
-        Err(_) => {
-            let format = if s.as_bytes().get(10) == Some(&b' ') {
-                "%Y-%m-%d %H:%M:%S%.f"
-            } else {
-                "%Y-%m-%dT%H:%M:%S%.f"
-            };
-            let naive = NaiveDateTime::parse_from_str(s, format).ok()?;
-            Local
-                .from_local_datetime(&naive)
-                .earliest()?
-                .timestamp_micros()
+    fn reader(&self) -> TimeReader {
+        TimeReader {
+            format: self.format,
+            zone: self.zone,
         }
+    }
+}
+
+/// The message as a tree while it is compiled.
+#[derive(Debug)]
+enum Node {
+    Object(Vec<(String, Node)>),
+    Slot(Slot),
+    Value(Value),
+}
+
+impl Node {
+    /// Order of the first stamp value in this node (device first), for laying out the
+    /// stamp fields in a fixed order.
+    fn first_slot_rank(&self) -> u8 {
+        match self {
+            Self::Slot(slot) => match slot {
+                Slot::Device => 0,
+                Slot::Seq => 1,
+                Slot::Intended => 2,
+                Slot::Sent => 3,
+            },
+            Self::Object(children) => children
+                .iter()
+                .map(|(_, n)| n.first_slot_rank())
+                .min()
+                .unwrap_or(u8::MAX),
+            Self::Value(_) => u8::MAX,
+        }
+    }
+}
+
+/// Puts `slot` at `path` below `entries`, creating objects on the way; a path that ends on
+/// or passes through a field already holding a value is left out (the first one wins).
+fn insert_slot(entries: &mut Vec<(String, Node)>, path: &[String], slot: Slot) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
     };
-    u64::try_from(micros).ok()
+    match entries.iter_mut().find(|(k, _)| k == first) {
+        None if rest.is_empty() => entries.push((first.clone(), Node::Slot(slot))),
+        None => {
+            let mut children = Vec::new();
+            insert_slot(&mut children, rest, slot);
+            entries.push((first.clone(), Node::Object(children)));
+        }
+        Some((_, Node::Object(children))) if !rest.is_empty() => insert_slot(children, rest, slot),
+        Some(_) => {}
+    }
+}
+
+/// Adds the body's fields after the stamp's, merging objects on a stamp path.
+fn merge_body(entries: &mut Vec<(String, Node)>, body: &Map<String, Value>, drop_pad: bool) {
+    for (name, value) in body {
+        if drop_pad && name == "pad" {
+            continue;
+        }
+        match entries.iter_mut().find(|(k, _)| k == name) {
+            None => entries.push((name.clone(), Node::Value(value.clone()))),
+            Some((_, Node::Object(children))) => {
+                if let Value::Object(inner) = value {
+                    merge_body(children, inner, false);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+/// Appends `bytes` to the last literal piece, or starts one.
+fn push_bytes(pieces: &mut Vec<Piece>, bytes: &[u8]) {
+    if let Some(Piece::Bytes(last)) = pieces.last_mut() {
+        last.extend_from_slice(bytes);
+    } else {
+        pieces.push(Piece::Bytes(bytes.to_vec()));
+    }
+}
+
+/// Compiles an object into pieces; the top level is left open for padding.
+fn write_object(entries: &[(String, Node)], pieces: &mut Vec<Piece>, close: bool) {
+    push_bytes(pieces, b"{");
+    for (i, (name, node)) in entries.iter().enumerate() {
+        if i > 0 {
+            push_bytes(pieces, b",");
+        }
+        push_bytes(pieces, Value::from(name.as_str()).to_string().as_bytes());
+        push_bytes(pieces, b":");
+        match node {
+            Node::Slot(slot) => pieces.push(Piece::Value(*slot)),
+            Node::Value(value) => push_bytes(pieces, value.to_string().as_bytes()),
+            Node::Object(children) => write_object(children, pieces, true),
+        }
+    }
+    if close {
+        push_bytes(pieces, b"}");
+    }
 }
 
 /// Bits saying which stamp values a JSON key carries.
@@ -274,93 +298,159 @@ const F_SEQ: u8 = 2;
 const F_INTENDED: u8 = 4;
 const F_SENT: u8 = 8;
 
-/// Seed for the top-level object; its value is the decoded stamp or the
-/// first field-level problem (JSON syntax errors surface as serde errors).
-struct StampSeed<'a> {
-    fields: &'a JsonFields,
+/// Seed for an object at `depth` on the way to the `active` paths; it records what it
+/// finds in `found`. The top level must be an object; below it, a value that is not one
+/// is skipped (its fields are then missing).
+struct ObjectSeed<'a> {
+    carrier: &'a JsonCarrier,
+    depth: usize,
+    active: u8,
+    found: &'a mut Found,
 }
 
-impl<'de> DeserializeSeed<'de> for StampSeed<'_> {
-    type Value = Result<Stamp, StampError>;
+impl<'de> DeserializeSeed<'de> for ObjectSeed<'_> {
+    type Value = ();
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_map(self)
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        if self.depth == 0 {
+            deserializer.deserialize_map(self)
+        } else {
+            deserializer.deserialize_any(self)
+        }
     }
 }
 
-impl<'de> Visitor<'de> for StampSeed<'_> {
-    type Value = Result<Stamp, StampError>;
+impl<'de> Visitor<'de> for ObjectSeed<'_> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a json object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = Found::default();
-        let mut failure = None;
-        while let Some(mask) = map.next_key_seed(KeySeed {
-            fields: self.fields,
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some((leaf, deeper)) = map.next_key_seed(KeySeed {
+            paths: &self.carrier.paths,
+            depth: self.depth,
+            active: self.active,
         })? {
-            if mask == 0 || failure.is_some() {
+            if leaf != 0 && self.found.failure.is_none() {
+                let value = map.next_value_seed(ValueSeed {
+                    reader: self.carrier.reader(),
+                    time: leaf & (F_INTENDED | F_SENT) != 0,
+                    text: leaf & F_DEVICE != 0,
+                })?;
+                self.found.apply(leaf, value, self.carrier);
+            } else if deeper != 0 {
+                map.next_value_seed(ObjectSeed {
+                    carrier: self.carrier,
+                    depth: self.depth + 1,
+                    active: deeper,
+                    found: self.found,
+                })?;
+            } else {
                 map.next_value::<IgnoredAny>()?;
-                continue;
-            }
-            let value = map.next_value_seed(ValueSeed {
-                time: mask & (F_INTENDED | F_SENT) != 0,
-            })?;
-            if let Err(e) = found.apply(mask, &value, self.fields) {
-                failure = Some(e);
             }
         }
-        Ok(match failure {
-            Some(e) => Err(e),
-            None => found.finish(self.fields),
-        })
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
     }
 }
 
-/// The stamp values seen so far in one object.
+/// The stamp values seen so far in one message, and the first problem with one.
 #[derive(Default)]
 struct Found {
-    device: Option<u32>,
+    device: Option<DeviceId>,
     seq: Option<u64>,
     intended: Option<u64>,
     sent: Option<u64>,
+    failure: Option<StampError>,
 }
 
 impl Found {
-    fn apply(&mut self, mask: u8, value: &Scalar, fields: &JsonFields) -> Result<(), StampError> {
+    fn apply(&mut self, mask: u8, value: Scalar, carrier: &JsonCarrier) {
+        if let Err(e) = self.try_apply(mask, value, carrier) {
+            self.failure = Some(e);
+        }
+    }
+
+    fn try_apply(
+        &mut self,
+        mask: u8,
+        value: Scalar,
+        carrier: &JsonCarrier,
+    ) -> Result<(), StampError> {
+        let fields = &carrier.fields;
+        let name = |p: &Option<super::FieldPath>| p.as_ref().map_or("", |p| p.as_str()).to_owned();
         if mask & F_DEVICE != 0 {
-            let wrong = || wrong_type(&fields.device, EXPECT_U32);
-            let v = value.int().ok_or_else(wrong)?;
-            self.device = Some(u32::try_from(v).map_err(|_| wrong())?);
+            let wrong = || wrong_type(&name(&fields.device), EXPECT_DEVICE);
+            self.device = Some(match &value {
+                Scalar::Int(v) => DeviceId::Number(u32::try_from(*v).map_err(|_| wrong())?),
+                Scalar::Text(s) => DeviceId::Name(s.clone()),
+                _ => return Err(wrong()),
+            });
         }
         if mask & F_SEQ != 0 {
             self.seq = Some(
                 value
                     .int()
-                    .ok_or_else(|| wrong_type(&fields.seq, EXPECT_U64))?,
+                    .ok_or_else(|| wrong_type(&name(&fields.seq), EXPECT_U64))?,
             );
         }
+        let reader = carrier.reader();
         if mask & F_INTENDED != 0 {
-            self.intended = Some(value.time(&fields.intended)?);
+            self.intended = Some(value.time(&name(&fields.intended), reader)?);
         }
         if mask & F_SENT != 0 {
-            self.sent = Some(value.time(&fields.sent)?);
+            self.sent = Some(value.time(fields.sent.as_str(), reader)?);
         }
         Ok(())
     }
 
-    fn finish(self, fields: &JsonFields) -> Result<Stamp, StampError> {
-        let missing = |name: &String| StampError::Missing {
-            field: name.clone(),
+    fn finish(self, fields: &JsonFields) -> Result<ReceivedStamp, StampError> {
+        if let Some(e) = self.failure {
+            return Err(e);
+        }
+        let missing = |path: &super::FieldPath| StampError::Missing {
+            field: path.as_str().to_owned(),
         };
-        let device = self.device.ok_or_else(|| missing(&fields.device))?;
-        let seq = self.seq.ok_or_else(|| missing(&fields.seq))?;
+        if let (Some(path), None) = (&fields.device, &self.device) {
+            return Err(missing(path));
+        }
+        if let (Some(path), None) = (&fields.seq, self.seq) {
+            return Err(missing(path));
+        }
         let sent_us = self.sent.ok_or_else(|| missing(&fields.sent))?;
-        Ok(Stamp {
-            device,
-            seq,
+        Ok(ReceivedStamp {
+            device: self.device,
+            seq: self.seq,
             intended_us: self.intended.unwrap_or(sent_us),
             sent_us,
         })
@@ -374,42 +464,43 @@ fn wrong_type(field: &str, expected: &'static str) -> StampError {
     }
 }
 
-/// Seed for an object key: compares it (borrowed or transient, never
-/// allocated) against the configured names and yields a field mask, 0 for
-/// keys to skip.
+/// Seed for an object key at `depth`: compares it (borrowed or transient, never
+/// allocated) with the `active` paths' segment there and yields the values that end here
+/// and the paths that go deeper, (0, 0) for keys to skip.
 struct KeySeed<'a> {
-    fields: &'a JsonFields,
+    paths: &'a [(u8, Vec<String>)],
+    depth: usize,
+    active: u8,
 }
 
 impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
-    type Value = u8;
+    type Value = (u8, u8);
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<u8, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(u8, u8), D::Error> {
         deserializer.deserialize_str(self)
     }
 }
 
 impl<'de> Visitor<'de> for KeySeed<'_> {
-    type Value = u8;
+    type Value = (u8, u8);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a field name")
     }
 
-    fn visit_str<E: de::Error>(self, key: &str) -> Result<u8, E> {
-        let f = self.fields;
-        let mut mask = 0;
-        for (name, bit) in [
-            (&f.device, F_DEVICE),
-            (&f.seq, F_SEQ),
-            (&f.intended, F_INTENDED),
-            (&f.sent, F_SENT),
-        ] {
-            if name.as_str() == key {
-                mask |= bit;
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<(u8, u8), E> {
+        let (mut leaf, mut deeper) = (0, 0);
+        for (bit, segments) in self.paths {
+            if self.active & bit == 0 || segments.get(self.depth).map(String::as_str) != Some(key) {
+                continue;
+            }
+            if segments.len() == self.depth + 1 {
+                leaf |= bit;
+            } else {
+                deeper |= bit;
             }
         }
-        Ok(mask)
+        Ok((leaf, deeper))
     }
 }
 
@@ -417,12 +508,16 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
 enum Scalar {
     /// A non-negative integer.
     Int(u64),
+    /// A fractional number.
+    Float(f64),
+    /// A string kept as it is (a device id).
+    Text(String),
     /// A string that parsed as a time (µs since the epoch).
     Time(u64),
     /// A string that did not parse as a time (cut for the error).
     BadTime(String),
-    /// Anything else: negative or fractional numbers, booleans, null,
-    /// arrays, objects, or strings where no time is allowed.
+    /// Anything else: negative numbers, booleans, null, arrays, objects, or strings
+    /// where none is allowed.
     Other,
 }
 
@@ -434,22 +529,32 @@ impl Scalar {
         }
     }
 
-    fn time(&self, field: &str) -> Result<u64, StampError> {
+    fn time(&self, field: &str, reader: TimeReader) -> Result<u64, StampError> {
+        let bad_time = |value: &str| StampError::BadTime {
+            field: field.to_owned(),
+            value: snippet(value),
+        };
         match self {
-            Self::Int(v) | Self::Time(v) => Ok(*v),
-            Self::BadTime(value) => Err(StampError::BadTime {
-                field: field.to_owned(),
-                value: value.clone(),
-            }),
+            Self::Int(v) => reader
+                .integer(*v)
+                .ok_or_else(|| wrong_type(field, EXPECT_TIME)),
+            Self::Float(v) => reader
+                .float(*v)
+                .ok_or_else(|| wrong_type(field, EXPECT_TIME)),
+            Self::Time(v) => Ok(*v),
+            Self::Text(s) => reader.text(s).ok_or_else(|| bad_time(s)),
+            Self::BadTime(value) => Err(bad_time(value)),
             Self::Other => Err(wrong_type(field, EXPECT_TIME)),
         }
     }
 }
 
-/// Seed for a stamp field's value; `time` says whether strings should be
-/// parsed as ISO-8601 times.
+/// Seed for a stamp field's value; `time`: strings may be times (parsed here, without
+/// allocating), `text`: strings are kept (device ids).
 struct ValueSeed {
+    reader: TimeReader,
     time: bool,
+    text: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for ValueSeed {
@@ -475,8 +580,8 @@ impl<'de> Visitor<'de> for ValueSeed {
         Ok(u64::try_from(v).map_or(Scalar::Other, Scalar::Int))
     }
 
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Scalar, E> {
-        Ok(Scalar::Other)
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+        Ok(Scalar::Float(v))
     }
 
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Scalar, E> {
@@ -488,10 +593,13 @@ impl<'de> Visitor<'de> for ValueSeed {
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Scalar, E> {
+        if self.text {
+            return Ok(Scalar::Text(s.to_owned()));
+        }
         if !self.time {
             return Ok(Scalar::Other);
         }
-        Ok(match parse_iso_us(s) {
+        Ok(match self.reader.text(s) {
             Some(us) => Scalar::Time(us),
             None => Scalar::BadTime(snippet(s)),
         })

@@ -1,20 +1,25 @@
 //! The latency stamp that every iotload stimulus carries, and the three
 //! carriers that put it on the wire: a JSON object (the default, with
-//! configurable field names, an optional user body and padding), a compact
+//! configurable field paths, time formats and device ids, an optional user body
+//! and padding), a compact
 //! 32-byte binary header for echo-style responders, and transport headers
 //! (MQTT 5 user properties, later Kafka/NATS/AMQP headers) that leave the
 //! payload untouched. Encoding is on the hot path and writes into a caller's
 //! reusable buffer; decoding never builds an intermediate JSON tree.
 
 mod binary;
+mod fields;
 mod header;
 mod json;
+mod time;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use binary::BinaryCarrier;
+pub use fields::{DeviceIdFormat, DeviceIdPart, FieldPath, JsonFields};
 pub use header::HeaderCarrier;
-pub use json::{JsonCarrier, JsonFields, TimeFormat};
+pub use json::JsonCarrier;
+pub use time::{TimeFormat, TimeReader, Zone};
 
 /// What every stimulus carries so the collector can compute latency.
 ///
@@ -31,6 +36,42 @@ pub struct Stamp {
     /// When the message was actually handed to the transport (µs since the
     /// Unix epoch).
     pub sent_us: u64,
+}
+
+/// A stamp as a receiver reads it: the send time always; the device and sequence
+/// number when the message carries them (the JSON carrier can be told to expect only a
+/// time, as iPaaS flows that copy one timestamp give).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedStamp {
+    /// The device id, if the message carries one.
+    pub device: Option<DeviceId>,
+    /// The per-device sequence number, if the message carries one.
+    pub seq: Option<u64>,
+    /// When the schedule intended the message to go out (µs since the epoch); the send
+    /// time when the message does not say.
+    pub intended_us: u64,
+    /// When the message was handed to the transport (µs since the epoch).
+    pub sent_us: u64,
+}
+
+/// A device id as messages carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DeviceId {
+    /// A number (iotload's own devices).
+    Number(u32),
+    /// A string (an IMEI, a MAC, `VZW_LH_UNIT_007`).
+    Name(String),
+}
+
+impl From<Stamp> for ReceivedStamp {
+    fn from(s: Stamp) -> Self {
+        Self {
+            device: Some(DeviceId::Number(s.device)),
+            seq: Some(s.seq),
+            intended_us: s.intended_us,
+            sent_us: s.sent_us,
+        }
+    }
 }
 
 /// Why a payload or a set of headers could not be decoded into a [`Stamp`].

@@ -2,7 +2,35 @@ use super::*;
 use chrono::{Local, NaiveDateTime, TimeZone};
 use serde_json::{Map, Value};
 
-use super::json::{EXPECT_TIME, EXPECT_U32, EXPECT_U64, MAX_ISO_US, PAD_OVERHEAD, parse_iso_us};
+use super::json::{EXPECT_DEVICE, EXPECT_TIME, EXPECT_U64, PAD_OVERHEAD};
+use super::time::MAX_ISO_US;
+
+fn parse_iso_us(s: &str) -> Option<u64> {
+    TimeReader::default().text(s)
+}
+
+fn path(s: &str) -> FieldPath {
+    FieldPath::parse(s).unwrap()
+}
+
+/// Decoding into the sender's stamp, for messages that carry all four values.
+trait DecodeStamp {
+    fn decode_stamp(&self, payload: &[u8]) -> Result<Stamp, StampError>;
+}
+
+impl DecodeStamp for JsonCarrier {
+    fn decode_stamp(&self, payload: &[u8]) -> Result<Stamp, StampError> {
+        self.decode(payload).map(|r| Stamp {
+            device: match r.device {
+                Some(DeviceId::Number(n)) => n,
+                other => panic!("not a numeric device: {other:?}"),
+            },
+            seq: r.seq.expect("a sequence number"),
+            intended_us: r.intended_us,
+            sent_us: r.sent_us,
+        })
+    }
+}
 use proptest::prelude::*;
 
 const STAMP: Stamp = Stamp {
@@ -24,7 +52,7 @@ fn encode(c: &JsonCarrier, stamp: &Stamp) -> Vec<u8> {
 
 fn json_err(payload: &str) -> StampError {
     carrier(TimeFormat::Micros)
-        .decode(payload.as_bytes())
+        .decode_stamp(payload.as_bytes())
         .unwrap_err()
 }
 
@@ -70,18 +98,18 @@ fn iso8601_encoding_covers_epoch_and_year_9999_and_falls_back_to_micros_beyond()
     let text = String::from_utf8(encode(&c, &stamp)).unwrap();
     assert!(text.contains(r#""intended_us":"1970-01-01T00:00:00.000000Z""#));
     assert!(text.contains(r#""sent_us":"9999-12-31T23:59:59.999999Z""#));
-    assert_eq!(c.decode(text.as_bytes()), Ok(stamp));
+    assert_eq!(c.decode_stamp(text.as_bytes()), Ok(stamp));
     stamp.sent_us = MAX_ISO_US + 1;
     let text = String::from_utf8(encode(&c, &stamp)).unwrap();
     assert!(text.contains(r#""sent_us":253402300800000000}"#));
-    assert_eq!(c.decode(text.as_bytes()), Ok(stamp));
+    assert_eq!(c.decode_stamp(text.as_bytes()), Ok(stamp));
 }
 
 #[test]
 fn json_round_trips_in_both_time_formats() {
     for format in [TimeFormat::Micros, TimeFormat::Iso8601] {
         let c = carrier(format);
-        assert_eq!(c.decode(&encode(&c, &STAMP)), Ok(STAMP));
+        assert_eq!(c.decode_stamp(&encode(&c, &STAMP)), Ok(STAMP));
     }
 }
 
@@ -90,16 +118,16 @@ fn encode_clears_what_was_in_the_buffer() {
     let c = carrier(TimeFormat::Micros);
     let mut out = b"garbage".to_vec();
     c.encode(&STAMP, &mut out);
-    assert_eq!(c.decode(&out), Ok(STAMP));
+    assert_eq!(c.decode_stamp(&out), Ok(STAMP));
 }
 
 #[test]
 fn custom_field_names_round_trip_and_are_escaped() {
     let fields = JsonFields {
-        device: "deviceId".into(),
-        seq: "n\"o".into(),
-        intended: "t0".into(),
-        sent: "lastUpdated".into(),
+        device: Some(path("deviceId")),
+        seq: Some(path("n\"o")),
+        intended: Some(path("t0")),
+        sent: path("lastUpdated"),
     };
     let c = JsonCarrier::new(fields, TimeFormat::Iso8601, None, 0);
     let out = encode(&c, &STAMP);
@@ -107,14 +135,14 @@ fn custom_field_names_round_trip_and_are_escaped() {
     assert_eq!(value["deviceId"], 42);
     assert_eq!(value["n\"o"], 7);
     assert_eq!(value["lastUpdated"], "2026-11-25T01:02:03.124000Z");
-    assert_eq!(c.decode(&out), Ok(STAMP));
+    assert_eq!(c.decode_stamp(&out), Ok(STAMP));
 }
 
 #[test]
 fn escaped_keys_in_payload_match_configured_names() {
     let payload = r#"{"dev\u0069ce":1,"seq":2,"sent_us":3}"#;
     let stamp = carrier(TimeFormat::Micros)
-        .decode(payload.as_bytes())
+        .decode_stamp(payload.as_bytes())
         .unwrap();
     assert_eq!(stamp.device, 1);
 }
@@ -122,8 +150,8 @@ fn escaped_keys_in_payload_match_configured_names() {
 #[test]
 fn foreign_payload_with_naive_last_updated_decodes_as_local_time() {
     let fields = JsonFields {
-        device: "deviceId".into(),
-        sent: "lastUpdated".into(),
+        device: Some(path("deviceId")),
+        sent: path("lastUpdated"),
         ..JsonFields::default()
     };
     let c = JsonCarrier::new(fields, TimeFormat::Micros, None, 0);
@@ -131,7 +159,7 @@ fn foreign_payload_with_naive_last_updated_decodes_as_local_time() {
         br#"{"temp":21.5,"deviceId":3,"seq":9,"lastUpdated":"2026-11-25T01:02:03.123456"}"#;
     let expected = local_us("2026-11-25T01:02:03.123456");
     assert_eq!(
-        c.decode(payload),
+        c.decode_stamp(payload),
         Ok(Stamp {
             device: 3,
             seq: 9,
@@ -144,7 +172,7 @@ fn foreign_payload_with_naive_last_updated_decodes_as_local_time() {
 #[test]
 fn missing_intended_time_falls_back_to_sent_time() {
     let stamp = carrier(TimeFormat::Micros)
-        .decode(br#"{"device":1,"seq":2,"sent_us":3}"#)
+        .decode_stamp(br#"{"device":1,"seq":2,"sent_us":3}"#)
         .unwrap();
     assert_eq!(stamp.intended_us, 3);
 }
@@ -179,7 +207,7 @@ fn padding_gives_exact_lengths_whenever_the_message_is_shorter() {
         let c = JsonCarrier::new(JsonFields::default(), TimeFormat::Micros, None, pad_to);
         let out = encode(&c, &STAMP);
         assert_eq!(out.len(), pad_to.max(unpadded), "pad_to {pad_to}");
-        assert_eq!(c.decode(&out), Ok(STAMP));
+        assert_eq!(c.decode_stamp(&out), Ok(STAMP));
         let value: Value = serde_json::from_slice(&out).unwrap();
         let has_pad = value.get("pad").is_some();
         assert_eq!(
@@ -204,7 +232,7 @@ fn body_fields_are_preserved_after_the_stamp_and_clashes_are_dropped() {
     let text = std::str::from_utf8(&out).unwrap();
     assert_eq!(text.matches("\"seq\"").count(), 1);
     assert!(text.starts_with(r#"{"device":42,"seq":7,"#));
-    assert_eq!(c.decode(&out), Ok(STAMP));
+    assert_eq!(c.decode_stamp(&out), Ok(STAMP));
 
     let padded = JsonCarrier::new(JsonFields::default(), TimeFormat::Micros, Some(&body), 400);
     let out = encode(&padded, &STAMP);
@@ -229,7 +257,7 @@ fn truncated_or_foreign_payloads_are_not_json() {
     let full = encode(&carrier(TimeFormat::Micros), &STAMP);
     for cut in 0..full.len() {
         assert_eq!(
-            carrier(TimeFormat::Micros).decode(&full[..cut]),
+            carrier(TimeFormat::Micros).decode_stamp(&full[..cut]),
             Err(StampError::NotJson),
             "cut at {cut}"
         );
@@ -246,7 +274,7 @@ fn truncated_or_foreign_payloads_are_not_json() {
         assert_eq!(json_err(bad), StampError::NotJson, "{bad}");
     }
     assert_eq!(
-        carrier(TimeFormat::Micros).decode(&[0xff, 0x00, 0x7b, 0x13]),
+        carrier(TimeFormat::Micros).decode_stamp(&[0xff, 0x00, 0x7b, 0x13]),
         Err(StampError::NotJson)
     );
 }
@@ -271,16 +299,16 @@ fn values_of_the_wrong_type_or_range_are_wrong_type() {
     };
     let cases = [
         (
-            r#"{"device":"1","seq":1,"sent_us":2}"#,
-            wrong("device", EXPECT_U32),
+            r#"{"device":false,"seq":1,"sent_us":2}"#,
+            wrong("device", EXPECT_DEVICE),
         ),
         (
             r#"{"device":4294967296,"seq":1,"sent_us":2}"#,
-            wrong("device", EXPECT_U32),
+            wrong("device", EXPECT_DEVICE),
         ),
         (
             r#"{"device":-1,"seq":1,"sent_us":2}"#,
-            wrong("device", EXPECT_U32),
+            wrong("device", EXPECT_DEVICE),
         ),
         (
             r#"{"device":1,"seq":1.5,"sent_us":2}"#,
@@ -307,7 +335,7 @@ fn values_of_the_wrong_type_or_range_are_wrong_type() {
             wrong("sent_us", EXPECT_TIME),
         ),
         (
-            r#"{"device":1,"seq":1,"sent_us":1e3}"#,
+            r#"{"device":1,"seq":1,"sent_us":-1e3}"#,
             wrong("sent_us", EXPECT_TIME),
         ),
     ];
@@ -315,8 +343,8 @@ fn values_of_the_wrong_type_or_range_are_wrong_type() {
         assert_eq!(json_err(payload), expected, "{payload}");
     }
     assert_eq!(
-        json_err(r#"{"device":"x","seq":"y"}"#),
-        wrong("device", EXPECT_U32),
+        json_err(r#"{"device":true,"seq":"y"}"#),
+        wrong("device", EXPECT_DEVICE),
         "the first problem wins"
     );
 }
@@ -348,7 +376,7 @@ fn unknown_fields_of_any_shape_are_skipped() {
     let payload =
         r#"{"x":{"a":[1,{"b":"c"}]},"device":1,"y":[[[]]],"seq":2,"z":"s","sent_us":3,"w":-1.5e9}"#;
     let stamp = carrier(TimeFormat::Micros)
-        .decode(payload.as_bytes())
+        .decode_stamp(payload.as_bytes())
         .unwrap();
     assert_eq!((stamp.device, stamp.seq, stamp.sent_us), (1, 2, 3));
 }
@@ -452,7 +480,7 @@ fn every_error_has_a_distinct_kind_and_a_lowercase_message() {
         StampError::Missing { field: "f".into() },
         StampError::WrongType {
             field: "f".into(),
-            expected: EXPECT_U32,
+            expected: EXPECT_DEVICE,
         },
         StampError::BadTime {
             field: "f".into(),
@@ -515,7 +543,7 @@ proptest! {
         );
         let out = encode(&c, &stamp);
         prop_assert!(out.len() >= pad_to);
-        prop_assert_eq!(c.decode(&out), Ok(stamp));
+        prop_assert_eq!(c.decode_stamp(&out), Ok(stamp));
         prop_assert!(serde_json::from_slice::<Value>(&out).is_ok());
     }
 
@@ -536,7 +564,7 @@ proptest! {
 
     #[test]
     fn decoders_never_panic_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-        let _ = carrier(TimeFormat::Micros).decode(&bytes);
+        let _ = carrier(TimeFormat::Micros).decode_stamp(&bytes);
         let _ = BinaryCarrier::decode(&bytes);
         let text = String::from_utf8_lossy(&bytes);
         let _ = HeaderCarrier::decode([(HeaderCarrier::DEVICE, &*text), (HeaderCarrier::SENT, &*text)]);
@@ -544,7 +572,7 @@ proptest! {
 
     #[test]
     fn json_decode_never_panics_on_json_like_text(text in r#"\{("(device|seq|sent_us|intended_us|x)":(-?[0-9]{1,25}|"[0-9T:. Z+-]{0,30}"|\[|\{|true|null|1\.5)[,}]?){0,6}"#) {
-        let _ = carrier(TimeFormat::Micros).decode(text.as_bytes());
+        let _ = carrier(TimeFormat::Micros).decode_stamp(text.as_bytes());
     }
 
     #[test]
@@ -552,6 +580,187 @@ proptest! {
         let c = carrier(TimeFormat::Iso8601);
         let out = encode(&c, &stamp);
         let cut = cut.min(out.len() - 1);
-        prop_assert_eq!(c.decode(&out[..cut]), Err(StampError::NotJson));
+        prop_assert_eq!(c.decode_stamp(&out[..cut]), Err(StampError::NotJson));
+    }
+}
+
+fn fields(spec: &str) -> JsonFields {
+    JsonFields::parse(spec).unwrap()
+}
+
+fn berlin() -> Zone {
+    "Europe/Berlin".parse().unwrap()
+}
+
+#[test]
+fn the_prototype_asset_tracker_body_is_measured_from_its_naive_local_timestamp() {
+    // The team's earlier prototype: a string device id and datetime.now().isoformat().
+    let c = JsonCarrier::new(
+        fields("sent=lastUpdated,device=unitMacId"),
+        TimeFormat::Auto,
+        None,
+        0,
+    )
+    .with_zone(berlin());
+    let payload = br#"{"unitMacId":"VZW_LH_UNIT_007","location":{"lat":52.5,"lon":13.4},
+        "battery":87,"lastUpdated":"2026-07-01T12:00:00.250000"}"#;
+    let got = c.decode(payload).unwrap();
+    assert_eq!(got.device, Some(DeviceId::Name("VZW_LH_UNIT_007".into())));
+    assert_eq!(got.seq, None);
+    // Berlin is UTC+2 in July.
+    assert_eq!(
+        got.sent_us,
+        parse_iso_us("2026-07-01T10:00:00.25Z").unwrap()
+    );
+    assert_eq!(got.intended_us, got.sent_us);
+}
+
+#[test]
+fn a_timestamp_alone_is_a_stamp() {
+    let c = JsonCarrier::new(fields("-,-,-,ts"), TimeFormat::Auto, None, 0);
+    let got = c.decode(br#"{"ts":1733412345123,"v":1}"#).unwrap();
+    assert_eq!((got.device, got.seq), (None, None));
+    assert_eq!(got.sent_us, 1_733_412_345_123_000);
+    let mut out = Vec::new();
+    c.encode(&STAMP, &mut out);
+    assert_eq!(out, br#"{"ts":1795568523124000}"#);
+}
+
+#[test]
+fn nested_paths_are_written_as_objects_merged_with_the_body_and_read_back() {
+    let body = JsonCarrier::parse_body(r#"{"meta":{"source":"x","sentAt":0},"v":1}"#).unwrap();
+    let c = JsonCarrier::new(
+        fields("/meta/device~1id,meta.seq,-,/meta/sentAt"),
+        TimeFormat::Auto,
+        Some(&body),
+        0,
+    );
+    let out = encode(&c, &STAMP);
+    let value: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(value["meta"]["device/id"], 42);
+    assert_eq!(value["meta"]["seq"], 7);
+    assert_eq!(
+        value["meta"]["sentAt"], STAMP.sent_us,
+        "the stamp wins a clash"
+    );
+    assert_eq!(
+        value["meta"]["source"], "x",
+        "the body's fields are merged in"
+    );
+    assert_eq!(value["v"], 1);
+    let got = c.decode(&out).unwrap();
+    assert_eq!(got.device, Some(DeviceId::Number(42)));
+    assert_eq!((got.seq, got.sent_us), (Some(7), STAMP.sent_us));
+    // A differently shaped action: the same paths inside other fields are not taken.
+    let other = br#"{"x":{"meta":{"sentAt":1}},"meta":{"device/id":1,"seq":2,"sentAt":3}}"#;
+    assert_eq!(c.decode(other).unwrap().sent_us, 3);
+    assert_eq!(
+        c.decode(br#"{"meta":5,"x":1}"#),
+        Err(StampError::Missing {
+            field: "/meta/device~1id".into()
+        })
+    );
+}
+
+#[test]
+fn string_device_ids_are_rendered_from_a_template() {
+    let template = crate::plan::Template::parse("VZW_LH_UNIT_{device:03}\"").unwrap();
+    let c = JsonCarrier::new(JsonFields::default(), TimeFormat::Auto, None, 0)
+        .with_device_id(DeviceIdFormat::from_template(&template));
+    let out = encode(&c, &Stamp { device: 7, ..STAMP });
+    let value: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(value["device"], "VZW_LH_UNIT_007\"");
+    let out = encode(
+        &c,
+        &Stamp {
+            device: 12_345,
+            ..STAMP
+        },
+    );
+    let got = c.decode(&out).unwrap();
+    assert_eq!(
+        got.device,
+        Some(DeviceId::Name("VZW_LH_UNIT_12345\"".into()))
+    );
+}
+
+#[test]
+fn bare_numbers_are_read_by_magnitude_unless_a_unit_is_forced() {
+    let auto = TimeReader::default();
+    let t = 1_733_412_345_123_456_u64;
+    assert_eq!(auto.integer(1_733_412_345), Some(1_733_412_345_000_000));
+    assert_eq!(auto.integer(1_733_412_345_123), Some(1_733_412_345_123_000));
+    assert_eq!(auto.integer(t), Some(t));
+    assert_eq!(auto.integer(t * 1_000 + 789), Some(t));
+    assert_eq!(auto.integer(5), Some(5), "outside every window: µs");
+    assert_eq!(auto.float(1_733_412_345.123_456), Some(t));
+    assert_eq!(auto.text("1733412345123"), Some(1_733_412_345_123_000));
+    assert_eq!(auto.text("1733412345.123456"), Some(t));
+    let forced = |f: &str| TimeReader {
+        format: f.parse().unwrap(),
+        zone: Zone::Local,
+    };
+    assert_eq!(forced("ms").integer(5), Some(5_000));
+    assert_eq!(forced("s").integer(5), Some(5_000_000));
+    assert_eq!(forced("ns").integer(5_000), Some(5));
+    assert_eq!(forced("us").integer(1_733_412_345), Some(1_733_412_345));
+    assert_eq!(auto.float(-1.0), None);
+    assert_eq!(auto.float(f64::NAN), None);
+}
+
+#[test]
+fn bad_stamp_fields_time_formats_and_zones_name_what_was_expected() {
+    let err = |spec: &str| JsonFields::parse(spec).unwrap_err();
+    assert!(
+        err("a,b,c").contains("four comma-separated"),
+        "{}",
+        err("a,b,c")
+    );
+    assert!(err("device,seq,intended,-").contains("send-time"));
+    assert!(err("device=x").contains("send-time"));
+    assert!(err("sent=a,when=b").contains("`when` is not a stamp value"));
+    assert!(err("sent=a,sent=b").contains("twice"));
+    assert!(err("sent=a..b").contains("not a field path"));
+    assert!(err("sent=/").contains("not a field path"));
+    assert_eq!(
+        fields("unitMacId,-,-,lastUpdated"),
+        fields("sent=lastUpdated, device=unitMacId")
+    );
+    let e = "epoch".parse::<TimeFormat>().unwrap_err();
+    assert!(e.contains("auto, s, ms"), "{e}");
+    let e = "Mars/Olympus".parse::<Zone>().unwrap_err();
+    assert!(e.contains("IANA"), "{e}");
+}
+
+fn realistic_time() -> impl Strategy<Value = u64> {
+    // 2001-09-09 .. 2286-11-20: where every numeric unit can be told by magnitude.
+    1_000_000_000_000_000u64..10_000_000_000_000_000
+}
+
+proptest! {
+    #[test]
+    fn every_time_format_round_trips_through_an_auto_reader(
+        us in realistic_time(),
+        format in prop_oneof![
+            Just("auto"), Just("s"), Just("ms"), Just("us"), Just("ns"),
+            Just("iso8601"), Just("iso8601-local"),
+        ],
+        zone in prop_oneof![Just("UTC"), Just("Europe/Berlin"), Just("America/New_York"), Just("Asia/Kolkata")],
+    ) {
+        let format: TimeFormat = format.parse().unwrap();
+        let zone: Zone = zone.parse().unwrap();
+        let writer = JsonCarrier::new(fields("-,-,-,t"), format, None, 0).with_zone(zone);
+        let reader = JsonCarrier::new(fields("-,-,-,t"), TimeFormat::Auto, None, 0).with_zone(zone);
+        let out = encode(&writer, &Stamp { sent_us: us, ..STAMP });
+        let got = reader.decode(&out).unwrap().sent_us;
+        let expected = if format == TimeFormat::Millis { us / 1_000 * 1_000 } else { us };
+        if format == TimeFormat::Iso8601Local {
+            // A wall-clock time in a DST overlap reads back as the earlier instant.
+            prop_assert!(got == expected || got + 3_600_000_000 == expected, "{}", String::from_utf8_lossy(&out));
+        } else if format == TimeFormat::Seconds {
+            prop_assert!(got.abs_diff(expected) <= 2, "{} -> {got}", String::from_utf8_lossy(&out));
+        } else {
+            prop_assert_eq!(got, expected, "{}", String::from_utf8_lossy(&out));
+        }
     }
 }
