@@ -193,7 +193,8 @@ pub(super) fn push_digits(out: &mut Vec<u8>, value: u32, width: usize) {
     out.extend_from_slice(&buf[..width]);
 }
 
-/// Reads times in the formats [`write_time`] writes, and in the ones other senders use.
+/// Reads times in every [`TimeFormat`] the JSON carrier writes, and in the ones other
+/// senders use.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TimeReader {
     /// The unit of bare numbers (`Auto`: by magnitude; the ISO formats: µs, their
