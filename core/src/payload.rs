@@ -9,8 +9,8 @@ use std::str::FromStr;
 
 use crate::plan::PlanError;
 use crate::stamp::{
-    BinaryCarrier, DeviceIdFormat, HeaderCarrier, JsonCarrier, JsonFields, ReceivedStamp, Stamp,
-    StampError, TimeFormat, Zone,
+    BinaryCarrier, DeviceIdFormat, DeviceValues, HeaderCarrier, JsonCarrier, JsonFields,
+    ReceivedStamp, Stamp, StampError, TimeFormat, Zone,
 };
 
 /// Where the stamp rides.
@@ -124,7 +124,12 @@ impl StampEncoder {
                 });
             }
             (CarrierKind::Json, Body::Json(map)) => {
-                JsonCarrier::new(fields, time_format, Some(map), pad_to)
+                JsonCarrier::templated(fields, time_format, Some(map), pad_to).map_err(|e| {
+                    PlanError::BadValue {
+                        option: "--payload",
+                        reason: e.to_string(),
+                    }
+                })?
             }
             _ => JsonCarrier::new(fields, time_format, None, pad_to),
         }
@@ -150,12 +155,24 @@ impl StampEncoder {
         self.carrier
     }
 
-    /// Writes the payload for `stamp` into `out` (cleared first) and the stamp headers
-    /// into `headers` (cleared first; left empty unless the carrier is `Header`).
-    pub fn encode(&self, stamp: &Stamp, out: &mut Vec<u8>, headers: &mut Vec<(String, String)>) {
+    /// A device's own state for the payload template's values.
+    pub fn device_values(&self, device: u32) -> DeviceValues {
+        self.json.device_values(device)
+    }
+
+    /// Writes the payload for `stamp` into `out` (cleared first), template values drawn
+    /// from the device's `state`, and the stamp headers into `headers` (cleared first;
+    /// left empty unless the carrier is `Header`).
+    pub fn encode(
+        &self,
+        stamp: &Stamp,
+        state: &mut DeviceValues,
+        out: &mut Vec<u8>,
+        headers: &mut Vec<(String, String)>,
+    ) {
         headers.clear();
         match self.carrier {
-            CarrierKind::Json => self.json.encode(stamp, out),
+            CarrierKind::Json => self.json.encode_for(stamp, state, out),
             CarrierKind::Binary => BinaryCarrier::encode(stamp, &self.body, out),
             CarrierKind::Header => {
                 out.clear();
@@ -244,7 +261,7 @@ mod tests {
             let body = Body::from_bytes(br#"{"temp":21.5}"#.to_vec());
             let enc = StampEncoder::new(carrier, JsonStampFormat::default(), &body, 200).unwrap();
             let (mut out, mut headers) = (Vec::new(), Vec::new());
-            enc.encode(&stamp(), &mut out, &mut headers);
+            enc.encode(&stamp(), &mut enc.device_values(7), &mut out, &mut headers);
             assert!(out.len() >= 200, "{carrier:?} padded to {}", out.len());
             assert_eq!(
                 decoder.decode(&out, &headers).unwrap(),

@@ -94,6 +94,10 @@ pub(crate) async fn drive<P: Publisher>(
     let mut payload = Vec::with_capacity(256);
     let mut headers = Vec::new();
     let mut timer = PreciseTimer::new().ok();
+    let mut values: Vec<_> = devices
+        .iter()
+        .map(|d| encoder.device_values(d.id))
+        .collect();
     while let Some(&Reverse((due, seq, slot))) = heap.peek() {
         let due_at = clock.instant + due;
         if Instant::now() < due_at {
@@ -123,7 +127,7 @@ pub(crate) async fn drive<P: Publisher>(
             intended_us: sent_us.saturating_sub(lag_us),
             sent_us,
         };
-        encoder.encode(&stamp, &mut payload, &mut headers);
+        encoder.encode(&stamp, &mut values[slot], &mut payload, &mut headers);
         let message = Outgoing {
             topic: &device.topic,
             payload: &payload,

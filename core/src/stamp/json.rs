@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use super::fields::{DeviceIdFormat, JsonFields};
 use super::time::{TimeFormat, TimeReader, Zone, write_time};
+use super::values::{DeviceValues, Generator, TemplateError};
 use super::{DeviceId, ReceivedStamp, Stamp, StampError, snippet};
 
 /// Name of the padding field appended by [`JsonCarrier::encode`].
@@ -31,11 +32,14 @@ enum Slot {
     Sent,
 }
 
-/// A piece of the compiled message: bytes written as they are, or a stamp value.
+/// A piece of the compiled message: bytes written as they are, a stamp value, or a
+/// template's per-message value (`standalone`: a JSON value of its own, else text inside
+/// a string).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
     Bytes(Vec<u8>),
     Value(Slot),
+    Generated { index: usize, standalone: bool },
 }
 
 /// Carries a [`Stamp`] as fields of a compact JSON object, merged with the user's own
@@ -50,6 +54,8 @@ pub struct JsonCarrier {
     pieces: Vec<Piece>,
     /// Each configured path with the stamp values it carries (bit set), for decoding.
     paths: Vec<(u8, Vec<String>)>,
+    /// The payload template's per-message values, by [`Piece::Generated`] index.
+    generators: Vec<Generator>,
     pad_to: usize,
 }
 
@@ -70,6 +76,33 @@ impl JsonCarrier {
         body: Option<&Map<String, Value>>,
         pad_to: usize,
     ) -> Self {
+        match Self::compile(fields, format, body, pad_to, false) {
+            Ok(carrier) => carrier,
+            Err(e) => unreachable!("a body without placeholders always compiles: {e}"),
+        }
+    }
+
+    /// Like [`JsonCarrier::new`], with the body's strings read as a payload template:
+    /// placeholders such as `{float:15..30}` (see [`crate::stamp::PLACEHOLDERS`]) are filled per message,
+    /// `{{` and `}}` are literal braces. A string that is one placeholder becomes a value
+    /// of the placeholder's type (`"{int:0..9}"` → `7`); inside a longer string the value
+    /// is written as text.
+    pub fn templated(
+        fields: JsonFields,
+        format: TimeFormat,
+        body: Option<&Map<String, Value>>,
+        pad_to: usize,
+    ) -> Result<Self, TemplateError> {
+        Self::compile(fields, format, body, pad_to, true)
+    }
+
+    fn compile(
+        fields: JsonFields,
+        format: TimeFormat,
+        body: Option<&Map<String, Value>>,
+        pad_to: usize,
+        templated: bool,
+    ) -> Result<Self, TemplateError> {
         let mut root: Vec<(String, Node)> = Vec::new();
         let mut paths: Vec<(u8, Vec<String>)> = Vec::new();
         let stamp_paths = [
@@ -89,17 +122,28 @@ impl JsonCarrier {
         if let Some(body) = body {
             merge_body(&mut root, body, pad_to > 0);
         }
-        let mut pieces = Vec::new();
-        write_object(&root, &mut pieces, false);
-        Self {
+        let mut compiled = Compiled {
+            pieces: Vec::new(),
+            generators: Vec::new(),
+            walks: 0,
+            templated,
+        };
+        compiled.object(&root, false)?;
+        Ok(Self {
             fields,
             format,
             zone: Zone::Local,
             device_id: DeviceIdFormat::Number,
-            pieces,
+            pieces: compiled.pieces,
             paths,
+            generators: compiled.generators,
             pad_to,
-        }
+        })
+    }
+
+    /// A device's own state for the template's values (its random numbers and walks).
+    pub fn device_values(&self, device: u32) -> DeviceValues {
+        DeviceValues::new(device, &self.generators)
     }
 
     /// The zone of ISO-8601 times without an offset, written and read (default: local).
@@ -132,9 +176,15 @@ impl JsonCarrier {
         &self.fields
     }
 
-    /// Clears `out` and writes one compact JSON object. Allocates nothing beyond `out`'s
-    /// growth.
+    /// Clears `out` and writes one compact JSON object, with template values from a
+    /// state of no particular device (see [`JsonCarrier::encode_for`]).
     pub fn encode(&self, stamp: &Stamp, out: &mut Vec<u8>) {
+        self.encode_for(stamp, &mut DeviceValues::detached(), out);
+    }
+
+    /// Clears `out` and writes one compact JSON object, template values drawn from the
+    /// device's `state`. Allocates nothing beyond `out`'s growth.
+    pub fn encode_for(&self, stamp: &Stamp, state: &mut DeviceValues, out: &mut Vec<u8>) {
         out.clear();
         out.reserve(self.pad_to.max(128));
         let mut digits = itoa::Buffer::new();
@@ -149,6 +199,11 @@ impl JsonCarrier {
                     write_time(stamp.intended_us, self.format, self.zone, out);
                 }
                 Piece::Value(Slot::Sent) => write_time(stamp.sent_us, self.format, self.zone, out),
+                Piece::Generated { index, standalone } => {
+                    if let Some(generator) = self.generators.get(*index) {
+                        generator.write(stamp, self.zone, state, *standalone, out);
+                    }
+                }
             }
         }
         let unpadded = out.len() + 1;
@@ -263,33 +318,148 @@ fn merge_body(entries: &mut Vec<(String, Node)>, body: &Map<String, Value>, drop
     }
 }
 
-/// Appends `bytes` to the last literal piece, or starts one.
-fn push_bytes(pieces: &mut Vec<Piece>, bytes: &[u8]) {
-    if let Some(Piece::Bytes(last)) = pieces.last_mut() {
-        last.extend_from_slice(bytes);
-    } else {
-        pieces.push(Piece::Bytes(bytes.to_vec()));
+/// The message being compiled into pieces.
+struct Compiled {
+    pieces: Vec<Piece>,
+    generators: Vec<Generator>,
+    walks: usize,
+    /// Whether the body's strings are templates.
+    templated: bool,
+}
+
+impl Compiled {
+    /// Appends `bytes` to the last literal piece, or starts one.
+    fn bytes(&mut self, bytes: &[u8]) {
+        if let Some(Piece::Bytes(last)) = self.pieces.last_mut() {
+            last.extend_from_slice(bytes);
+        } else {
+            self.pieces.push(Piece::Bytes(bytes.to_vec()));
+        }
+    }
+
+    /// An object; the top level is left open for padding.
+    fn object(&mut self, entries: &[(String, Node)], close: bool) -> Result<(), TemplateError> {
+        self.bytes(b"{");
+        for (i, (name, node)) in entries.iter().enumerate() {
+            if i > 0 {
+                self.bytes(b",");
+            }
+            self.bytes(Value::from(name.as_str()).to_string().as_bytes());
+            self.bytes(b":");
+            match node {
+                Node::Slot(slot) => self.pieces.push(Piece::Value(*slot)),
+                Node::Value(value) => self.value(value)?,
+                Node::Object(children) => self.object(children, true)?,
+            }
+        }
+        if close {
+            self.bytes(b"}");
+        }
+        Ok(())
+    }
+
+    /// A body value: strings are templates when `templated`, containers are walked.
+    fn value(&mut self, value: &Value) -> Result<(), TemplateError> {
+        match value {
+            Value::String(text) if self.templated => self.template(text),
+            Value::Array(items) if self.templated => {
+                self.bytes(b"[");
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        self.bytes(b",");
+                    }
+                    self.value(item)?;
+                }
+                self.bytes(b"]");
+                Ok(())
+            }
+            Value::Object(map) if self.templated => {
+                self.bytes(b"{");
+                for (i, (name, item)) in map.iter().enumerate() {
+                    if i > 0 {
+                        self.bytes(b",");
+                    }
+                    self.bytes(Value::from(name.as_str()).to_string().as_bytes());
+                    self.bytes(b":");
+                    self.value(item)?;
+                }
+                self.bytes(b"}");
+                Ok(())
+            }
+            other => {
+                self.bytes(other.to_string().as_bytes());
+                Ok(())
+            }
+        }
+    }
+
+    /// A template string: literal text, `{{`/`}}` for braces, `{placeholder}`s.
+    fn template(&mut self, text: &str) -> Result<(), TemplateError> {
+        let mut parts: Vec<(String, Option<Generator>)> = Vec::new();
+        let mut literal = String::new();
+        let mut rest = text;
+        while let Some(i) = rest.find(['{', '}']) {
+            literal.push_str(&rest[..i]);
+            let (brace, after) = (rest.as_bytes()[i], &rest[i + 1..]);
+            if after.as_bytes().first() == Some(&brace) {
+                literal.push(brace as char);
+                rest = &after[1..];
+                continue;
+            }
+            if brace == b'}' {
+                literal.push('}');
+                rest = after;
+                continue;
+            }
+            let Some(end) = after.find('}') else {
+                return Err(TemplateError {
+                    placeholder: after.to_owned(),
+                    reason: "it is not closed; write {{ for a literal brace".into(),
+                });
+            };
+            let generator = Generator::parse(&after[..end], &mut self.walks)?;
+            parts.push((std::mem::take(&mut literal), Some(generator)));
+            rest = &after[end + 1..];
+        }
+        literal.push_str(rest);
+        if let [(prefix, Some(_))] = parts.as_slice()
+            && prefix.is_empty()
+            && literal.is_empty()
+        {
+            if let Some((_, Some(generator))) = parts.pop() {
+                self.generated(generator, true);
+            }
+            return Ok(());
+        }
+        if parts.is_empty() {
+            self.bytes(Value::from(literal).to_string().as_bytes());
+            return Ok(());
+        }
+        self.bytes(b"\"");
+        for (prefix, generator) in parts {
+            self.bytes(escaped(&prefix).as_bytes());
+            if let Some(generator) = generator {
+                self.generated(generator, false);
+            }
+        }
+        self.bytes(escaped(&literal).as_bytes());
+        self.bytes(b"\"");
+        Ok(())
+    }
+
+    fn generated(&mut self, generator: Generator, standalone: bool) {
+        self.pieces.push(Piece::Generated {
+            index: self.generators.len(),
+            standalone,
+        });
+        self.generators.push(generator);
     }
 }
 
-/// Compiles an object into pieces; the top level is left open for padding.
-fn write_object(entries: &[(String, Node)], pieces: &mut Vec<Piece>, close: bool) {
-    push_bytes(pieces, b"{");
-    for (i, (name, node)) in entries.iter().enumerate() {
-        if i > 0 {
-            push_bytes(pieces, b",");
-        }
-        push_bytes(pieces, Value::from(name.as_str()).to_string().as_bytes());
-        push_bytes(pieces, b":");
-        match node {
-            Node::Slot(slot) => pieces.push(Piece::Value(*slot)),
-            Node::Value(value) => push_bytes(pieces, value.to_string().as_bytes()),
-            Node::Object(children) => write_object(children, pieces, true),
-        }
-    }
-    if close {
-        push_bytes(pieces, b"}");
-    }
+/// `text` escaped for the inside of a JSON string (no quotes).
+fn escaped(text: &str) -> String {
+    let quoted = Value::from(text).to_string();
+    quoted[1..quoted.len() - 1].to_owned()
 }
 
 /// Bits saying which stamp values a JSON key carries.

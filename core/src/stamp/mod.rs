@@ -12,6 +12,7 @@ mod fields;
 mod header;
 mod json;
 mod time;
+mod values;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,6 +21,7 @@ pub use fields::{DeviceIdFormat, DeviceIdPart, FieldPath, JsonFields};
 pub use header::HeaderCarrier;
 pub use json::JsonCarrier;
 pub use time::{TimeFormat, TimeReader, Zone};
+pub use values::{DeviceValues, PLACEHOLDERS, TemplateError};
 
 /// What every stimulus carries so the collector can compute latency.
 ///

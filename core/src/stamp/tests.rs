@@ -764,3 +764,148 @@ proptest! {
         }
     }
 }
+
+/// The prototype's asset-tracker body as a template: ten per-message values.
+pub(super) const TRACKER_TEMPLATE: &str = r#"{
+    "unitMacId": "VZW_LH_UNIT_{device:03}",
+    "msgNo": "{seq}",
+    "batch": "{counter}",
+    "reported": "{now:iso8601}",
+    "battery": "{int:0..100}",
+    "temp": "{float:15..30:1}",
+    "location": {"lat": "{walk:40.5..40.9:0.001}", "lon": "{walk:-74.2..-73.7:0.001}"},
+    "status": "{choice:moving|parked|charging}",
+    "note": "unit {device} says {{hi}} at {now:ms}",
+    "filler": "{pad:16}"
+}"#;
+
+fn tracker() -> JsonCarrier {
+    let body = JsonCarrier::parse_body(TRACKER_TEMPLATE).unwrap();
+    JsonCarrier::templated(JsonFields::default(), TimeFormat::Auto, Some(&body), 0).unwrap()
+}
+
+#[test]
+fn a_template_fills_typed_values_per_message_and_walks_stay_in_range() {
+    let c = tracker();
+    let mut state = c.device_values(7);
+    let mut out = Vec::new();
+    let mut last_lat = None;
+    for seq in 0..500 {
+        c.encode_for(
+            &Stamp {
+                device: 7,
+                seq,
+                ..STAMP
+            },
+            &mut state,
+            &mut out,
+        );
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["unitMacId"], "VZW_LH_UNIT_007");
+        assert_eq!(v["msgNo"], seq);
+        assert_eq!(v["batch"], seq, "one counter per carrier");
+        assert_eq!(v["reported"], "2026-11-25T01:02:03.124000Z");
+        assert!((0..=100).contains(&v["battery"].as_i64().unwrap()));
+        let temp = v["temp"].as_f64().unwrap();
+        assert!((15.0..=30.0).contains(&temp), "{temp}");
+        let lat = v["location"]["lat"].as_f64().unwrap();
+        assert!((40.5..=40.9).contains(&lat), "{lat}");
+        if let Some(last) = last_lat {
+            assert!(
+                f64::abs(lat - last) <= 0.001 + 0.005,
+                "a walk step: {last} → {lat}"
+            );
+        }
+        last_lat = Some(lat);
+        assert!(["moving", "parked", "charging"].contains(&v["status"].as_str().unwrap()));
+        assert_eq!(v["note"], "unit 7 says {hi} at 1795568523124");
+        assert_eq!(v["filler"], "x".repeat(16));
+        assert_eq!(c.decode_stamp(&out).unwrap().seq, seq);
+    }
+    // The same device gives the same values on every run; another device its own.
+    let first = |device: u32| {
+        let mut out = Vec::new();
+        c.encode_for(
+            &Stamp { device, ..STAMP },
+            &mut c.device_values(device),
+            &mut out,
+        );
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        (v["battery"].clone(), v["temp"].clone())
+    };
+    assert_eq!(first(3), first(3));
+    assert_ne!((first(3), first(4)), (first(4), first(4)));
+}
+
+#[test]
+fn bad_templates_name_the_placeholder_and_what_was_expected() {
+    let err = |body: &str| {
+        let body = JsonCarrier::parse_body(body).unwrap();
+        JsonCarrier::templated(JsonFields::default(), TimeFormat::Auto, Some(&body), 0)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(r#"{"a":"{temperature}"}"#);
+    assert!(
+        e.contains("`{temperature}`") && e.contains("{int:A..B}"),
+        "{e}"
+    );
+    assert!(err(r#"{"a":"{int:9..1}"}"#).contains("A ≤ B"));
+    assert!(err(r#"{"a":"{float:x..1}"}"#).contains("{float:A..B}"));
+    assert!(err(r#"{"a":"{walk:0..1}"}"#).contains("STEP"));
+    assert!(err(r#"{"a":"{now:fortnights}"}"#).contains("not a time format"));
+    assert!(err(r#"{"a":["{seq:1}"]}"#).contains("takes no arguments"));
+    assert!(err(r#"{"a":"{choice:}"}"#).contains("at least one option"));
+    assert!(err(r#"{"a":"open {brace"}"#).contains("not closed"));
+    // Without placeholders a body is written as it was.
+    let body = JsonCarrier::parse_body(r#"{"a":"plain } text","b":[1,{"c":null}]}"#).unwrap();
+    let c =
+        JsonCarrier::templated(JsonFields::default(), TimeFormat::Auto, Some(&body), 0).unwrap();
+    let v: Value = serde_json::from_slice(&encode(&c, &STAMP)).unwrap();
+    assert_eq!(v["a"], "plain } text");
+    assert_eq!(v["b"], serde_json::json!([1, {"c": null}]));
+}
+
+/// Run with `cargo test --release -p iotload-core -- --ignored --nocapture template_cost`.
+#[test]
+#[ignore = "a benchmark: prints figures"]
+fn template_cost_per_message_against_a_static_body() {
+    let static_body = JsonCarrier::parse_body(
+        r#"{"unitMacId":"VZW_LH_UNIT_007","msgNo":1,"batch":1,"reported":"2026-11-25T01:02:03.124000Z",
+            "battery":87,"temp":21.5,"location":{"lat":40.7,"lon":-73.9},"status":"parked",
+            "note":"unit 7 says {hi} at 1795568523124","filler":"xxxxxxxxxxxxxxxx"}"#,
+    )
+    .unwrap();
+    let fixed = JsonCarrier::new(
+        JsonFields::default(),
+        TimeFormat::Auto,
+        Some(&static_body),
+        0,
+    );
+    let templated = tracker();
+    let messages = 2_000_000u64;
+    let cost = |c: &JsonCarrier| {
+        let mut state = c.device_values(7);
+        let mut out = Vec::with_capacity(512);
+        let start = std::time::Instant::now();
+        let mut bytes = 0;
+        for seq in 0..messages {
+            c.encode_for(&Stamp { seq, ..STAMP }, &mut state, &mut out);
+            bytes += out.len();
+        }
+        (
+            start.elapsed().as_nanos() as f64 / messages as f64,
+            bytes / messages as usize,
+        )
+    };
+    // Interleaved, three rounds each: the machine is shared.
+    for round in 1..=3 {
+        let (s_ns, s_len) = cost(&fixed);
+        let (t_ns, t_len) = cost(&templated);
+        println!(
+            "round {round}: static body {s_ns:.0} ns/msg ({s_len} B), 10-value template \
+             {t_ns:.0} ns/msg ({t_len} B), ratio {:.2}",
+            t_ns / s_ns
+        );
+    }
+}
