@@ -143,7 +143,11 @@ pub(crate) struct EchoSection {
     /// The faults it injected on purpose (`--drop`, `--duplicate`, `--reorder`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) faults: Option<InjectedFaults>,
-    /// How long it held each answer (`--delay`, plus holds for `--reorder`), in ms.
+    /// The throughput it simulated (`--capacity`), requests per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) capacity_per_s: Option<f64>,
+    /// How long it held each answer (`--delay`, `--capacity` queueing, plus holds for
+    /// `--reorder`), in ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) delay_ms: Option<LatencyStats>,
     /// Times its delay queue was full and it stopped taking requests (`--max-delayed`).

@@ -77,6 +77,7 @@ pub(crate) fn echo_section(stats: &EchoStats, plan: &echo_ipaas::EchoPlan) -> Ec
         }),
         delay_ms: (!delays.is_empty()).then(|| delays.stats_ms()),
         delay_queue_full: n(&stats.delay_queue_full),
+        capacity_per_s: plan.faults.capacity,
     }
 }
 

@@ -264,3 +264,49 @@ async fn bad_stamp_options_are_refused_before_any_connection() {
         assert!(!out.stderr.contains("connect"), "{flags:?}: {}", out.stderr);
     }
 }
+
+#[tokio::test]
+async fn an_echo_with_a_capacity_queues_what_exceeds_it() {
+    // 10 devices × 100/s = 1,000 msg/s for 2 s into an iPaaS that serves 500/s: the last
+    // answer leaves about 4 s after the first request, about 2 s after it was sent.
+    let scratch = Scratch::new();
+    let json = scratch.json();
+    let p = prefix("capacity");
+    let topic = format!("{p}/{{device}}/req");
+    let action = format!("{p}/{{device}}/act");
+    let out = run(&[
+        "run",
+        "--devices",
+        "10",
+        "--rate",
+        "100",
+        "--duration",
+        "2s",
+        "--capacity",
+        "500/s",
+        "--drain-timeout",
+        "20s",
+        "--topic",
+        &topic,
+        "--action-topic",
+        &action,
+        "--json",
+        &json,
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let s = scratch.summary();
+    assert_valid_summary(&s);
+    assert_eq!(u(&s, "/receive/unique"), 2_000, "{s:#}");
+    assert_eq!(f(&s, "/echo/capacity_per_s"), 500.0);
+    let rate = f(&s, "/receive/received_per_s");
+    assert!(
+        (400.0..=560.0).contains(&rate),
+        "actions at {rate}/s, not 500/s: {s:#}"
+    );
+    let max = f(&s, "/receive/latency_ms/max");
+    assert!(
+        (1_500.0..=3_000.0).contains(&max),
+        "max latency {max} ms, not ~2,000: {s:#}"
+    );
+}

@@ -40,6 +40,13 @@ pub struct FaultArgs {
     #[arg(long, env = "IOTLOAD_SEED", value_name = "N")]
     pub seed: Option<u64>,
 
+    /// Simulate an iPaaS with this throughput (e.g. 500/s): requests are served one at a
+    /// time, each taking 1/N s, and what exceeds the throughput queues (up to
+    /// --max-delayed, then in the broker), so latency grows once the load passes N/s. Any
+    /// --delay is added after service. Without it the echo answers as fast as it can.
+    #[arg(long, env = "IOTLOAD_CAPACITY", value_name = "N/s", value_parser = parse_capacity)]
+    pub capacity: Option<f64>,
+
     /// The most delayed actions held at once; when it is full the echo stops taking
     /// requests until the oldest is due (they wait in the broker), and counts each time.
     #[arg(long, env = "IOTLOAD_MAX_DELAYED", value_name = "N", default_value_t = 1_000_000,
@@ -104,6 +111,18 @@ pub fn parse_delay(value: &str) -> Result<Delay, String> {
     Ok(Delay { base, jitter })
 }
 
+/// Parses a throughput: `500/s` or `500` (requests per second, above zero).
+pub fn parse_capacity(value: &str) -> Result<f64, String> {
+    let v = value.trim();
+    let n = v.strip_suffix("/s").unwrap_or(v).trim();
+    match n.parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 => Ok(n),
+        _ => Err(format!(
+            "`{value}` is not a throughput; give requests per second above zero, e.g. 500/s"
+        )),
+    }
+}
+
 /// Parses a probability: `0.01` or `1%`, from 0 to 1 (100 %).
 pub fn parse_probability(value: &str) -> Result<f64, String> {
     let v = value.trim();
@@ -140,6 +159,14 @@ mod tests {
         assert_eq!(d.sample(0.0), Duration::from_millis(15));
         assert_eq!(d.sample(0.5), Duration::from_millis(20));
         assert!(d.sample(0.999_999) <= Duration::from_millis(25));
+    }
+
+    #[test]
+    fn capacities_parse_as_requests_per_second() {
+        assert_eq!(parse_capacity("500/s").unwrap(), 500.0);
+        assert_eq!(parse_capacity("2.5").unwrap(), 2.5);
+        assert!(parse_capacity("0/s").unwrap_err().contains("e.g. 500/s"));
+        assert!(parse_capacity("fast").is_err());
     }
 
     #[test]

@@ -122,8 +122,12 @@ struct Echo<'a, P: Publisher> {
     /// The latest due time per request topic, so jitter never reorders a topic.
     last_due: HashMap<String, Instant>,
     held: HashMap<String, Held>,
-    /// Whether answers are held at all (a delay or reordering), so their time is recorded.
+    /// Whether answers are held at all (a delay, a capacity or reordering), so their time
+    /// is recorded.
     timed: bool,
+    /// With `--capacity`: one request's service time, and when the simulated server is
+    /// free again.
+    service: Option<(Duration, Instant)>,
 }
 
 impl<'a, P: Publisher> Echo<'a, P> {
@@ -138,7 +142,13 @@ impl<'a, P: Publisher> Echo<'a, P> {
             order: 0,
             last_due: HashMap::new(),
             held: HashMap::new(),
-            timed: !plan.faults.delay.is_zero() || plan.faults.reorder > 0.0,
+            timed: !plan.faults.delay.is_zero()
+                || plan.faults.reorder > 0.0
+                || plan.faults.capacity.is_some(),
+            service: plan
+                .faults
+                .capacity
+                .map(|n| (Duration::from_secs_f64(1.0 / n), Instant::now())),
         }
     }
 
@@ -180,11 +190,20 @@ impl<'a, P: Publisher> Echo<'a, P> {
         } else {
             1
         };
-        if faults.delay.is_zero() {
+        if faults.delay.is_zero() && self.service.is_none() {
             return self.answer(message, copies).await;
         }
         let now = Instant::now();
-        let mut due = now + faults.delay.sample(self.rng.f64());
+        // A single server: service starts when the request arrives or the previous one
+        // is done, whichever is later.
+        let served = match &mut self.service {
+            Some((each, free_at)) => {
+                *free_at = (*free_at).max(now) + *each;
+                *free_at
+            }
+            None => now,
+        };
+        let mut due = served + faults.delay.sample(self.rng.f64());
         match self.last_due.get_mut(&message.topic) {
             Some(last) => {
                 due = due.max(*last);

@@ -121,7 +121,9 @@ pub struct LoadArgs {
     )]
     pub client_id: String,
 
-    /// Message body: a JSON object (the stamp fields are added to it) or any text.
+    /// Message body: a JSON object (the stamp fields are added to it; its strings may hold
+    /// per-message placeholders such as {int:0..100}, {walk:15..30:0.1} or
+    /// {choice:a|b}, see docs/measurement.md) or any text.
     #[arg(
         long,
         env = "IOTLOAD_PAYLOAD",
