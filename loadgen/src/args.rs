@@ -8,7 +8,7 @@ use clap::Args;
 use iotload_core::args::{BrokerArgs, Credentials, StampArgs};
 use iotload_core::payload::{Body, CarrierKind, StampEncoder};
 use iotload_core::plan::{BrokerKind, PlanError, Rate, Template, parse_count, parse_duration};
-use iotload_core::schedule::Stop;
+use iotload_core::schedule::{Stages, Stop};
 
 use crate::LoadPlan;
 
@@ -74,6 +74,15 @@ pub struct LoadArgs {
     #[arg(long, env = "IOTLOAD_DURATION", value_name = "DURATION", default_value = "10s",
           value_parser = parse_duration)]
     pub duration: std::time::Duration,
+
+    /// A load stage, repeatable (k6 style): DURATION:RATE moves the per-device rate
+    /// linearly to RATE msg/s over DURATION; the run starts at the first stage's rate
+    /// (a flat first stage). `--stage 30s:10/s --stage 2m:100/s` holds 10/s for 30 s, then
+    /// ramps to 100/s; a spike is a short stage up, a hold and a short stage down. Stages
+    /// replace --rate and --duration.
+    #[arg(long = "stage", env = "IOTLOAD_STAGES", value_name = "DURATION:RATE",
+          value_delimiter = ',', value_parser = parse_stage)]
+    pub stages: Vec<(Duration, f64)>,
 
     /// Messages per device; when given, replaces --duration.
     #[arg(long, env = "IOTLOAD_COUNT", value_name = "N", value_parser = parse_count)]
@@ -191,7 +200,28 @@ impl LoadArgs {
                 ),
             });
         }
+        let stages = if self.stages.is_empty() {
+            None
+        } else if self.count.is_some() {
+            return Err(PlanError::BadValue {
+                option: "--stage",
+                reason: "stages say how long the run lasts, so --count cannot be given too".into(),
+            });
+        } else {
+            let stages = Stages::new(&self.stages).map_err(|reason| PlanError::BadValue {
+                option: "--stage",
+                reason,
+            })?;
+            Some(Arc::new(stages))
+        };
+        let rate = match &stages {
+            Some(stages) => Rate::new(stages.peak())?,
+            None => rate,
+        };
         let stop = match self.count {
+            _ if stages.is_some() => {
+                Stop::After(stages.as_ref().map_or(self.duration, |s| s.duration()))
+            }
             Some(0) => {
                 return Err(PlanError::BadValue {
                     option: "--count",
@@ -257,6 +287,7 @@ impl LoadArgs {
             allocate_devices,
             rate,
             stop,
+            stages,
             topic,
             action_topic,
             advertise: self.advertise,
@@ -269,6 +300,21 @@ impl LoadArgs {
             drain_timeout,
         })
     }
+}
+
+/// Parses one `--stage`: `DURATION:RATE`, the rate as `100/s` or `100`.
+fn parse_stage(value: &str) -> Result<(Duration, f64), String> {
+    let expected = || format!("`{value}` is not a stage; give DURATION:RATE, e.g. 30s:100/s");
+    let (span, rate) = value.trim().split_once(':').ok_or_else(expected)?;
+    let span = parse_duration(span.trim()).map_err(|_| expected())?;
+    let rate = rate.trim();
+    let rate = rate
+        .strip_suffix("/s")
+        .unwrap_or(rate)
+        .trim()
+        .parse::<f64>()
+        .map_err(|_| expected())?;
+    Ok((span, rate))
 }
 
 /// Parses `--start-at`: RFC 3339 or Unix seconds.

@@ -18,7 +18,7 @@ use iotload_core::args::Credentials;
 use iotload_core::payload::StampEncoder;
 use iotload_core::plan::{Rate, Template};
 use iotload_core::recorder::LatencyHistogram;
-use iotload_core::schedule::Stop;
+use iotload_core::schedule::{Stages, Stop};
 use iotload_core::transport::{Publisher, Transport, TransportError};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -41,6 +41,9 @@ pub struct LoadPlan {
     pub rate: Rate,
     /// When each device stops.
     pub stop: Stop,
+    /// With `--stage`: the per-device rate over the run (`rate` is then its peak and
+    /// `stop` its end).
+    pub stages: Option<Arc<Stages>>,
     /// Topic per device.
     pub topic: Template,
     /// Topic each device's actions arrive on: results are stored under it and it is what
@@ -87,7 +90,12 @@ impl LoadPlan {
 
     /// Messages the whole fleet will send if nothing stops it early.
     pub fn planned(&self) -> u64 {
-        iotload_core::schedule::total_messages(self.devices, self.rate.per_s(), self.stop)
+        match &self.stages {
+            Some(stages) => iotload_core::schedule::total_staged_messages(self.devices, stages),
+            None => {
+                iotload_core::schedule::total_messages(self.devices, self.rate.per_s(), self.stop)
+            }
+        }
     }
 }
 

@@ -48,7 +48,10 @@ impl<P: Publisher> Device<P> {
             id,
             index: index as usize,
             topic: plan.topic.render(id),
-            schedule: DeviceSchedule::new(index, plan.devices, plan.rate.per_s(), plan.stop),
+            schedule: match &plan.stages {
+                Some(stages) => DeviceSchedule::staged(index, plan.devices, stages.clone()),
+                None => DeviceSchedule::new(index, plan.devices, plan.rate.per_s(), plan.stop),
+            },
             publisher,
         }
     }

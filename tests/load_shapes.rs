@@ -1,0 +1,88 @@
+//! Load shapes and a system with a known limit: `--stage` ramps and an echo with
+//! `--capacity`, through `iotload run` on the embedded broker.
+
+mod common;
+
+use common::*;
+
+#[tokio::test]
+async fn an_echo_with_a_capacity_queues_what_exceeds_it() {
+    // 10 devices × 100/s = 1,000 msg/s for 2 s into an iPaaS that serves 500/s: the last
+    // answer leaves about 4 s after the first request, about 2 s after it was sent.
+    let scratch = Scratch::new();
+    let json = scratch.json();
+    let p = prefix("capacity");
+    let topic = format!("{p}/{{device}}/req");
+    let action = format!("{p}/{{device}}/act");
+    let out = run(&[
+        "run",
+        "--devices",
+        "10",
+        "--rate",
+        "100",
+        "--duration",
+        "2s",
+        "--capacity",
+        "500/s",
+        "--drain-timeout",
+        "20s",
+        "--topic",
+        &topic,
+        "--action-topic",
+        &action,
+        "--json",
+        &json,
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let s = scratch.summary();
+    assert_valid_summary(&s);
+    assert_eq!(u(&s, "/receive/unique"), 2_000, "{s:#}");
+    assert_eq!(f(&s, "/echo/capacity_per_s"), 500.0);
+    let rate = f(&s, "/receive/received_per_s");
+    assert!(
+        (400.0..=560.0).contains(&rate),
+        "actions at {rate}/s, not 500/s: {s:#}"
+    );
+    let max = f(&s, "/receive/latency_ms/max");
+    assert!(
+        (1_500.0..=3_000.0).contains(&max),
+        "max latency {max} ms, not ~2,000: {s:#}"
+    );
+}
+
+#[tokio::test]
+async fn stages_ramp_the_rate_and_send_what_the_ramp_integrates_to() {
+    // 5 devices: 2 s flat at 20/s, then up to 100/s over 2 s = (40 + 120) × 5 messages.
+    let scratch = Scratch::new();
+    let json = scratch.json();
+    let p = prefix("stages");
+    let topic = format!("{p}/{{device}}/req");
+    let action = format!("{p}/{{device}}/act");
+    let out = run(&[
+        "run",
+        "--devices",
+        "5",
+        "--stage",
+        "2s:20/s",
+        "--stage",
+        "2s:100/s",
+        "--topic",
+        &topic,
+        "--action-topic",
+        &action,
+        "--json",
+        &json,
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let s = scratch.summary();
+    assert_valid_summary(&s);
+    assert_eq!(u(&s, "/load/planned"), 800, "{s:#}");
+    assert_eq!(u(&s, "/load/sent"), 800, "{s:#}");
+    assert_eq!(u(&s, "/receive/unique"), 800, "{s:#}");
+    assert_eq!(u(&s, "/receive/lost"), 0, "{s:#}");
+    let bad = run(&["run", "--stage", "2s", "--broker", "mqtt://127.0.0.1:9"]).await;
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("e.g. 30s:100/s"), "{}", bad.stderr);
+}
