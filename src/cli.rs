@@ -175,6 +175,8 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "IOTLOAD_TO_BROKER", value_name = "URL")]
     pub(crate) to_broker: Option<String>,
     #[command(flatten)]
+    pub(crate) find_max: crate::find_max::FindMaxArgs,
+    #[command(flatten)]
     pub(crate) store: StoreArgs,
     #[command(flatten)]
     pub(crate) output: OutputArgs,

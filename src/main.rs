@@ -7,6 +7,7 @@ mod cli;
 mod components;
 mod config_file;
 mod dry_run;
+mod find_max;
 mod live_page;
 mod metrics;
 mod observers;

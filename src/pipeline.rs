@@ -175,11 +175,14 @@ pub(crate) fn required_url(broker: &BrokerArgs) -> anyhow::Result<BrokerUrl> {
 }
 
 /// `iotload run`: collector and echo subscribe first, then the devices send.
-async fn run_loop(
+pub(crate) async fn run_loop(
     args: RunArgs,
     config: serde_json::Value,
     shutdown: Shutdown,
 ) -> anyhow::Result<Outcome> {
+    if !args.find_max.thresholds.is_empty() {
+        return crate::find_max::search(args, config, shutdown).await;
+    }
     let mut plan = args
         .load
         .resolve(&args.broker, &args.stamp, args.output.drain_timeout)?;

@@ -86,3 +86,60 @@ async fn stages_ramp_the_rate_and_send_what_the_ramp_integrates_to() {
     assert_eq!(bad.code, 2, "{}", bad.stderr);
     assert!(bad.stderr.contains("e.g. 30s:100/s"), "{}", bad.stderr);
 }
+
+#[tokio::test]
+async fn find_max_finds_the_capacity_of_an_echo_within_one_step() {
+    // An iPaaS that serves 1,000 msg/s; steps of +200 msg/s from 200: the 1,200 step
+    // queues 200 msg/s more than it serves, whose p99 passes 300 ms within its 3 s.
+    let scratch = Scratch::new();
+    let json = scratch.json();
+    let p = prefix("findmax");
+    let topic = format!("{p}/{{device}}/req");
+    let action = format!("{p}/{{device}}/act");
+    let out = run(&[
+        "run",
+        "--devices",
+        "10",
+        "--rate",
+        "20",
+        "--step",
+        "20",
+        "--hold",
+        "3s",
+        "--capacity",
+        "1000/s",
+        "--find-max",
+        "p99<300ms",
+        "--drain-timeout",
+        "10s",
+        "--topic",
+        &topic,
+        "--action-topic",
+        &action,
+        "--json",
+        &json,
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("highest rate that held"),
+        "{}",
+        out.stdout
+    );
+    let report = read_json(std::path::Path::new(&json));
+    eprintln!("{report:#}");
+    let max = f(&report, "/max/rate_total");
+    assert!(
+        (800.0..=1_000.0).contains(&max),
+        "found {max} msg/s, capacity 1,000: {report:#}"
+    );
+    let steps = report["steps"].as_array().unwrap();
+    let last = steps.last().unwrap();
+    assert_eq!(
+        last["passed"], false,
+        "the search stops at the first failing step"
+    );
+    assert!(f(last, "/rate_total") <= 1_200.0, "{report:#}");
+    // Whether iotload itself fell behind is judged, not assumed (a loaded CI machine may).
+    assert!(report["loadgen_limited"].is_boolean(), "{report:#}");
+}
