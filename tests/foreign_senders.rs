@@ -2,6 +2,7 @@
 //! paho-mqtt script sending in the format of the team's earlier prototype (a string
 //! device id and a naive local `lastUpdated`, no sequence number), and `iotload run`
 //! itself with a timestamp-only, nested, string-id stamp.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

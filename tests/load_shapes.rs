@@ -1,5 +1,6 @@
 //! Load shapes and a system with a known limit: `--stage` ramps and an echo with
 //! `--capacity`, through `iotload run` on the embedded broker.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

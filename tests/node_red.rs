@@ -1,6 +1,7 @@
 //! The example Node-RED flow (examples/node-red/flows.json), an iPaaS we did not write,
 //! between iotload's loadgen and collector on a private Mosquitto: it copies only the send
 //! time into an action of another shape, and every message is measured.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
