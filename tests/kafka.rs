@@ -136,3 +136,35 @@ async fn separate_loadgen_echo_and_collector_processes_in_named_groups_measure_e
     assert_eq!(u(&s, "/receive/lost"), 0);
     assert_eq!(u(&s, "/receive/duplicates"), 0);
 }
+
+#[tokio::test]
+async fn the_record_timestamp_carries_the_send_time_through_the_echo() {
+    // Kafka Streams forwards a record's timestamp from input to output; the echo does the
+    // same, so a flow that copies no time field at all is still measured. The echo holds
+    // each answer 200 ms: measured from the action's own record time (not forwarded),
+    // latencies would be the last hop's only, far below that.
+    let Some(broker) = broker().await else { return };
+    let s = exact_counts(
+        &broker.url(),
+        &prefix("kafkats"),
+        &[
+            "--stamp-fields",
+            "device,seq,-,@timestamp",
+            "--delay",
+            "200ms",
+            DRAIN[0],
+            DRAIN[1],
+        ],
+    )
+    .await;
+    assert_eq!(u(&s, "/receive/future_stamps"), 0, "{s:#}");
+    let (min, max) = (
+        f(&s, "/receive/latency_ms/min"),
+        f(&s, "/receive/latency_ms/max"),
+    );
+    eprintln!("latency from the record timestamp: min {min} ms, max {max} ms");
+    assert!(
+        min >= 199.0 && max < 10_000.0,
+        "min {min} ms, max {max} ms: {s:#}"
+    );
+}

@@ -113,6 +113,7 @@ impl CollectorArgs {
                 iotload_core::args::default_instance()
             )
         });
+        stamp.check_record_time(broker.url()?.map(|u| u.kind))?;
         let identity = broker.credentials()?.identity(client_id, 0);
         Ok(CollectPlan {
             filters,
@@ -484,7 +485,9 @@ pub async fn collect<S: Subscriber>(
                 first.get_or_insert(now);
                 last = now;
                 let second = message.received_us / 1_000_000;
-                let stamp = match plan.decoder.decode(&message.payload, &message.headers) {
+                let stamp = match plan
+                    .decoder
+                    .decode(&message.payload, &message.headers, message.record_time_us) {
                     Ok(s) => s,
                     Err(e) => {
                         *undecodable.entry(e.kind().to_string()).or_default() += 1;

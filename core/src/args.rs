@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::payload::{CarrierKind, JsonStampFormat};
-use crate::plan::{BrokerUrl, PlanError, Template, parse_duration};
+use crate::plan::{BrokerKind, BrokerUrl, PlanError, Template, parse_duration};
 use crate::stamp::{DeviceIdFormat, JsonFields};
 use crate::transport::ClientIdentity;
 use crate::transport::registry::BrokerFlags;
@@ -316,6 +316,25 @@ pub struct StampArgs {
 }
 
 impl StampArgs {
+    /// Refuses a send time read from the broker's record timestamp (`@timestamp`) on a
+    /// broker that keeps none: only Kafka does.
+    pub fn check_record_time(&self, kind: Option<BrokerKind>) -> Result<(), PlanError> {
+        let fields =
+            JsonFields::parse(&self.stamp_fields).map_err(|reason| PlanError::BadValue {
+                option: "--stamp-fields",
+                reason,
+            })?;
+        if fields.sent.is_record_time() && kind != Some(BrokerKind::Kafka) {
+            return Err(PlanError::BadValue {
+                option: "--stamp-fields",
+                reason: "the send time `@timestamp` is the broker's record timestamp, which \
+                         only Kafka keeps; use a JSON field with this broker"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
     /// The JSON stamp's layout: field paths, time format, zone and device id format.
     pub fn json_format(&self) -> Result<JsonStampFormat, PlanError> {
         let bad =

@@ -212,11 +212,13 @@ impl StampDecoder {
     }
 
     /// The stamp of one message: binary header if it starts with the magic, else stamp
-    /// headers if present, else JSON fields.
+    /// headers if present, else JSON fields (and the broker's record timestamp,
+    /// `record_time_us`, for a send time given as `@timestamp`).
     pub fn decode(
         &self,
         payload: &[u8],
         headers: &[(String, String)],
+        record_time_us: Option<u64>,
     ) -> Result<ReceivedStamp, StampError> {
         if payload.starts_with(b"IOTL") {
             return BinaryCarrier::decode(payload).map(ReceivedStamp::from);
@@ -225,7 +227,7 @@ impl StampDecoder {
             return HeaderCarrier::decode(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .map(ReceivedStamp::from);
         }
-        self.json.decode(payload)
+        self.json.decode_with_record_time(payload, record_time_us)
     }
 }
 
@@ -251,7 +253,10 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_ascii_uppercase(), v))
             .collect();
-        assert_eq!(decoder.decode(b"opaque body", &headers), Ok(stamp().into()));
+        assert_eq!(
+            decoder.decode(b"opaque body", &headers, None),
+            Ok(stamp().into())
+        );
     }
 
     #[test]
@@ -264,7 +269,7 @@ mod tests {
             enc.encode(&stamp(), &mut enc.device_values(7), &mut out, &mut headers);
             assert!(out.len() >= 200, "{carrier:?} padded to {}", out.len());
             assert_eq!(
-                decoder.decode(&out, &headers).unwrap(),
+                decoder.decode(&out, &headers, None).unwrap(),
                 stamp().into(),
                 "{carrier:?}"
             );

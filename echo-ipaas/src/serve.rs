@@ -296,6 +296,8 @@ impl<'a, P: Publisher> Echo<'a, P> {
                 topic: &topic,
                 payload: &m.payload,
                 headers: &m.headers,
+                // The request's record time travels on, as Kafka Streams forwards it.
+                record_time_us: m.record_time_us,
             };
             match self.publisher.publish(action).await {
                 Ok(()) => EchoStats::count(&self.stats.published, 1),

@@ -257,6 +257,7 @@ impl LoadArgs {
         };
         // Without --broker, `iotload run` uses its embedded MQTT broker.
         let kind = broker.url()?.map_or(BrokerKind::Mqtt, |url| url.kind);
+        stamp.check_record_time(Some(kind))?;
         if stamp.carrier == CarrierKind::Header
             && let Some(reason) = broker.header_stamp_problem(kind)
         {

@@ -135,6 +135,7 @@ pub(crate) async fn drive<P: Publisher>(
             topic: &device.topic,
             payload: &payload,
             headers: &headers,
+            record_time_us: Some(sent_us),
         };
         match device.publisher.publish(message).await {
             Ok(()) => {

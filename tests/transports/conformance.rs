@@ -136,6 +136,7 @@ async fn publish(publisher: &mut impl Publisher, m: &Sent) {
             topic: &m.topic,
             payload: &m.payload,
             headers: &m.headers,
+            record_time_us: None,
         })
         .await
         .expect("publish");

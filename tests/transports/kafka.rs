@@ -94,6 +94,7 @@ async fn publish(p: &mut impl Publisher, topic: &str, body: &str) {
         topic,
         payload: body.as_bytes(),
         headers: &[],
+        record_time_us: None,
     })
     .await
     .expect("publish");

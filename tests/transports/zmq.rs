@@ -184,6 +184,7 @@ async fn nothing_published_after_subscribe_is_missed_by_a_late_subscriber() {
             topic: &format!("{topic}/x"),
             payload: b"before",
             headers: &[],
+            record_time_us: None,
         })
         .await
         .expect("publish");
@@ -196,6 +197,7 @@ async fn nothing_published_after_subscribe_is_missed_by_a_late_subscriber() {
         topic: &format!("{topic}/x"),
         payload: b"after",
         headers: &[],
+        record_time_us: None,
     })
     .await
     .expect("publish");
@@ -242,6 +244,7 @@ async fn a_restarted_proxy_is_reconnected_and_the_loss_counted() {
         topic: &topic,
         payload: b"x",
         headers: &[],
+        record_time_us: None,
     };
     p.publish(message).await.expect("publish");
     sub.recv().await.expect("first message");

@@ -16,6 +16,15 @@ pub struct FieldPath {
 }
 
 impl FieldPath {
+    /// The path that names the broker's record timestamp instead of a JSON field (Kafka's,
+    /// which Kafka Streams forwards from input to output).
+    pub const RECORD_TIME: &'static str = "@timestamp";
+
+    /// Whether this is [`FieldPath::RECORD_TIME`].
+    pub fn is_record_time(&self) -> bool {
+        self.written == Self::RECORD_TIME
+    }
+
     /// Parses a path; an empty path or an empty segment is an error naming it.
     pub fn parse(text: &str) -> Result<Self, String> {
         let segments: Vec<String> = if let Some(pointer) = text.strip_prefix('/') {
@@ -98,7 +107,8 @@ impl JsonFields {
         `sent=/meta/sentAt,device=unitMacId` (sent is required)";
 
     /// Parses `--stamp-fields`: `device,seq,intended,sent` with `-` for an absent one, or
-    /// `name=path` pairs (names `device`, `seq`, `intended`, `sent`).
+    /// `name=path` pairs (names `device`, `seq`, `intended`, `sent`). The send time may be
+    /// `@timestamp`: the broker's record timestamp (Kafka) rather than a JSON field.
     pub fn parse(spec: &str) -> Result<Self, String> {
         let items: Vec<&str> = spec.split(',').map(str::trim).collect();
         let mut slots: [Option<&str>; 4] = [None; 4];
@@ -126,6 +136,17 @@ impl JsonFields {
             slots = [*d, *s, *i, *t].map(|p| (p != "-").then_some(p));
         } else {
             return Err(format!("`{spec}` is not {}", Self::SYNTAX));
+        }
+        if slots[..3]
+            .iter()
+            .flatten()
+            .any(|p| *p == FieldPath::RECORD_TIME)
+        {
+            return Err(format!(
+                "`{}` (the broker's record timestamp) can only be the send time, e.g. \
+                 `sent=@timestamp,device=deviceId`",
+                FieldPath::RECORD_TIME
+            ));
         }
         let parse = |p: Option<&str>| p.map(FieldPath::parse).transpose();
         let Some(sent) = slots[3] else {

@@ -112,7 +112,7 @@ impl JsonCarrier {
             (&fields.intended, Slot::Intended, F_INTENDED),
         ];
         for (path, slot, bit) in stamp_paths {
-            if let Some(path) = path {
+            if let Some(path) = path.as_ref().filter(|p| !p.is_record_time()) {
                 insert_slot(&mut root, path.segments(), slot);
                 paths.push((bit, path.segments().to_vec()));
             }
@@ -232,8 +232,25 @@ impl JsonCarrier {
     /// [`StampError::Missing`]; a missing intended time falls back to the sent time.
     /// Trailing non-whitespace after the object is [`StampError::NotJson`].
     pub fn decode(&self, payload: &[u8]) -> Result<ReceivedStamp, StampError> {
-        let mut de = serde_json::Deserializer::from_slice(payload);
+        self.decode_with_record_time(payload, None)
+    }
+
+    /// Like [`JsonCarrier::decode`], with the broker's record timestamp for a send time
+    /// given as `@timestamp`; when that is the only stamp value, the payload is not read
+    /// at all (it need not be JSON).
+    pub fn decode_with_record_time(
+        &self,
+        payload: &[u8],
+        record_time_us: Option<u64>,
+    ) -> Result<ReceivedStamp, StampError> {
         let mut found = Found::default();
+        if self.fields.sent.is_record_time() {
+            found.sent = record_time_us;
+            if self.paths.is_empty() {
+                return found.finish(&self.fields);
+            }
+        }
+        let mut de = serde_json::Deserializer::from_slice(payload);
         let seed = ObjectSeed {
             carrier: self,
             depth: 0,

@@ -909,3 +909,39 @@ fn template_cost_per_message_against_a_static_body() {
         );
     }
 }
+
+#[test]
+fn the_record_timestamp_can_be_the_send_time() {
+    let c = JsonCarrier::new(
+        fields("sent=@timestamp,device=deviceId"),
+        TimeFormat::Auto,
+        None,
+        0,
+    );
+    let got = c
+        .decode_with_record_time(br#"{"deviceId":"A"}"#, Some(1_733_412_345_123_000))
+        .unwrap();
+    assert_eq!(got.sent_us, 1_733_412_345_123_000);
+    assert_eq!(got.device, Some(DeviceId::Name("A".into())));
+    // The loadgen writes no send-time field: the transport carries it.
+    assert_eq!(encode(&c, &STAMP), br#"{"deviceId":42}"#);
+    // With only the record timestamp, the payload need not be JSON at all.
+    let only = JsonCarrier::new(fields("-,-,-,@timestamp"), TimeFormat::Auto, None, 0);
+    assert_eq!(
+        only.decode_with_record_time(b"\x00 not json", Some(5))
+            .unwrap()
+            .sent_us,
+        5
+    );
+    assert_eq!(
+        only.decode_with_record_time(b"{}", None),
+        Err(StampError::Missing {
+            field: "@timestamp".into()
+        })
+    );
+    assert!(
+        JsonFields::parse("device=@timestamp,sent=t")
+            .unwrap_err()
+            .contains("only be the send time")
+    );
+}

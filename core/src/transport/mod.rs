@@ -135,6 +135,9 @@ pub struct Outgoing<'a> {
     pub payload: &'a [u8],
     /// Protocol metadata (MQTT 5 user properties, headers); empty for most carriers.
     pub headers: &'a [(String, String)],
+    /// The record timestamp to set, µs since the Unix epoch, where the broker keeps one
+    /// per record (Kafka: ms, as CreateTime); ignored by the others.
+    pub record_time_us: Option<u64>,
 }
 
 /// One message received, timestamped as soon as the client handed it over.
@@ -148,6 +151,9 @@ pub struct Incoming {
     pub headers: Vec<(String, String)>,
     /// Receive time in µs since the Unix epoch.
     pub received_us: u64,
+    /// The broker record's own timestamp, µs since the Unix epoch, where the broker keeps
+    /// one (Kafka's CreateTime or LogAppendTime, ms); `None` for the others.
+    pub record_time_us: Option<u64>,
 }
 
 /// A broker family. Implemented once per broker.

@@ -40,6 +40,7 @@ impl Subscriber for AmqpSubscriber {
                 headers: header_pairs(&delivery.properties),
                 payload: Bytes::from(delivery.data),
                 received_us: now_us(),
+                record_time_us: None,
             };
             self.taken = Some((delivery.acker, message));
         }

@@ -220,6 +220,12 @@ impl Publisher for KafkaPublisher {
             self.settle_oldest().await?;
         }
         let mut record = FutureRecord::to(&name).key(m.topic).payload(m.payload);
+        if let Some(us) = m
+            .record_time_us
+            .and_then(|us| i64::try_from(us / 1_000).ok())
+        {
+            record = record.timestamp(us);
+        }
         if !m.headers.is_empty() {
             record = record.headers(owned_headers(m.headers));
         }

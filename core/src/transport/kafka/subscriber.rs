@@ -232,6 +232,11 @@ fn incoming(m: &BorrowedMessage<'_>, since_ms: i64, received_us: u64) -> Option<
         payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
         headers,
         received_us,
+        record_time_us: m
+            .timestamp()
+            .to_millis()
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(|ms| ms.saturating_mul(1_000)),
     })
 }
 

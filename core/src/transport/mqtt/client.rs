@@ -110,6 +110,7 @@ async fn poll_v4(events: &mut rumqttc::EventLoop) -> Result<Polled, PollError> {
     match events.poll().await {
         Ok(Event::Incoming(Packet::Publish(p))) => Ok(Polled::Message(Incoming {
             received_us: now_us(),
+            record_time_us: None,
             topic: p.topic,
             payload: p.payload,
             headers: Vec::new(),
@@ -145,6 +146,7 @@ async fn poll_v5(events: &mut rumqttc::v5::EventLoop) -> Result<Polled, PollErro
             let received_us = now_us();
             Ok(Polled::Message(Incoming {
                 received_us,
+                record_time_us: None,
                 topic: String::from_utf8_lossy(&p.topic).into_owned(),
                 payload: p.payload,
                 headers: p

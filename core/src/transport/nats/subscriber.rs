@@ -68,6 +68,7 @@ impl NatsSubscriber {
             payload: message.payload,
             headers,
             received_us,
+            record_time_us: None,
         };
         Ok((reply, incoming))
     }

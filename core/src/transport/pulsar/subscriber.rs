@@ -71,6 +71,7 @@ impl Subscriber for PulsarSubscriber {
                 headers,
                 payload: Bytes::from(message.payload.data),
                 received_us,
+                record_time_us: None,
             });
         }
     }

@@ -126,6 +126,7 @@ impl ZmqSubscriber {
                     topic: &topic,
                     payload: b"",
                     headers: &[],
+                    record_time_us: None,
                 })
                 .await?;
             let until = (tokio::time::Instant::now() + PROBE_INTERVAL).min(deadline);
@@ -194,6 +195,7 @@ impl ZmqSubscriber {
             payload,
             headers,
             received_us,
+            record_time_us: None,
         })
     }
 }
