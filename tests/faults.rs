@@ -158,7 +158,8 @@ fn hostile_payloads(now_us: u64) -> Vec<(&'static str, Vec<u8>)> {
             1 => ("truncated", br#"{"device":1,"seq":"#.to_vec()),
             2 => (
                 "wrong_type",
-                format!(r#"{{"device":"d{i}","seq":{i},"intended_us":1,"sent_us":1}}"#)
+                // (A string device id is valid since #22; an array is no id at all.)
+                format!(r#"{{"device":["d{i}"],"seq":{i},"intended_us":1,"sent_us":1}}"#)
                     .into_bytes(),
             ),
             3 => ("missing", format!(r#"{{"device":{i}}}"#).into_bytes()),

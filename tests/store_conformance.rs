@@ -91,6 +91,7 @@ async fn round_trip(subject: Subject) {
     };
     store
         .write(&Batch {
+            id: 0,
             run_id: "rt".into(),
             seconds: vec![second(1000, 0)],
             raw: vec![("t/1".into(), raw)],
@@ -100,6 +101,7 @@ async fn round_trip(subject: Subject) {
     // The same key again merges: counters add, histograms combine.
     store
         .write(&Batch {
+            id: 0,
             run_id: "rt".into(),
             seconds: vec![second(1000, 5)],
             raw: vec![],

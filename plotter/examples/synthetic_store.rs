@@ -66,6 +66,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             if batch.len() == 10_000 {
                 store
                     .write(&Batch {
+                        id: 0,
                         run_id: run_id.clone(),
                         seconds: std::mem::take(&mut batch),
                         raw: Vec::new(),
@@ -76,6 +77,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     store
         .write(&Batch {
+            id: 0,
             run_id: run_id.clone(),
             seconds: batch,
             raw: Vec::new(),

@@ -162,6 +162,10 @@ pub struct RawRecord {
 /// A batch of results for one run.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
+    /// An id that makes writing the same batch twice (a retry after a lost reply) count
+    /// it once, where the backend needs one (Redis; SQLite's transactions do not); 0 for
+    /// no such guard. The writer gives each batch a random one.
+    pub id: u64,
     /// The run the raw records belong to (aggregates carry their own).
     pub run_id: String,
     /// Per-topic per-second aggregates.

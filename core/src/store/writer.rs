@@ -141,6 +141,8 @@ async fn run(
                 Err(_) => break,
             }
         }
+        // The same id on every retry: a batch whose reply was lost is not counted twice.
+        batch.id = fastrand::u64(1..);
         if !write_with_retry(store.as_ref(), &batch, &mut report, &deadline).await {
             report.unflushed += len(&batch) as u64;
             // Past the deadline: count what is left in the channel and stop.

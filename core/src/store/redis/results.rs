@@ -147,6 +147,10 @@ impl Store for RedisStore {
             }
         }
 
+        let marker = match batch.id {
+            0 => 0,
+            id => keys.of(format!("{PREFIX}written:{id:016x}")),
+        };
         for attempt in 0..CAS_ATTEMPTS {
             if attempt > 1 {
                 // Several writers of one field keep overtaking each other: spread out.
@@ -160,7 +164,8 @@ impl Store for RedisStore {
                 .arg(merged.len())
                 .arg(hdr_ops.len())
                 .arg(sets)
-                .arg(raws);
+                .arg(raws)
+                .arg(marker);
             for a in &counter_args {
                 invocation.arg(a);
             }

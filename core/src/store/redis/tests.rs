@@ -96,6 +96,7 @@ async fn runs_seconds_and_raw_round_trip() {
     assert_eq!(runs[1], ended);
 
     let batch = Batch {
+        id: 0,
         run_id: String::new(),
         seconds: vec![
             second("t/b", 11, "c1", 5, &[100, 200]),
@@ -132,6 +133,7 @@ async fn runs_seconds_and_raw_round_trip() {
 
     // The same second again (a second batch, and twice within one batch): merged.
     let again = Batch {
+        id: 0,
         run_id: String::new(),
         seconds: vec![
             second("t/a", 11, "c1", 6, &[40, 50]),
@@ -160,6 +162,7 @@ async fn runs_seconds_and_raw_round_trip() {
     // Raw records alone go to the run of the last put_run.
     store.put_run(&run_record("r2", "a", 400)).await.unwrap();
     let only_raw = Batch {
+        id: 0,
         run_id: String::new(),
         seconds: vec![],
         raw: vec![("t/c".into(), raw(3, 3, 500))],
@@ -184,6 +187,7 @@ async fn concurrent_writers_of_one_second_lose_nothing() {
         tasks.push(tokio::spawn(async move {
             for i in 0..20 {
                 let batch = Batch {
+                    id: 0,
                     run_id: String::new(),
                     seconds: vec![second("t", 1, "same", 1, &[i + 1])],
                     raw: vec![],
@@ -401,6 +405,7 @@ async fn the_store_reconnects_after_a_restart() {
     assert_eq!(store.runs().await.unwrap().len(), 2);
     store
         .write(&Batch {
+            id: 0,
             run_id: String::new(),
             seconds: vec![second("t", 1, "i", 1, &[5])],
             raw: vec![],
@@ -418,6 +423,7 @@ async fn raw_write_throughput() {
         let total = 500_000_usize;
         let batches: Vec<Batch> = (0..total / batch_size)
             .map(|b| Batch {
+                id: 0,
                 run_id: String::new(),
                 seconds: vec![],
                 raw: (0..batch_size)
@@ -445,4 +451,26 @@ async fn raw_write_throughput() {
     let all = store.raw("bench").await.unwrap();
     println!("raw read: {} records in {:?}", all.len(), started.elapsed());
     assert_eq!(all.len(), 1_000_000);
+}
+
+#[tokio::test]
+async fn a_batch_written_twice_under_one_id_counts_once() {
+    // A retry after a lost reply sends the same batch again: it must not count twice.
+    let (_server, store) = server().await;
+    store.put_run(&run_record("r1", "a", 100)).await.unwrap();
+    let batch = |id: u64| Batch {
+        id,
+        run_id: String::new(),
+        seconds: vec![second("t", 5, "c1", 3, &[10])],
+        raw: vec![],
+    };
+    store.write(&batch(7)).await.unwrap();
+    store.write(&batch(7)).await.unwrap();
+    let got = store.seconds("r1").await.unwrap();
+    assert_eq!(got[0].sent, 3, "the same id twice counts once");
+    assert_eq!(count(&got[0].latency_hdr), 1);
+    store.write(&batch(8)).await.unwrap();
+    store.write(&batch(0)).await.unwrap();
+    let got = store.seconds("r1").await.unwrap();
+    assert_eq!(got[0].sent, 9, "other ids, and id 0, count again");
 }

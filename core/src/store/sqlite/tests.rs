@@ -77,6 +77,7 @@ async fn seconds_round_trip_and_merge() {
     let c = second("t/0", 100, 2, &[]);
     store
         .write(&Batch {
+            id: 0,
             run_id: String::new(),
             seconds: vec![a.clone(), b.clone(), c.clone()],
             raw: Vec::new(),
@@ -94,6 +95,7 @@ async fn seconds_round_trip_and_merge() {
     let more = second("t/1", 100, 2, &[400, 500]);
     store
         .write(&Batch {
+            id: 0,
             run_id: String::new(),
             seconds: vec![more.clone(), more],
             raw: Vec::new(),
@@ -124,6 +126,7 @@ async fn corrupt_histogram_is_reported() {
     let mut bad = second("t", 1, 1, &[]);
     bad.latency_hdr = b"not a histogram".to_vec();
     let batch = Batch {
+        id: 0,
         run_id: String::new(),
         seconds: vec![bad.clone()],
         raw: Vec::new(),
@@ -132,6 +135,7 @@ async fn corrupt_histogram_is_reported() {
     bad.latency_hdr = hist([7]);
     let err = store
         .write(&Batch {
+            id: 0,
             run_id: String::new(),
             seconds: vec![bad],
             raw: Vec::new(),
@@ -162,6 +166,7 @@ async fn raw_round_trip_ordered_by_topic_and_time() {
     // No seconds in the batch: the run comes from put_run.
     store
         .write(&Batch {
+            id: 0,
             run_id: String::new(),
             seconds: Vec::new(),
             raw: raw.clone(),
@@ -185,6 +190,7 @@ async fn raw_without_a_run_is_refused() {
     let (_dir, store) = fresh().await;
     let err = store
         .write(&Batch {
+            id: 0,
             run_id: String::new(),
             seconds: Vec::new(),
             raw: vec![(
@@ -428,6 +434,7 @@ async fn raw_insert_throughput() {
         let (_dir, store) = fresh().await;
         store.put_run(&run("bench", "a", 1)).await.unwrap();
         let make = |b: u64| Batch {
+            id: 0,
             run_id: String::new(),
             seconds: Vec::new(),
             raw: (0..per_batch)

@@ -1,5 +1,8 @@
 local nc, nh, ns, nr = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local counters_at = 5
+-- A batch written before (a retry whose first reply was lost) is not counted again.
+local marker = tonumber(ARGV[5])
+if marker > 0 and redis.call('EXISTS', KEYS[marker]) == 1 then return {} end
+local counters_at = 6
 local hdr_at = counters_at + nc * 8
 local conflicts = {}
 for j = 0, nh - 1 do
@@ -47,4 +50,5 @@ for j = 1, nr do
     p = upto + 1
   end
 end
+if marker > 0 then redis.call('SET', KEYS[marker], '1', 'EX', 86400) end
 return conflicts
