@@ -80,7 +80,7 @@ pub struct LoadArgs {
     /// (a flat first stage). `--stage 30s:10/s --stage 2m:100/s` holds 10/s for 30 s, then
     /// ramps to 100/s; a spike is a short stage up, a hold and a short stage down. Stages
     /// replace --rate and --duration.
-    #[arg(long = "stage", env = "IOTLOAD_STAGES", value_name = "DURATION:RATE",
+    #[arg(long = "stage", env = "IOTLOAD_STAGE", value_name = "DURATION:RATE",
           value_delimiter = ',', value_parser = parse_stage)]
     pub stages: Vec<(Duration, f64)>,
 
