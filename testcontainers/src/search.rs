@@ -249,6 +249,7 @@ mod tests {
             matches!(ended, Ok(Ok(0) | Err(_))),
             "the node (pid {pid}) must stop when dropped: {ended:?}"
         );
-        assert!(!accepts(port).await, "port {port} still accepts");
+        // (Not "the port no longer accepts": with tests in parallel, another server may
+        // already have been given the same ephemeral port.)
     }
 }
