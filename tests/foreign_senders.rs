@@ -62,6 +62,12 @@ async fn prototype_collector(broker: &str, zone: &str, json: &str) -> (Proc, Str
     (collector, metrics)
 }
 
+/// The host and port of an `mqtt://HOST:PORT` URL, for clients that take them apart.
+fn host_and_port(url: &str) -> (String, String) {
+    let (host, port) = url.trim_start_matches("mqtt://").rsplit_once(':').unwrap();
+    (host.to_string(), port.to_string())
+}
+
 /// Waits until the collector received every message, stops it and checks what a user
 /// would: every message measured, none undecodable, latencies of a loopback publish.
 async fn every_message_measured(collector: Proc, metrics: &str, json: &str) {
@@ -103,12 +109,7 @@ async fn mosquitto_pub_in_the_prototype_format_is_measured() {
     let json = scratch.json();
     let zone = "Asia/Kolkata";
     let (collector, metrics) = prototype_collector(&broker.url(), zone, &json).await;
-    let (host, port) = broker
-        .url()
-        .trim_start_matches("mqtt://")
-        .rsplit_once(':')
-        .map(|(h, p)| (h.to_string(), p.to_string()))
-        .unwrap();
+    let (host, port) = host_and_port(&broker.url());
     // One line per message, each with the wall-clock time of the moment it is written, as
     // a shell script on a device would make it (GNU date, µs, no offset).
     let script = format!(
@@ -160,12 +161,7 @@ async fn a_python_paho_script_in_the_prototype_format_is_measured() {
     // The prototype's sender, as it was written: datetime.now().isoformat() in the
     // machine's zone (here set by TZ), read by the collector in its default zone (local).
     let (collector, metrics) = prototype_collector(&broker.url(), "local", &json).await;
-    let (host, port) = broker
-        .url()
-        .trim_start_matches("mqtt://")
-        .rsplit_once(':')
-        .map(|(h, p)| (h.to_string(), p.to_string()))
-        .unwrap();
+    let (host, port) = host_and_port(&broker.url());
     let script = format!(
         r#"
 import json, sys

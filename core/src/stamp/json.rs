@@ -591,15 +591,20 @@ impl Found {
     fn try_apply(
         &mut self,
         mask: u8,
-        value: Scalar,
+        mut value: Scalar,
         carrier: &JsonCarrier,
     ) -> Result<(), StampError> {
         let fields = &carrier.fields;
-        let name = |p: &Option<super::FieldPath>| p.as_ref().map_or("", |p| p.as_str()).to_owned();
+        // Borrowed: the names are only copied into an error.
+        fn name(p: &Option<super::FieldPath>) -> &str {
+            p.as_ref().map_or("", super::FieldPath::as_str)
+        }
         if mask & F_DEVICE != 0 {
-            let wrong = || wrong_type(&name(&fields.device), EXPECT_DEVICE);
-            self.device = Some(match &value {
+            let wrong = || wrong_type(name(&fields.device), EXPECT_DEVICE);
+            self.device = Some(match &mut value {
                 Scalar::Int(v) => DeviceId::Number(u32::try_from(*v).map_err(|_| wrong())?),
+                // The id moves out, unless the same field is read again below.
+                Scalar::Text(s) if mask == F_DEVICE => DeviceId::Name(std::mem::take(s)),
                 Scalar::Text(s) => DeviceId::Name(s.clone()),
                 _ => return Err(wrong()),
             });
@@ -608,12 +613,12 @@ impl Found {
             self.seq = Some(
                 value
                     .int()
-                    .ok_or_else(|| wrong_type(&name(&fields.seq), EXPECT_U64))?,
+                    .ok_or_else(|| wrong_type(name(&fields.seq), EXPECT_U64))?,
             );
         }
         let reader = carrier.reader();
         if mask & F_INTENDED != 0 {
-            self.intended = Some(value.time(&name(&fields.intended), reader)?);
+            self.intended = Some(value.time(name(&fields.intended), reader)?);
         }
         if mask & F_SENT != 0 {
             self.sent = Some(value.time(fields.sent.as_str(), reader)?);
