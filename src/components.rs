@@ -51,6 +51,9 @@ pub(crate) async fn run_loadgen<T: Transport>(
     let mut summary = RunSummary::new("loadgen", transport.url().to_string(), started);
     summary.interrupted = shutdown.interrupted();
     summary.load = Some(load_section(&plan, &report, &mut warnings));
+    if plan.from_fleet_file {
+        summary.groups = crate::summary_build::group_sections(&plan, &report, None);
+    }
     summary.elapsed_s = clock.elapsed().as_secs_f64();
     summary.warnings = warnings;
     rec.close(&mut summary, output.drain_timeout).await;

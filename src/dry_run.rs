@@ -84,12 +84,34 @@ pub(crate) fn print_dry_run(cli: &Cli) -> anyhow::Result<()> {
 }
 
 fn describe_load(plan: &loadgen::LoadPlan, url: Option<BrokerUrl>) -> String {
-    format!(
-        "{} devices × {} msg/s, {} messages in total, topic {}, to {}",
+    let to = url.map_or_else(|| "the embedded broker".to_string(), |u| u.to_string());
+    if !plan.from_fleet_file {
+        let g = &plan.groups[0];
+        return format!(
+            "{} devices × {} msg/s, {} messages in total, topic {}, to {to}",
+            plan.devices,
+            g.rate.per_s(),
+            plan.planned(),
+            g.topic.as_str(),
+        );
+    }
+    let mut text = format!(
+        "{} devices in {} groups, {} messages in total, to {to}",
         plan.devices,
-        plan.rate.per_s(),
-        plan.planned(),
-        plan.topic.as_str(),
-        url.map_or_else(|| "the embedded broker".to_string(), |u| u.to_string())
-    )
+        plan.groups.len(),
+        plan.planned()
+    );
+    for g in &plan.groups {
+        text.push_str(&format!(
+            "\n  group {}: devices {}..{} × {} msg/s, topic {}, actions on {}{}",
+            g.name,
+            plan.first_device + g.offset,
+            plan.first_device + g.offset + g.devices - 1,
+            g.rate.per_s(),
+            g.topic.as_str(),
+            g.action_topic.as_str(),
+            g.qos.map_or_else(String::new, |q| format!(", QoS {q}"))
+        ));
+    }
+    text
 }

@@ -88,6 +88,12 @@ pub(crate) async fn search(
              leave out --count and --stage"
         );
     }
+    if args.load.fleet.is_some() {
+        anyhow::bail!(
+            "--find-max raises one rate for all devices, and a --fleet file gives each group \
+             its own; search with one group's options instead of the file"
+        );
+    }
     let step = search.step.unwrap_or(args.load.rate);
     if !(step.is_finite() && step > 0.0) {
         anyhow::bail!("--step {step}: give a rate above zero, e.g. 10");

@@ -54,8 +54,9 @@ pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
                 .load
                 .resolve(&a.broker, &a.stamp, a.output.drain_timeout)?;
             loadgen::ensure_open_files(plan.devices)?;
-            let rec = Recording::open(&a.store, "loadgen", url.to_string(), config).await?;
+            let mut rec = Recording::open(&a.store, "loadgen", url.to_string(), config).await?;
             reserve_devices(&mut plan, &rec).await?;
+            rec.record_groups(&plan).await;
             let t = open_transport(url, &a.broker)?;
             crate::components::run_loadgen(t, plan, rec, &a.output, shutdown).await
         }
@@ -204,8 +205,9 @@ pub(crate) async fn run_loop(
         None => url.clone(),
     };
     let label = crate::components::bridge_label(&url, &actions_url);
-    let rec = Recording::open(&args.store, "run", label, config).await?;
+    let mut rec = Recording::open(&args.store, "run", label, config).await?;
     reserve_devices(&mut plan, &rec).await?;
+    rec.record_groups(&plan).await;
     let requests = args.broker.clone();
     let t = open_transport(url, &requests)?;
     let u = open_transport(actions_url, &actions)?;
@@ -245,7 +247,7 @@ async fn run_loop_on<T: Transport, U: Transport>(
     let started = started_at();
     let clock = Instant::now();
     let collect_args = collector::CollectorArgs {
-        topics: vec![plan.action_topic.to_filter()],
+        topics: plan.topic_filters(true),
         duration: None,
         claim: None,
         claim_timeout: Duration::ZERO,
@@ -255,6 +257,9 @@ async fn run_loop_on<T: Transport, U: Transport>(
     collect_plan.run_id = rec.run_id().to_string();
     collect_plan.instance = rec.instance().to_string();
     collect_plan.raw = rec.raw;
+    if plan.from_fleet_file {
+        collect_plan.groups = Some(Arc::new(topic_groups(&plan)));
+    }
     let subscriber = collector::subscribe(actions.as_ref(), &collect_plan)
         .await
         .context("connecting the collector")?;
@@ -262,12 +267,19 @@ async fn run_loop_on<T: Transport, U: Transport>(
         None
     } else {
         let echo_args = echo_ipaas::EchoArgs {
-            from: vec![plan.topic.to_filter()],
+            from: plan.topic_filters(false),
             to: args.load.action_topic.clone(),
             faults: args.faults.clone(),
             client_id: None,
         };
-        let echo_plan = echo_args.resolve(&args.broker)?;
+        let mut echo_plan = echo_args.resolve(&args.broker)?;
+        // Each group's requests are answered on its own action topics.
+        echo_plan.route = echo_ipaas::Route::by_filter(
+            plan.groups
+                .iter()
+                .map(|g| (g.topic.to_filter(), g.action_topic.clone()))
+                .collect(),
+        )?;
         let conns = echo_ipaas::connect(transport.as_ref(), actions.as_ref(), &echo_plan)
             .await
             .context("connecting the echo iPaaS")?;
@@ -351,10 +363,25 @@ async fn run_loop_on<T: Transport, U: Transport>(
         args.output.per_device,
         &mut warnings,
     ));
+    if plan.from_fleet_file {
+        summary.groups = crate::summary_build::group_sections(&plan, &load, Some(&collected));
+    }
     summary.elapsed_s = clock.elapsed().as_secs_f64();
     summary.warnings = warnings;
     rec.close(&mut summary, args.output.drain_timeout).await;
     observers.finish(&mut summary, &args.output).await
+}
+
+/// The device group of every action topic of `plan`.
+fn topic_groups(plan: &loadgen::LoadPlan) -> collector::TopicGroups {
+    let mut by_topic = std::collections::HashMap::new();
+    for (index, topic) in plan.action_topics().into_iter().enumerate() {
+        by_topic.insert(topic, plan.group_of(index as u32));
+    }
+    collector::TopicGroups {
+        names: plan.groups.iter().map(|g| g.name.clone()).collect(),
+        by_topic,
+    }
 }
 
 /// Waits until every answered message arrived: `sent` minus what the echo (`echo`, when it

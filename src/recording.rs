@@ -86,6 +86,22 @@ impl Recording {
         &self.run.instance
     }
 
+    /// Adds a `--fleet` plan's device groups (names, device numbers, action topics) to
+    /// the run record, so `iotload results show` can break the run down by group.
+    pub(crate) async fn record_groups(&mut self, plan: &loadgen::LoadPlan) {
+        if !plan.from_fleet_file {
+            return;
+        }
+        if let serde_json::Value::Object(config) = &mut self.run.config {
+            config.insert("groups".into(), plan.groups_record());
+        }
+        if let Some(backend) = &self.backend
+            && let Err(e) = backend.put_run(&self.run).await
+        {
+            tracing::warn!("storing the device groups in the run record failed: {e}");
+        }
+    }
+
     /// The loadgen's view of the fleet.
     pub(crate) fn fleet(&self) -> loadgen::Fleet {
         loadgen::Fleet {

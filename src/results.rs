@@ -191,7 +191,62 @@ async fn show(store: &dyn Backend, run: &str) -> anyhow::Result<()> {
     if aggregate.topics.len() > 1 {
         print_row("(all topics)", &aggregate.total, aggregate.lost());
     }
+    let groups = stored_groups(&runs);
+    if !groups.is_empty() {
+        println!(
+            "\n{:<32} {:>9} {:>9} {:>7} {:>6} {:>9} {:>9} {:>9} {:>9}",
+            "group", "sent", "received", "lost", "dup", "reordered", "p50 ms", "p99 ms", "max ms"
+        );
+        for (name, topics) in &groups {
+            let mut cell = Cell::default();
+            let mut lost = 0;
+            for (topic, c) in &aggregate.topics {
+                if topics.contains(topic.as_str()) {
+                    cell.add(c);
+                    lost += c.counts.lost();
+                }
+            }
+            print_row(name, &cell, lost);
+        }
+    }
     Ok(())
+}
+
+/// The device groups the run's loadgens stored (`--fleet`), each with its action topics,
+/// in the order stored; the same group stored by several instances is merged.
+fn stored_groups(runs: &[RunRecord]) -> Vec<(String, std::collections::HashSet<String>)> {
+    let mut groups: Vec<(String, std::collections::HashSet<String>)> = Vec::new();
+    for run in runs {
+        let Some(list) = run.config.get("groups").and_then(|g| g.as_array()) else {
+            continue;
+        };
+        for g in list {
+            let name = g.get("name").and_then(|v| v.as_str()).unwrap_or("?");
+            let first = g.get("first_device").and_then(|v| v.as_u64()).unwrap_or(0);
+            let devices = g.get("devices").and_then(|v| v.as_u64()).unwrap_or(0);
+            let Some(template) = g
+                .get("action_topic")
+                .and_then(|v| v.as_str())
+                .and_then(|t| iotload_core::plan::Template::parse(t).ok())
+            else {
+                continue;
+            };
+            let index = match groups.iter().position(|(n, _)| n == name) {
+                Some(i) => i,
+                None => {
+                    groups.push((name.to_string(), Default::default()));
+                    groups.len() - 1
+                }
+            };
+            let topics = &mut groups[index].1;
+            for d in first..first + devices {
+                if let Ok(d) = u32::try_from(d) {
+                    topics.insert(template.render(d));
+                }
+            }
+        }
+    }
+    groups
 }
 
 fn print_row(topic: &str, cell: &Cell, lost: u64) {

@@ -39,6 +39,9 @@ pub(crate) struct RunSummary {
     /// What was received and how late (collector, run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) receive: Option<ReceiveSection>,
+    /// With `--fleet`: the results of each device group, in the file's order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) groups: Vec<GroupSection>,
     /// Where the results were stored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) store: Option<StoreSection>,
@@ -49,6 +52,40 @@ pub(crate) struct RunSummary {
     /// The `--threshold` verdicts, in the order given.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) thresholds: Vec<crate::threshold::ThresholdResult>,
+}
+
+/// One device group of a `--fleet` file: what it sent and, where the collector ran in the
+/// same process, what came back.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct GroupSection {
+    /// The group's name.
+    pub(crate) name: String,
+    /// Number of its first device.
+    pub(crate) first_device: u32,
+    /// Devices in the group.
+    pub(crate) devices: u32,
+    /// Peak messages per second per device.
+    pub(crate) rate_per_device: f64,
+    /// Messages its schedule planned.
+    pub(crate) planned: u64,
+    /// Messages handed to the broker client.
+    pub(crate) sent: u64,
+    /// Failed publishes.
+    pub(crate) publish_errors: u64,
+    /// Actual minus intended send time.
+    pub(crate) send_lag_ms: LatencyStats,
+    /// Messages received with a readable stamp, duplicates included (`run`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) received: Option<u64>,
+    /// Sent minus received once (`run`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) lost: Option<u64>,
+    /// Receive minus send time (`run`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) latency_ms: Option<LatencyStats>,
+    /// Receive minus intended send time (`run`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) latency_corrected_ms: Option<LatencyStats>,
 }
 
 /// Where results went and whether all of them got there.
@@ -245,6 +282,7 @@ impl RunSummary {
             load: None,
             echo: None,
             receive: None,
+            groups: Vec::new(),
             store: None,
             process: ProcessSection::default(),
             warnings: Vec::new(),
@@ -383,6 +421,40 @@ impl RunSummary {
             p.cpu_us_per_message,
             p.peak_rss_mib
         );
+        if !self.groups.is_empty() {
+            let _ = writeln!(
+                o,
+                "\n{:<16} {:>7} {:>8} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9}",
+                "group",
+                "devices",
+                "msg/s",
+                "sent",
+                "received",
+                "lost",
+                "p50 ms",
+                "p99 ms",
+                "lag p99"
+            );
+            let dash = || "-".to_string();
+            for g in &self.groups {
+                let ms = |l: &Option<LatencyStats>, f: fn(&LatencyStats) -> f64| {
+                    l.as_ref().map_or_else(dash, |l| format!("{:.3}", f(l)))
+                };
+                let _ = writeln!(
+                    o,
+                    "{:<16} {:>7} {:>8.1} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9.3}",
+                    g.name,
+                    g.devices,
+                    g.rate_per_device * f64::from(g.devices),
+                    g.sent,
+                    g.received.map_or_else(dash, |n| n.to_string()),
+                    g.lost.map_or_else(dash, |n| n.to_string()),
+                    ms(&g.latency_ms, |l| l.p50),
+                    ms(&g.latency_ms, |l| l.p99),
+                    g.send_lag_ms.p99
+                );
+            }
+        }
         if let Some(devices) = self.receive.as_ref().and_then(|r| r.per_device.as_ref()) {
             let _ = writeln!(o, "\ndevice      received      gaps       dup reordered");
             for d in devices {

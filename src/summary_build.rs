@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::summary::{DeviceCounts, EchoSection, InjectedFaults, LoadSection, ReceiveSection};
+use crate::summary::{
+    DeviceCounts, EchoSection, GroupSection, InjectedFaults, LoadSection, ReceiveSection,
+};
 use collector::CollectReport;
 use echo_ipaas::EchoStats;
 use loadgen::{LoadPlan, LoadReport};
@@ -45,7 +47,7 @@ pub(crate) fn load_section(
     LoadSection {
         devices: plan.devices,
         connected: report.connected,
-        rate_per_device: plan.rate.per_s(),
+        rate_per_device: plan.rate_per_device(),
         planned: plan.planned(),
         sent: report.sent,
         publish_errors: report.errors,
@@ -59,6 +61,38 @@ pub(crate) fn load_section(
         send_lag_ms,
         behind,
     }
+}
+
+/// One section per device group: what it sent, and with `received` (the collector of the
+/// same process) what came back.
+pub(crate) fn group_sections(
+    plan: &LoadPlan,
+    report: &LoadReport,
+    received: Option<&CollectReport>,
+) -> Vec<GroupSection> {
+    plan.groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let sent = report.groups.get(i);
+            let back = received.and_then(|r| r.groups.get(i));
+            let sent_n = sent.map_or(0, |s| s.sent);
+            GroupSection {
+                name: g.name.clone(),
+                first_device: plan.first_device + g.offset,
+                devices: g.devices,
+                rate_per_device: g.rate.per_s(),
+                planned: g.planned(),
+                sent: sent_n,
+                publish_errors: sent.map_or(0, |s| s.errors),
+                send_lag_ms: sent.map(|s| s.send_lag.stats_ms()).unwrap_or_default(),
+                received: back.map(|b| b.received),
+                lost: back.map(|b| sent_n.saturating_sub(b.unique)),
+                latency_ms: back.map(|b| b.latency.stats_ms()),
+                latency_corrected_ms: back.map(|b| b.latency_corrected.stats_ms()),
+            }
+        })
+        .collect()
 }
 
 /// `plan`: the echo's plan, for what it was asked to inject.

@@ -80,6 +80,31 @@ pub struct CollectPlan {
     pub instance: String,
     /// Store every message too.
     pub raw: bool,
+    /// The device group of each topic, when results are broken down by group
+    /// (`iotload run --fleet`).
+    pub groups: Option<Arc<TopicGroups>>,
+}
+
+/// Which device group each topic belongs to.
+#[derive(Debug, Default, Clone)]
+pub struct TopicGroups {
+    /// Group names, in the loadgen's order.
+    pub names: Vec<String>,
+    /// The group (index into `names`) of each topic.
+    pub by_topic: HashMap<String, usize>,
+}
+
+/// What the collector received of one device group.
+#[derive(Debug, Default)]
+pub struct GroupReceived {
+    /// Messages with a readable stamp, including duplicates.
+    pub received: u64,
+    /// Messages counted once.
+    pub unique: u64,
+    /// Latency: receive − sent, µs.
+    pub latency: LatencyHistogram,
+    /// Corrected latency: receive − intended, µs.
+    pub latency_corrected: LatencyHistogram,
 }
 
 impl CollectorArgs {
@@ -123,6 +148,7 @@ impl CollectorArgs {
             run_id: String::new(),
             instance: String::new(),
             raw: false,
+            groups: None,
         })
     }
 }
@@ -351,6 +377,8 @@ pub struct CollectReport {
     /// Time during which the unread bytes were at or above
     /// [`iotload_core::backlog::BEHIND_BYTES`]: the receiver was behind.
     pub backlog_behind: Duration,
+    /// Per device group, in [`TopicGroups::names`] order (empty without groups).
+    pub groups: Vec<GroupReceived>,
 }
 
 /// Opens the subscription; messages published after this returns are received.
@@ -380,6 +408,11 @@ pub async fn collect<S: Subscriber>(
     };
     let mut seq = SequenceTracker::new();
     let mut device_keys = DeviceKeys::default();
+    let mut groups: Vec<GroupReceived> = plan
+        .groups
+        .as_ref()
+        .map(|g| g.names.iter().map(|_| GroupReceived::default()).collect())
+        .unwrap_or_default();
     let mut interval = LatencyHistogram::new();
     let mut interval_corrected = LatencyHistogram::new();
     let mut interval_received = 0u64;
@@ -499,6 +532,14 @@ pub async fn collect<S: Subscriber>(
                     }
                 };
                 let device = device_keys.key(stamp.device.as_ref(), &message.topic);
+                let mut group = plan
+                    .groups
+                    .as_ref()
+                    .and_then(|g| g.by_topic.get(&message.topic))
+                    .and_then(|&i| groups.get_mut(i));
+                if let Some(g) = &mut group {
+                    g.received += 1;
+                }
                 let gaps_before = seq.counts().gaps;
                 let arrival = match stamp.seq {
                     Some(n) => seq.observe(device, n),
@@ -533,6 +574,13 @@ pub async fn collect<S: Subscriber>(
                     continue;
                 }
                 unique += 1;
+                if let Some(g) = &mut group {
+                    g.unique += 1;
+                    if !future {
+                        g.latency.record(raw_us);
+                        g.latency_corrected.record(corrected_us);
+                    }
+                }
                 if future {
                     future_stamps += 1;
                 } else {
@@ -585,5 +633,6 @@ pub async fn collect<S: Subscriber>(
         dropped_by_client,
         backlog_peak_bytes,
         backlog_behind,
+        groups,
     }
 }

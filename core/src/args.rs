@@ -242,6 +242,7 @@ impl Credentials {
                 client_id,
                 username: username.as_ref().map(|t| t.render(device)),
                 password: password.as_ref().map(|t| t.render(device)),
+                qos: None,
             },
             Credentials::Table(rows) => {
                 let row = rows.get(device as usize);
@@ -249,6 +250,7 @@ impl Credentials {
                     client_id,
                     username: row.map(|r| r.0.clone()),
                     password: row.map(|r| r.1.clone()),
+                    qos: None,
                 }
             }
         }

@@ -104,7 +104,7 @@ impl EchoArgs {
 
 impl EchoPlan {
     /// The action topic template, as written.
-    pub fn route_text(&self) -> &str {
+    pub fn route_text(&self) -> String {
         self.route.template()
     }
 }

@@ -2,24 +2,29 @@
 
 use iotload_core::plan::{PlanError, Template};
 
-/// Request filters and the action template.
+/// Request filters, each with its action template.
 #[derive(Debug, Clone)]
 pub struct Route {
-    filters: Vec<Vec<String>>,
-    to: Template,
+    /// (filter levels, action template), tried in order.
+    routes: Vec<(Vec<String>, Template)>,
 }
 
 impl Route {
     /// A route from MQTT-style filters (`+` one level, `#` the rest) to a template.
     pub fn new(filters: Vec<String>, to: Template) -> Result<Self, PlanError> {
-        let filters: Vec<Vec<String>> = filters
-            .iter()
-            .map(|f| f.split('/').map(str::to_string).collect())
+        Self::by_filter(filters.into_iter().map(|f| (f, to.clone())).collect())
+    }
+
+    /// One template per filter (a mixed fleet's groups: each group's topics answered on
+    /// its own action topics); the first filter a topic matches decides.
+    pub fn by_filter(pairs: Vec<(String, Template)>) -> Result<Self, PlanError> {
+        let routes: Vec<(Vec<String>, Template)> = pairs
+            .into_iter()
+            .map(|(f, to)| (f.split('/').map(str::to_string).collect(), to))
             .collect();
-        if to.has_device()
-            && filters
-                .iter()
-                .any(|f| !f.iter().any(|l| l == "+" || l == "#"))
+        if routes
+            .iter()
+            .any(|(f, to)| to.has_device() && !f.iter().any(|l| l == "+" || l == "#"))
         {
             return Err(PlanError::BadValue {
                 option: "--to",
@@ -27,20 +32,25 @@ impl Route {
                     .into(),
             });
         }
-        Ok(Self { filters, to })
+        Ok(Self { routes })
     }
 
-    /// The action topic template as written.
-    pub fn template(&self) -> &str {
-        self.to.as_str()
+    /// The action topic templates as written (distinct, comma-separated).
+    pub fn template(&self) -> String {
+        let mut seen: Vec<&str> = Vec::new();
+        for (_, to) in &self.routes {
+            if !seen.contains(&to.as_str()) {
+                seen.push(to.as_str());
+            }
+        }
+        seen.join(", ")
     }
 
     /// The action topic for a request topic, or `None` when no filter matches it.
     pub fn action_topic(&self, topic: &str) -> Option<String> {
-        self.filters
+        self.routes
             .iter()
-            .find_map(|f| capture(f, topic))
-            .map(|device| self.to.render_str(device))
+            .find_map(|(f, to)| capture(f, topic).map(|device| to.render_str(device)))
     }
 }
 

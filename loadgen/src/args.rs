@@ -10,7 +10,7 @@ use iotload_core::payload::{Body, CarrierKind, StampEncoder};
 use iotload_core::plan::{BrokerKind, PlanError, Rate, Template, parse_count, parse_duration};
 use iotload_core::schedule::{Stages, Stop};
 
-use crate::LoadPlan;
+use crate::{DeviceGroup, LoadPlan};
 
 /// Where a loadgen's device numbers start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +154,14 @@ pub struct LoadArgs {
     )]
     pub payload_size: usize,
 
+    /// A YAML file of device groups (a mixed fleet), each with its own `devices`, `rate`
+    /// or `stages`, `payload`, `topic`, `action_topic`, `client_id`, `device_id`, `qos`,
+    /// `username` and `password`; what a group does not set comes from the options.
+    /// Summaries and `iotload results show` break results down by group. See
+    /// docs/fleet.md.
+    #[arg(long, env = "IOTLOAD_FLEET", value_name = "PATH")]
+    pub fleet: Option<PathBuf>,
+
     /// New connections per second while devices connect, so thousands of devices do not
     /// storm the broker.
     #[arg(
@@ -173,24 +181,10 @@ impl LoadArgs {
         stamp: &StampArgs,
         drain_timeout: Duration,
     ) -> Result<LoadPlan, PlanError> {
-        let devices = u32::try_from(self.devices)
-            .ok()
-            .filter(|&d| d > 0)
-            .ok_or_else(|| PlanError::BadValue {
-                option: "--devices",
-                reason: format!("{} is not between 1 and {}", self.devices, u32::MAX),
-            })?;
         let (first_device, allocate_devices) = match self.first_device {
             FirstDevice::Number(n) => (n, false),
             FirstDevice::Auto => (0, true),
         };
-        if first_device.checked_add(devices).is_none() {
-            return Err(PlanError::BadValue {
-                option: "--first-device",
-                reason: "first device plus devices exceeds 4294967295".into(),
-            });
-        }
-        let rate = Rate::new(self.rate)?;
         if !(self.connect_rate.is_finite() && self.connect_rate > 0.0) {
             return Err(PlanError::BadValue {
                 option: "--connect-rate",
@@ -200,6 +194,81 @@ impl LoadArgs {
                 ),
             });
         }
+        // Without --broker, `iotload run` uses its embedded MQTT broker.
+        let kind = broker.url()?.map_or(BrokerKind::Mqtt, |url| url.kind);
+        let credentials = broker.credentials()?;
+        let (groups, from_fleet_file) = match &self.fleet {
+            None => {
+                let context = GroupContext {
+                    broker,
+                    stamp: stamp.clone(),
+                    kind,
+                    credentials: credentials.clone(),
+                    qos: None,
+                };
+                let group = self.resolve_group("default".into(), 0, &context)?;
+                (vec![group], false)
+            }
+            Some(path) => {
+                let groups = crate::groups::resolve(path, self, broker, stamp, kind, &credentials)?;
+                (groups, true)
+            }
+        };
+        let devices = groups
+            .iter()
+            .try_fold(0u32, |sum, g| sum.checked_add(g.devices))
+            .ok_or_else(|| PlanError::BadValue {
+                option: "--fleet",
+                reason: format!("the groups hold more than {} devices", u32::MAX),
+            })?;
+        if first_device.checked_add(devices).is_none() {
+            return Err(PlanError::BadValue {
+                option: "--first-device",
+                reason: "first device plus devices exceeds 4294967295".into(),
+            });
+        }
+        for g in &groups {
+            if allocate_devices && matches!(g.credentials, Credentials::Table(_)) {
+                return Err(PlanError::BadValue {
+                    option: "--first-device",
+                    reason: "`auto` cannot be used with --credentials-file, whose rows are by \
+                             device number; give each instance its --first-device"
+                        .into(),
+                });
+            }
+            g.credentials
+                .check_rows(first_device + g.offset, g.devices)?;
+        }
+        Ok(LoadPlan {
+            groups,
+            from_fleet_file,
+            devices,
+            first_device,
+            allocate_devices,
+            advertise: self.advertise,
+            wait_for: self.wait_for,
+            start_at: self.start_at,
+            connect_rate: self.connect_rate,
+            drain_timeout,
+        })
+    }
+
+    /// Checks the options that describe one group of devices (all of them without
+    /// `--fleet`; a fleet file's group sets some of them) and builds the group.
+    pub(crate) fn resolve_group(
+        &self,
+        name: String,
+        offset: u32,
+        context: &GroupContext<'_>,
+    ) -> Result<DeviceGroup, PlanError> {
+        let devices = u32::try_from(self.devices)
+            .ok()
+            .filter(|&d| d > 0)
+            .ok_or_else(|| PlanError::BadValue {
+                option: "--devices",
+                reason: format!("{} is not between 1 and {}", self.devices, u32::MAX),
+            })?;
+        let rate = Rate::new(self.rate)?;
         let stages = if self.stages.is_empty() {
             None
         } else if self.count.is_some() {
@@ -255,11 +324,10 @@ impl LoadArgs {
             (None, Some(path)) => Body::from_file(path)?,
             (None, None) => Body::Empty,
         };
-        // Without --broker, `iotload run` uses its embedded MQTT broker.
-        let kind = broker.url()?.map_or(BrokerKind::Mqtt, |url| url.kind);
-        stamp.check_record_time(Some(kind))?;
+        let (broker, stamp) = (context.broker, &context.stamp);
+        stamp.check_record_time(Some(context.kind))?;
         if stamp.carrier == CarrierKind::Header
-            && let Some(reason) = broker.header_stamp_problem(kind)
+            && let Some(reason) = broker.header_stamp_problem(context.kind)
         {
             return Err(PlanError::BadValue {
                 option: "--stamp",
@@ -272,39 +340,34 @@ impl LoadArgs {
             &body,
             self.payload_size,
         )?;
-        let credentials = broker.credentials()?;
-        if allocate_devices && matches!(credentials, Credentials::Table(_)) {
-            return Err(PlanError::BadValue {
-                option: "--first-device",
-                reason: "`auto` cannot be used with --credentials-file, whose rows are by \
-                         device number; give each instance its --first-device"
-                    .into(),
-            });
-        }
-        credentials.check_rows(first_device, devices)?;
-        Ok(LoadPlan {
+        Ok(DeviceGroup {
+            name,
+            offset,
             devices,
-            first_device,
-            allocate_devices,
             rate,
             stop,
             stages,
             topic,
             action_topic,
-            advertise: self.advertise,
-            wait_for: self.wait_for,
-            start_at: self.start_at,
             client_id,
-            credentials,
+            credentials: context.credentials.clone(),
+            qos: context.qos,
             encoder: Arc::new(encoder),
-            connect_rate: self.connect_rate,
-            drain_timeout,
         })
     }
 }
 
+/// What a group is built with besides its own options.
+pub(crate) struct GroupContext<'a> {
+    pub(crate) broker: &'a BrokerArgs,
+    pub(crate) stamp: StampArgs,
+    pub(crate) kind: BrokerKind,
+    pub(crate) credentials: Credentials,
+    pub(crate) qos: Option<u8>,
+}
+
 /// Parses one `--stage`: `DURATION:RATE`, the rate as `100/s` or `100`.
-fn parse_stage(value: &str) -> Result<(Duration, f64), String> {
+pub(crate) fn parse_stage(value: &str) -> Result<(Duration, f64), String> {
     let expected = || format!("`{value}` is not a stage; give DURATION:RATE, e.g. 30s:100/s");
     let (span, rate) = value.trim().split_once(':').ok_or_else(expected)?;
     let span = parse_duration(span.trim()).map_err(|_| expected())?;

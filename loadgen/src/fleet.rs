@@ -39,9 +39,7 @@ impl Fleet {
         let Some(store) = self.store.clone() else {
             return Ok(None);
         };
-        let topics: Vec<String> = (0..plan.devices)
-            .map(|i| plan.action_topic.render(plan.first_device + i))
-            .collect();
+        let topics = plan.action_topics();
         store.advertise(&topics, &self.instance, self.lease).await?;
         let (owner, lease) = (self.instance.clone(), self.lease);
         Ok(Some(tokio::spawn(async move {
@@ -121,9 +119,7 @@ impl Fleet {
         stop: CancellationToken,
     ) -> Option<tokio::task::JoinHandle<()>> {
         let records = self.records.clone()?;
-        let topics: Vec<String> = (0..plan.devices)
-            .map(|i| plan.action_topic.render(plan.first_device + i))
-            .collect();
+        let topics = plan.action_topics();
         let (run_id, instance) = (self.run_id.clone(), self.instance.clone());
         Some(tokio::spawn(async move {
             let mut last = vec![0u64; topics.len()];

@@ -8,6 +8,7 @@
 
 mod args;
 mod fleet;
+mod groups;
 mod shard;
 
 use std::sync::Arc;
@@ -27,44 +28,80 @@ use tokio_util::sync::CancellationToken;
 pub use args::{FirstDevice, LoadArgs};
 pub use fleet::Fleet;
 
-/// A checked description of what the devices do.
+/// A checked description of what the devices do: one group of alike devices, or the
+/// groups of a `--fleet` file, numbered one after another from `first_device`.
 #[derive(Debug, Clone)]
 pub struct LoadPlan {
-    /// Number of devices.
+    /// The device groups, in device order (one without `--fleet`).
+    pub groups: Vec<DeviceGroup>,
+    /// Whether the groups come from a `--fleet` file (summaries then break results down
+    /// by group).
+    pub from_fleet_file: bool,
+    /// Number of devices, all groups together.
     pub devices: u32,
     /// Number of the first device.
     pub first_device: u32,
     /// `--first-device auto`: `first_device` is still to be reserved in the results store
     /// ([`LoadPlan::reserve_devices`]).
     pub allocate_devices: bool,
-    /// Messages per second per device.
-    pub rate: Rate,
-    /// When each device stops.
-    pub stop: Stop,
-    /// With `--stage`: the per-device rate over the run (`rate` is then its peak and
-    /// `stop` its end).
-    pub stages: Option<Arc<Stages>>,
-    /// Topic per device.
-    pub topic: Template,
-    /// Topic each device's actions arrive on: results are stored under it and it is what
-    /// `--advertise` offers to collectors.
-    pub action_topic: Template,
     /// Advertise the action topics in the store.
     pub advertise: bool,
     /// Instances to wait for in the start barrier.
     pub wait_for: Option<u64>,
     /// Wall-clock start time.
     pub start_at: Option<std::time::SystemTime>,
-    /// Client id per device.
-    pub client_id: Template,
-    /// Credentials per device.
-    pub credentials: Credentials,
-    /// The stamp carrier and body.
-    pub encoder: Arc<StampEncoder>,
     /// New connections per second.
     pub connect_rate: f64,
     /// How long publishers may take to flush at the end.
     pub drain_timeout: Duration,
+}
+
+/// Devices that behave alike: rate, topics, body, identity.
+#[derive(Debug, Clone)]
+pub struct DeviceGroup {
+    /// The group's name (`default` without `--fleet`).
+    pub name: String,
+    /// Index of the group's first device among the plan's devices.
+    pub offset: u32,
+    /// Number of devices.
+    pub devices: u32,
+    /// Messages per second per device.
+    pub rate: Rate,
+    /// When each device stops.
+    pub stop: Stop,
+    /// With stages: the per-device rate over the run (`rate` is then its peak and `stop`
+    /// its end).
+    pub stages: Option<Arc<Stages>>,
+    /// Topic per device.
+    pub topic: Template,
+    /// Topic each device's actions arrive on: results are stored under it and it is what
+    /// `--advertise` offers to collectors.
+    pub action_topic: Template,
+    /// Client id per device.
+    pub client_id: Template,
+    /// Credentials per device.
+    pub credentials: Credentials,
+    /// MQTT QoS of this group's publishes, when it differs from `--qos`.
+    pub qos: Option<u8>,
+    /// The stamp carrier and body.
+    pub encoder: Arc<StampEncoder>,
+}
+
+impl DeviceGroup {
+    /// Messages the group will send if nothing stops it early.
+    pub fn planned(&self) -> u64 {
+        match &self.stages {
+            Some(stages) => iotload_core::schedule::total_staged_messages(self.devices, stages),
+            None => {
+                iotload_core::schedule::total_messages(self.devices, self.rate.per_s(), self.stop)
+            }
+        }
+    }
+
+    /// Whether the plan's device at `index` belongs to this group.
+    pub fn holds(&self, index: u32) -> bool {
+        index >= self.offset && index - self.offset < self.devices
+    }
 }
 
 impl LoadPlan {
@@ -90,12 +127,67 @@ impl LoadPlan {
 
     /// Messages the whole fleet will send if nothing stops it early.
     pub fn planned(&self) -> u64 {
-        match &self.stages {
-            Some(stages) => iotload_core::schedule::total_staged_messages(self.devices, stages),
-            None => {
-                iotload_core::schedule::total_messages(self.devices, self.rate.per_s(), self.stop)
+        self.groups.iter().map(DeviceGroup::planned).sum()
+    }
+
+    /// The group of the device at `index` (counted from the first device).
+    pub fn group_of(&self, index: u32) -> usize {
+        self.groups
+            .iter()
+            .position(|g| g.holds(index))
+            .unwrap_or(self.groups.len().saturating_sub(1))
+    }
+
+    /// The peak rate per device, averaged over the devices.
+    pub fn rate_per_device(&self) -> f64 {
+        let weighted: f64 = self
+            .groups
+            .iter()
+            .map(|g| g.rate.per_s() * f64::from(g.devices))
+            .sum();
+        weighted / f64::from(self.devices.max(1))
+    }
+
+    /// Every device's action topic, by index from the first device.
+    pub fn action_topics(&self) -> Vec<String> {
+        self.groups
+            .iter()
+            .flat_map(|g| {
+                (0..g.devices).map(move |i| g.action_topic.render(self.first_device + g.offset + i))
+            })
+            .collect()
+    }
+
+    /// The distinct subscription filters of the groups' topics (`action`: of their action
+    /// topics), in group order.
+    pub fn topic_filters(&self, action: bool) -> Vec<String> {
+        let mut filters: Vec<String> = Vec::new();
+        for g in &self.groups {
+            let t = if action { &g.action_topic } else { &g.topic };
+            let f = t.to_filter();
+            if !filters.contains(&f) {
+                filters.push(f);
             }
         }
+        filters
+    }
+
+    /// The groups as the results store keeps them in the run record (`groups` of its
+    /// configuration), so `iotload results` can tell which topic is whose.
+    pub fn groups_record(&self) -> serde_json::Value {
+        serde_json::Value::Array(
+            self.groups
+                .iter()
+                .map(|g| {
+                    serde_json::json!({
+                        "name": g.name,
+                        "first_device": self.first_device + g.offset,
+                        "devices": g.devices,
+                        "action_topic": g.action_topic.as_str(),
+                    })
+                })
+                .collect(),
+        )
     }
 }
 
@@ -156,6 +248,19 @@ pub struct LoadReport {
     pub send_lag: LatencyHistogram,
     /// Time from the first due send to the last send.
     pub send_elapsed: Duration,
+    /// What each device group did, in the plan's group order.
+    pub groups: Vec<GroupReport>,
+}
+
+/// What one device group did.
+#[derive(Debug, Default)]
+pub struct GroupReport {
+    /// Messages handed to the broker client.
+    pub sent: u64,
+    /// Failed publishes.
+    pub errors: u64,
+    /// Lateness of each send behind its schedule, µs.
+    pub send_lag: LatencyHistogram,
 }
 
 /// Why the load generator could not run.
@@ -215,26 +320,32 @@ pub async fn run<T: Transport>(
         shards[i % shard_count].push(shard::Device::new(device, publisher, plan));
     }
     let clock = shard::Clock::start();
+    let encoders: Vec<Arc<StampEncoder>> = plan.groups.iter().map(|g| g.encoder.clone()).collect();
     let mut tasks = JoinSet::new();
     for devices in shards {
         let stats = stats.clone();
         let stop = stop.clone();
-        let encoder = plan.encoder.clone();
-        tasks.spawn(shard::drive(devices, clock, encoder, stats, stop));
+        tasks.spawn(shard::drive(devices, clock, encoders.clone(), stats, stop));
     }
-    let mut send_lag = LatencyHistogram::new();
-    let mut sent = 0;
-    let mut errors = 0;
+    let mut groups: Vec<GroupReport> = plan.groups.iter().map(|_| GroupReport::default()).collect();
     let mut last_send = clock.instant;
     let mut to_close = Vec::new();
     while let Some(done) = tasks.join_next().await {
         let Ok(done) = done else { continue };
-        send_lag.add(&done.send_lag);
-        sent += done.sent;
-        errors += done.errors;
+        for (total, part) in groups.iter_mut().zip(&done.groups) {
+            total.sent += part.sent;
+            total.errors += part.errors;
+            total.send_lag.add(&part.send_lag);
+        }
         last_send = last_send.max(done.last_send);
         to_close.extend(done.publishers);
     }
+    let mut send_lag = LatencyHistogram::new();
+    for g in &groups {
+        send_lag.add(&g.send_lag);
+    }
+    let sent = groups.iter().map(|g| g.sent).sum();
+    let errors = groups.iter().map(|g| g.errors).sum();
     let disconnections = to_close.iter().map(Publisher::disconnections).sum();
     let disconnected = to_close.iter().map(Publisher::disconnected_for).sum();
     close_all(to_close, plan.drain_timeout).await;
@@ -252,6 +363,7 @@ pub async fn run<T: Transport>(
         disconnected,
         send_lag,
         send_elapsed: last_send.saturating_duration_since(clock.instant),
+        groups,
     })
 }
 
@@ -312,9 +424,11 @@ async fn connect_all<T: Transport>(
             break;
         }
         let device = plan.first_device + i;
-        let identity = plan
+        let group = &plan.groups[plan.group_of(i)];
+        let mut identity = group
             .credentials
-            .identity(plan.client_id.render(device), device);
+            .identity(group.client_id.render(device), device);
+        identity.qos = group.qos;
         let transport = transport.clone();
         let stats = stats.clone();
         pending.spawn(async move {

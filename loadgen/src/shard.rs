@@ -8,14 +8,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use iotload_core::payload::StampEncoder;
-use iotload_core::recorder::LatencyHistogram;
 use iotload_core::schedule::DeviceSchedule;
 use iotload_core::stamp::{Stamp, now_us};
 use iotload_core::timer::PreciseTimer;
 use iotload_core::transport::{Outgoing, Publisher};
 use tokio_util::sync::CancellationToken;
 
-use crate::{LoadPlan, LoadStats};
+use crate::{GroupReport, LoadPlan, LoadStats};
 
 /// The run's start on the monotonic clock, which every schedule counts from (stamps read
 /// the wall clock when they are sent).
@@ -36,6 +35,7 @@ impl Clock {
 pub(crate) struct Device<P> {
     id: u32,
     index: usize,
+    group: usize,
     topic: String,
     schedule: DeviceSchedule,
     publisher: P,
@@ -44,13 +44,18 @@ pub(crate) struct Device<P> {
 impl<P: Publisher> Device<P> {
     pub(crate) fn new(id: u32, publisher: P, plan: &LoadPlan) -> Self {
         let index = id - plan.first_device;
+        let group = plan.group_of(index);
+        let g = &plan.groups[group];
+        // Phases spread over the group, as if it ran alone.
+        let in_group = index - g.offset;
         Self {
             id,
             index: index as usize,
-            topic: plan.topic.render(id),
-            schedule: match &plan.stages {
-                Some(stages) => DeviceSchedule::staged(index, plan.devices, stages.clone()),
-                None => DeviceSchedule::new(index, plan.devices, plan.rate.per_s(), plan.stop),
+            group,
+            topic: g.topic.render(id),
+            schedule: match &g.stages {
+                Some(stages) => DeviceSchedule::staged(in_group, g.devices, stages.clone()),
+                None => DeviceSchedule::new(in_group, g.devices, g.rate.per_s(), g.stop),
             },
             publisher,
         }
@@ -60,9 +65,8 @@ impl<P: Publisher> Device<P> {
 /// What a shard did, handed back when it ends.
 pub(crate) struct ShardDone<P> {
     pub(crate) publishers: Vec<P>,
-    pub(crate) send_lag: LatencyHistogram,
-    pub(crate) sent: u64,
-    pub(crate) errors: u64,
+    /// Sent, errors and send lag by device group.
+    pub(crate) groups: Vec<GroupReport>,
     pub(crate) last_send: Instant,
 }
 
@@ -80,7 +84,7 @@ async fn wait_until(timer: &mut Option<PreciseTimer>, at: Instant) {
 pub(crate) async fn drive<P: Publisher>(
     mut devices: Vec<Device<P>>,
     clock: Clock,
-    encoder: Arc<StampEncoder>,
+    encoders: Vec<Arc<StampEncoder>>,
     stats: Arc<LoadStats>,
     stop: CancellationToken,
 ) -> ShardDone<P> {
@@ -91,15 +95,14 @@ pub(crate) async fn drive<P: Publisher>(
         .filter(|(_, d)| d.schedule.messages() > 0)
         .map(|(slot, d)| Reverse((d.schedule.due(0), 0, slot)))
         .collect();
-    let mut send_lag = LatencyHistogram::new();
-    let (mut sent, mut errors) = (0u64, 0u64);
+    let mut groups: Vec<GroupReport> = encoders.iter().map(|_| GroupReport::default()).collect();
     let mut last_send = clock.instant;
     let mut payload = Vec::with_capacity(256);
     let mut headers = Vec::new();
     let mut timer = PreciseTimer::new().ok();
     let mut values: Vec<_> = devices
         .iter()
-        .map(|d| encoder.device_values(d.id))
+        .map(|d| encoders[d.group].device_values(d.id))
         .collect();
     while let Some(&Reverse((due, seq, slot))) = heap.peek() {
         let due_at = clock.instant + due;
@@ -116,7 +119,8 @@ pub(crate) async fn drive<P: Publisher>(
         let device = &mut devices[slot];
         let lag = Instant::now().saturating_duration_since(due_at);
         let lag_us = lag.as_micros() as u64;
-        send_lag.record(lag_us);
+        let group = &mut groups[device.group];
+        group.send_lag.record(lag_us);
         if let Some(last) = stats.last_lag_us.get(device.index) {
             last.store(lag_us, Ordering::Relaxed);
         }
@@ -130,7 +134,7 @@ pub(crate) async fn drive<P: Publisher>(
             intended_us: sent_us.saturating_sub(lag_us),
             sent_us,
         };
-        encoder.encode(&stamp, &mut values[slot], &mut payload, &mut headers);
+        encoders[device.group].encode(&stamp, &mut values[slot], &mut payload, &mut headers);
         let message = Outgoing {
             topic: &device.topic,
             payload: &payload,
@@ -139,12 +143,12 @@ pub(crate) async fn drive<P: Publisher>(
         };
         match device.publisher.publish(message).await {
             Ok(()) => {
-                sent += 1;
+                group.sent += 1;
                 stats.sent.fetch_add(1, Ordering::Relaxed);
                 stats.per_device[device.index].fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
-                errors += 1;
+                group.errors += 1;
                 stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(device = device.id, "publish failed: {e}");
             }
@@ -156,9 +160,7 @@ pub(crate) async fn drive<P: Publisher>(
     }
     ShardDone {
         publishers: devices.into_iter().map(|d| d.publisher).collect(),
-        send_lag,
-        sent,
-        errors,
+        groups,
         last_send,
     }
 }

@@ -12,6 +12,9 @@ pub struct ClientIdentity {
     pub username: Option<String>,
     /// Password, if the broker wants one; never printed.
     pub password: Option<String>,
+    /// Delivery guarantee for this client's publishes where the family has levels (MQTT
+    /// QoS 0–2), overriding the transport's (a fleet file's group `qos`).
+    pub qos: Option<u8>,
 }
 
 impl std::fmt::Debug for ClientIdentity {
@@ -20,6 +23,7 @@ impl std::fmt::Debug for ClientIdentity {
             .field("client_id", &self.client_id)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("qos", &self.qos)
             .finish()
     }
 }
@@ -52,6 +56,7 @@ mod tests {
             client_id: "c".into(),
             username: Some("dev1".into()),
             password: Some("s".into()),
+            qos: None,
         };
         assert_eq!(device.login(&url), Some(("dev1".into(), "s".into())));
         let plain = BrokerUrl::parse("kafka://127.0.0.1:9092").unwrap();

@@ -520,6 +520,7 @@ mod tests {
             client_id: "c".into(),
             username: Some("dev 1".into()),
             password: Some("p@ss".into()),
+            qos: None,
         };
         assert_eq!(t.uri(&id), "amqp://dev%201:p%40ss@127.0.0.1:5672/test");
         let plain = ClientIdentity::default();

@@ -76,9 +76,14 @@ impl MqttTransport {
 
     /// Whether publishers use the direct QoS 0 writer rather than rumqttc.
     pub fn publishes_directly(&self) -> bool {
+        self.publishes_directly_at(self.settings.qos)
+    }
+
+    /// Whether a publisher at QoS `qos` uses the direct writer (QoS 0 only).
+    fn publishes_directly_at(&self, qos: u8) -> bool {
         let s = &self.settings;
         s.publisher == MqttPublisherKind::Direct
-            && s.qos == 0
+            && qos == 0
             && s.version == MqttVersion::V311
             && !self.url.tls
     }
@@ -118,11 +123,7 @@ impl MqttTransport {
     }
 
     fn qos(&self) -> rumqttc::QoS {
-        match self.settings.qos {
-            0 => rumqttc::QoS::AtMostOnce,
-            1 => rumqttc::QoS::AtLeastOnce,
-            _ => rumqttc::QoS::ExactlyOnce,
-        }
+        qos_level(self.settings.qos)
     }
 
     fn net_transport(&self) -> NetTransport {
@@ -241,7 +242,8 @@ impl Transport for MqttTransport {
     }
 
     async fn publisher(&self, identity: &ClientIdentity) -> Result<MqttPublisher, TransportError> {
-        if self.publishes_directly() {
+        let qos = identity.qos.unwrap_or(self.settings.qos);
+        if self.publishes_directly_at(qos) {
             let s = &self.settings;
             let publisher = direct::DirectPublisher::connect(
                 self.dialer(identity)?,
@@ -289,7 +291,7 @@ impl Transport for MqttTransport {
         });
         Ok(MqttPublisher(Connection::Rumqttc(RumqttcPublisher {
             sender,
-            qos: self.qos(),
+            qos: qos_level(qos),
             retain: self.settings.retain,
             driver,
             disconnections,
@@ -350,5 +352,14 @@ impl Transport for MqttTransport {
             failures: 0,
             resubscribe: false,
         })
+    }
+}
+
+/// rumqttc's level for QoS `n` (checked to be 0–2 where it is read).
+fn qos_level(n: u8) -> rumqttc::QoS {
+    match n {
+        0 => rumqttc::QoS::AtMostOnce,
+        1 => rumqttc::QoS::AtLeastOnce,
+        _ => rumqttc::QoS::ExactlyOnce,
     }
 }

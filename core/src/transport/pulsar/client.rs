@@ -339,6 +339,7 @@ mod tests {
             client_id: "c".into(),
             username: Some("ignored".into()),
             password: Some("device-jwt".into()),
+            qos: None,
         };
         let plain = ClientIdentity::default();
         let t = transport("pulsar://:url-jwt@h", PulsarSettings::default()).unwrap();
