@@ -93,6 +93,11 @@ impl Command {
 /// Where results go and how the end of a run is handled.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct OutputArgs {
+    /// Not an option: set for `--find-max`'s steps, whose summaries it prints as one
+    /// table instead.
+    #[arg(skip)]
+    pub(crate) quiet: bool,
+
     /// Also write the summary as JSON to this file (schema: docs/summary.schema.json).
     #[arg(long, env = "IOTLOAD_JSON", value_name = "PATH")]
     pub(crate) json: Option<PathBuf>,

@@ -2,7 +2,6 @@
 //! steps of rising load, each a whole `run` judged by the thresholds, stops at the first
 //! step that fails, and reports the last that held (a table, and JSON with `--json`).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -98,8 +97,6 @@ pub(crate) async fn search(
     if !(step.is_finite() && step > 0.0) {
         anyhow::bail!("--step {step}: give a rate above zero, e.g. 10");
     }
-    let dir = std::env::temp_dir().join(format!("iotload-find-max-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let devices = args.load.devices as f64;
     let mut steps: Vec<Step> = Vec::new();
     let mut ended = format!("all {} steps held", search.max_steps);
@@ -117,13 +114,13 @@ pub(crate) async fn search(
             rate * devices,
             search.hold
         );
-        let json = dir.join(format!("step-{}.json", i + 1));
         let mut run = args.clone();
         run.find_max.thresholds.clear();
         run.load.rate = rate;
         run.load.duration = search.hold;
         run.output.threshold = search.thresholds.clone();
-        run.output.json = Some(json.clone());
+        run.output.json = None;
+        run.output.quiet = true;
         let step_shutdown = forward(&shutdown);
         let outcome = Box::pin(crate::pipeline::run_loop(
             run,
@@ -132,8 +129,21 @@ pub(crate) async fn search(
         ))
         .await
         .with_context(|| format!("find-max step {}", i + 1))?;
-        let summary = read_summary(&json)?;
+        let summary = outcome
+            .summary
+            .as_deref()
+            .map(serde_json::to_value)
+            .transpose()?
+            .unwrap_or_default();
         let figures = step_figures(&summary, rate, devices, !outcome.thresholds_failed);
+        eprintln!(
+            "find-max: step {} {} (p99 {:.3} ms, {} sent, {} lost)",
+            i + 1,
+            if figures.passed { "held" } else { "failed" },
+            figures.p99_ms,
+            figures.sent,
+            figures.lost
+        );
         steps.push(figures.clone());
         if outcome.interrupted {
             ended = "interrupted".into();
@@ -146,7 +156,6 @@ pub(crate) async fn search(
             break;
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     let report = Report {
         thresholds: search.thresholds.iter().map(ToString::to_string).collect(),
         max: steps.iter().rev().find(|s| s.passed).cloned(),
@@ -163,6 +172,7 @@ pub(crate) async fn search(
     Ok(Outcome {
         interrupted: shutdown.interrupted(),
         thresholds_failed: report.max.is_none(),
+        summary: None,
     })
 }
 
@@ -177,12 +187,6 @@ fn forward(outer: &Shutdown) -> Shutdown {
         step.signal();
     });
     inner
-}
-
-fn read_summary(path: &PathBuf) -> anyhow::Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the step's summary {}", path.display()))?;
-    Ok(serde_json::from_str(&text)?)
 }
 
 fn step_figures(s: &Value, rate: f64, devices: f64, passed: bool) -> Step {

@@ -10,6 +10,9 @@ use crate::cli::OutputArgs;
 pub(crate) struct Outcome {
     pub(crate) interrupted: bool,
     pub(crate) thresholds_failed: bool,
+    /// The summary of a command that measured (for `--find-max`, which judges its steps
+    /// by them).
+    pub(crate) summary: Option<Box<RunSummary>>,
 }
 
 impl Outcome {
@@ -18,6 +21,7 @@ impl Outcome {
         Self {
             interrupted: false,
             thresholds_failed: false,
+            summary: None,
         }
     }
 
@@ -74,7 +78,9 @@ pub(crate) fn finish(summary: &mut RunSummary, output: &OutputArgs) -> anyhow::R
         _ => 0,
     };
     summary.process = ProcessSection::measure(handled);
-    print!("{}", summary.render());
+    if !output.quiet {
+        print!("{}", summary.render());
+    }
     if let Some(path) = &output.json {
         std::fs::write(path, summary.to_json() + "\n")
             .with_context(|| format!("cannot write the JSON summary to {}", path.display()))?;
@@ -82,5 +88,6 @@ pub(crate) fn finish(summary: &mut RunSummary, output: &OutputArgs) -> anyhow::R
     Ok(Outcome {
         interrupted: summary.interrupted,
         thresholds_failed: summary.thresholds_failed(),
+        summary: Some(Box::new(summary.clone())),
     })
 }

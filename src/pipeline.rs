@@ -92,7 +92,7 @@ pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
                 serve_plotter(&a, &shutdown).await?;
                 return Ok(Outcome {
                     interrupted: shutdown.interrupted(),
-                    thresholds_failed: false,
+                    ..Outcome::ok()
                 });
             }
             Ok(Outcome::ok())
