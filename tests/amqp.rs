@@ -164,3 +164,22 @@ async fn echo_rejects_a_malformed_bridge_url() {
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("--to-broker"), "{}", out.stderr);
 }
+
+#[tokio::test]
+async fn run_refuses_one_shared_queue_for_echo_and_collector() {
+    // The echo's requests and the collector's actions would compete on one queue.
+    let port = iotload_testkit::free_port();
+    let url = format!("amqp://127.0.0.1:{port}");
+    let out = run(&[
+        "run",
+        "--broker",
+        &url,
+        "--amqp-queue",
+        "shared",
+        "--duration",
+        "1s",
+    ])
+    .await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("--amqp-queue"), "{}", out.stderr);
+}

@@ -96,4 +96,8 @@ impl Registered for AmqpTransport {
     ) -> Result<Self, TransportError> {
         Self::new(url, flags.settings(broker))
     }
+
+    fn shared_consumers_flag(flags: &AmqpFlags) -> Option<&'static str> {
+        flags.amqp_queue.is_some().then_some("--amqp-queue")
+    }
 }
