@@ -144,3 +144,51 @@ async fn find_max_finds_the_capacity_of_an_echo_within_one_step() {
     // Whether iotload itself fell behind is judged, not assumed (a loaded CI machine may).
     assert!(report["loadgen_limited"].is_boolean(), "{report:#}");
 }
+
+#[tokio::test]
+async fn a_send_slack_batches_sends_and_counts_the_wait_as_send_lag() {
+    // 20 devices × 200/s on one shard per core: a send falls due every 0.25–0.5 ms per
+    // shard, so with a 5 ms slack most sends wait for the next wake-up (send lag well
+    // above the microseconds of a precise wake-up), none is lost, and none waits much
+    // longer than the slack.
+    let scratch = Scratch::new();
+    let json = scratch.json();
+    let p = prefix("slack");
+    let topic = format!("{p}/{{device}}/req");
+    let action = format!("{p}/{{device}}/act");
+    let out = run(&[
+        "run",
+        "--devices",
+        "20",
+        "--rate",
+        "200",
+        "--duration",
+        "2s",
+        "--send-slack",
+        "5ms",
+        "--topic",
+        &topic,
+        "--action-topic",
+        &action,
+        "--store",
+        "none",
+        "--json",
+        &json,
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let s = scratch.summary();
+    assert_eq!(u(&s, "/receive/unique"), 8_000, "{s:#}");
+    let p50 = f(&s, "/load/send_lag_ms/p50");
+    assert!(p50 >= 1.0, "send lag p50 {p50} ms: the slack did not hold sends back");
+    let corrected_p50 = f(&s, "/receive/latency_corrected_ms/p50");
+    let raw_p50 = f(&s, "/receive/latency_ms/p50");
+    assert!(
+        corrected_p50 > raw_p50,
+        "the corrected latency ({corrected_p50} ms) must include the wait, raw {raw_p50} ms"
+    );
+
+    let refused = run(&["run", "--send-slack", "1s", "--store", "none"]).await;
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.stderr.contains("--send-slack"), "{}", refused.stderr);
+}

@@ -162,6 +162,13 @@ pub struct LoadArgs {
     #[arg(long, env = "IOTLOAD_FLEET", value_name = "PATH")]
     pub fleet: Option<PathBuf>,
 
+    /// Fewer timer wake-ups for less CPU: each wake-up sends everything due within this
+    /// long (e.g. 150us), so sends go out up to this late, counted in send lag and in the
+    /// corrected latency; 0 wakes for every due time. At most 10ms.
+    #[arg(long, env = "IOTLOAD_SEND_SLACK", value_name = "DURATION", default_value = "0s",
+          value_parser = parse_duration)]
+    pub send_slack: Duration,
+
     /// New connections per second while devices connect, so thousands of devices do not
     /// storm the broker.
     #[arg(
@@ -191,6 +198,15 @@ impl LoadArgs {
                 reason: format!(
                     "{} is not a positive rate; give e.g. 500",
                     self.connect_rate
+                ),
+            });
+        }
+        if self.send_slack > Duration::from_millis(10) {
+            return Err(PlanError::BadValue {
+                option: "--send-slack",
+                reason: format!(
+                    "{:?} would make sends that late on purpose; give at most 10ms (e.g. 150us)",
+                    self.send_slack
                 ),
             });
         }
@@ -250,6 +266,7 @@ impl LoadArgs {
             start_at: self.start_at,
             connect_rate: self.connect_rate,
             drain_timeout,
+            send_slack: self.send_slack,
         })
     }
 

@@ -54,6 +54,9 @@ pub struct LoadPlan {
     pub connect_rate: f64,
     /// How long publishers may take to flush at the end.
     pub drain_timeout: Duration,
+    /// Each shard wakes at most once per this long and sends everything due by then
+    /// (`--send-slack`; zero: a wake-up per due time).
+    pub send_slack: Duration,
 }
 
 /// Devices that behave alike: rate, topics, body, identity.
@@ -313,7 +316,7 @@ pub async fn run<T: Transport>(
     let connected = publishers.len() as u32;
     let first_connect_error = first_error.map(|e| format!("{e:#}"));
 
-    let shard_count = shard_count(publishers.len());
+    let shard_count = shard_count(publishers.len(), plan.send_slack);
     let mut shards: Vec<Vec<shard::Device<T::Publisher>>> =
         (0..shard_count).map(|_| Vec::new()).collect();
     for (i, (device, publisher)) in publishers.into_iter().enumerate() {
@@ -325,7 +328,14 @@ pub async fn run<T: Transport>(
     for devices in shards {
         let stats = stats.clone();
         let stop = stop.clone();
-        tasks.spawn(shard::drive(devices, clock, encoders.clone(), stats, stop));
+        tasks.spawn(shard::drive(
+            devices,
+            clock,
+            encoders.clone(),
+            plan.send_slack,
+            stats,
+            stop,
+        ));
     }
     let mut groups: Vec<GroupReport> = plan.groups.iter().map(|_| GroupReport::default()).collect();
     let mut last_send = clock.instant;
@@ -367,9 +377,12 @@ pub async fn run<T: Transport>(
     })
 }
 
-fn shard_count(devices: usize) -> usize {
+fn shard_count(devices: usize, slack: Duration) -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    devices.clamp(1, cores * 4)
+    // Four per core spread the work; with a send slack, one per core, so that a wake-up
+    // finds several sends due (measured in BENCHMARKS.md, issue #23).
+    let per_core = if slack.is_zero() { 4 } else { 1 };
+    devices.clamp(1, cores * per_core)
 }
 
 /// The outcome of connecting the devices.

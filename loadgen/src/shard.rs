@@ -85,6 +85,7 @@ pub(crate) async fn drive<P: Publisher>(
     mut devices: Vec<Device<P>>,
     clock: Clock,
     encoders: Vec<Arc<StampEncoder>>,
+    slack: Duration,
     stats: Arc<LoadStats>,
     stop: CancellationToken,
 ) -> ShardDone<P> {
@@ -104,14 +105,20 @@ pub(crate) async fn drive<P: Publisher>(
         .iter()
         .map(|d| encoders[d.group].device_values(d.id))
         .collect();
+    // With a slack, a wake-up comes at most once per slack: what falls due before then
+    // waits for it and goes out late, counted as send lag.
+    let mut earliest_wake = clock.instant;
     while let Some(&Reverse((due, seq, slot))) = heap.peek() {
         let due_at = clock.instant + due;
-        if Instant::now() < due_at {
+        let now = Instant::now();
+        if now < due_at {
+            let wake = due_at.max(earliest_wake);
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                _ = wait_until(&mut timer, due_at) => {}
+                _ = wait_until(&mut timer, wake) => {}
             }
+            earliest_wake = Instant::now() + slack;
         } else if stop.is_cancelled() {
             break;
         }

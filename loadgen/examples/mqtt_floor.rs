@@ -1,0 +1,160 @@
+//! The floor for benchmarks (`scripts/bench-floor`): the cheapest way this machine sends
+//! and receives iotload's workload over MQTT 3.1.1 at QoS 0, with no measurement at all.
+//! The sender opens one connection per device and writes pre-encoded PUBLISH frames on
+//! the same open-loop schedule as the loadgen (device phases spread over one period), from
+//! one blocking thread; the receiver is one subscription that reads in 256 KiB chunks and
+//! counts PUBLISH frames. Each prints one JSON line with its CPU time per message, counted
+//! from its first message, so connecting is not in the figure.
+//!
+//!     mqtt_floor receive BROKER FILTER MESSAGES
+//!     mqtt_floor send BROKER DEVICES RATE SECS PAYLOAD_BYTES TOPIC_PREFIX
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use iotload_core::usage::ProcessUsage;
+
+#[path = "support/mqtt_wire.rs"]
+mod mqtt_wire;
+
+fn main() -> std::io::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize, name: &str| -> std::io::Result<&str> {
+        args.get(i)
+            .map(String::as_str)
+            .ok_or_else(|| std::io::Error::other(format!("missing {name}; see the file's doc")))
+    };
+    let number = |i: usize, name: &str| -> std::io::Result<f64> {
+        arg(i, name)?
+            .parse()
+            .map_err(|_| std::io::Error::other(format!("{name} is not a number")))
+    };
+    match arg(0, "mode (send or receive)")? {
+        "receive" => receive(
+            arg(1, "BROKER")?,
+            arg(2, "FILTER")?,
+            number(3, "MESSAGES")? as u64,
+        ),
+        "send" => send(
+            arg(1, "BROKER")?,
+            number(2, "DEVICES")? as usize,
+            number(3, "RATE")?,
+            number(4, "SECS")?,
+            number(5, "PAYLOAD_BYTES")? as usize,
+            arg(6, "TOPIC_PREFIX")?,
+        ),
+        other => Err(std::io::Error::other(format!("unknown mode {other}"))),
+    }
+}
+
+/// Prints the JSON line of one side.
+fn report(role: &str, messages: u64, since: ProcessUsage, elapsed: Duration) {
+    let now = ProcessUsage::now();
+    let user = now.cpu_user_s - since.cpu_user_s;
+    let system = now.cpu_system_s - since.cpu_system_s;
+    let per = |s: f64| {
+        if messages == 0 {
+            0.0
+        } else {
+            s * 1e6 / messages as f64
+        }
+    };
+    println!(
+        "{{\"role\":\"{role}\",\"messages\":{messages},\"elapsed_s\":{:.3},\"cpu_user_s\":{user:.3},\"cpu_system_s\":{system:.3},\"cpu_us_per_message\":{:.2},\"user_us\":{:.2},\"kernel_us\":{:.2},\"peak_rss_mib\":{:.1}}}",
+        elapsed.as_secs_f64(),
+        per(user + system),
+        per(user),
+        per(system),
+        now.peak_rss_mib
+    );
+}
+
+fn send(
+    broker: &str,
+    devices: usize,
+    rate: f64,
+    secs: f64,
+    payload_bytes: usize,
+    prefix: &str,
+) -> std::io::Result<()> {
+    let mut connections = Vec::with_capacity(devices);
+    let mut frames = Vec::with_capacity(devices);
+    let payload = vec![b'x'; payload_bytes];
+    for d in 0..devices {
+        connections.push(mqtt_wire::connect(broker, &format!("floor-{d}"))?);
+        let mut frame = Vec::new();
+        mqtt_wire::publish_frame(&mut frame, &format!("{prefix}/{d}/t"), &payload);
+        frames.push(frame);
+    }
+    let total = (devices as f64 * rate * secs).round() as u64;
+    let interval = 1.0 / (devices as f64 * rate);
+    let usage = ProcessUsage::now();
+    let start = Instant::now();
+    for i in 0..total {
+        let due = start + Duration::from_secs_f64(i as f64 * interval);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            // A blocking thread on purpose: the kernel's sleep (with its timer slack) is
+            // the cheapest wait there is.
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(wait);
+        }
+        let d = (i % devices as u64) as usize;
+        connections[d].write_all(&frames[d])?;
+    }
+    report("send", total, usage, start.elapsed());
+    Ok(())
+}
+
+fn receive(broker: &str, filter: &str, expected: u64) -> std::io::Result<()> {
+    let mut socket = mqtt_wire::connect(broker, &format!("floor-receiver-{}", std::process::id()))?;
+    mqtt_wire::subscribe(&mut socket, filter)?;
+    println!("subscribed");
+    std::io::stdout().flush()?;
+    let mut buffer = vec![0u8; 256 * 1024];
+    let (mut filled, mut received, mut reads) = (0usize, 0u64, 0u64);
+    let mut first: Option<(ProcessUsage, Instant)> = None;
+    socket.set_read_timeout(Some(Duration::from_secs(10)))?;
+    while received < expected {
+        let n = match socket.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
+            Err(e) => return Err(e),
+        };
+        if first.is_none() {
+            first = Some((ProcessUsage::now(), Instant::now()));
+        }
+        reads += 1;
+        filled += n;
+        // Count the whole packets in the buffer; keep a partial one for the next read.
+        let mut at = 0;
+        while let Some((kind, len)) = packet_at(&buffer[at..filled]) {
+            if kind >> 4 == 3 {
+                received += 1;
+            }
+            at += len;
+        }
+        buffer.copy_within(at..filled, 0);
+        filled -= at;
+    }
+    let (usage, since) = first.unwrap_or((ProcessUsage::now(), Instant::now()));
+    eprintln!("{reads} reads for {received} messages");
+    report("receive", received, usage, since.elapsed());
+    Ok(())
+}
+
+/// The type byte and whole length of the packet at the start of `bytes`, if complete.
+fn packet_at(bytes: &[u8]) -> Option<(u8, usize)> {
+    let kind = *bytes.first()?;
+    let mut length = 0usize;
+    for (i, shift) in [0, 7, 14, 21].into_iter().enumerate() {
+        let byte = *bytes.get(1 + i)?;
+        length |= usize::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            let total = 2 + i + length;
+            return (bytes.len() >= total).then_some((kind, total));
+        }
+    }
+    None
+}
