@@ -180,7 +180,10 @@ async fn a_send_slack_batches_sends_and_counts_the_wait_as_send_lag() {
     let s = scratch.summary();
     assert_eq!(u(&s, "/receive/unique"), 8_000, "{s:#}");
     let p50 = f(&s, "/load/send_lag_ms/p50");
-    assert!(p50 >= 1.0, "send lag p50 {p50} ms: the slack did not hold sends back");
+    assert!(
+        p50 >= 1.0,
+        "send lag p50 {p50} ms: the slack did not hold sends back"
+    );
     let corrected_p50 = f(&s, "/receive/latency_corrected_ms/p50");
     let raw_p50 = f(&s, "/receive/latency_ms/p50");
     assert!(
@@ -190,5 +193,9 @@ async fn a_send_slack_batches_sends_and_counts_the_wait_as_send_lag() {
 
     let refused = run(&["run", "--send-slack", "1s", "--store", "none"]).await;
     assert_eq!(refused.code, 2, "{}", refused.stderr);
-    assert!(refused.stderr.contains("--send-slack"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("--send-slack"),
+        "{}",
+        refused.stderr
+    );
 }

@@ -460,13 +460,23 @@ async fn connect_all<T: Transport>(
     (fleet.publishers, fleet.failures, fleet.first_error)
 }
 
+/// Closes every connection, at most 256 at once: a close in flight is a task of its own
+/// (about 10 KB with its flush and DISCONNECT), and all of them at once made the close,
+/// not the run, the loadgen's peak memory (BENCHMARKS.md, issue #23).
 async fn close_all<P: Publisher>(publishers: Vec<P>, timeout: Duration) {
+    const AT_ONCE: usize = 256;
+    let mut publishers = publishers.into_iter();
     let mut closing = JoinSet::new();
-    for p in publishers {
-        closing.spawn(p.close());
-    }
     let _ = tokio::time::timeout(timeout.max(Duration::from_millis(100)), async {
-        while closing.join_next().await.is_some() {}
+        loop {
+            while closing.len() < AT_ONCE {
+                let Some(p) = publishers.next() else { break };
+                closing.spawn(p.close());
+            }
+            if closing.join_next().await.is_none() {
+                break;
+            }
+        }
     })
     .await;
 }

@@ -205,6 +205,9 @@ fn launch(dir: &Path, jars: &JvmJars, attempt: u32) -> Result<Launch, TestkitErr
         for option in jvm::SMALL_JVM {
             let _ = write!(line, " {option}");
         }
+        // RocksDB (Kafka Streams' state, not the broker's) and other native libraries
+        // unpack into java.io.tmpdir: in the server's folder they go with it.
+        let _ = write!(line, " -Djava.io.tmpdir='{}'", dir.display());
         let _ = write!(
             line,
             " -Dlog4j2.configurationFile='{}' -cp '{}' {class} {args}",

@@ -375,6 +375,9 @@ brokerClientAuthenticationParameters=token:{}
         line.push(' ');
         line.push_str(option);
     }
+    // RocksDB unpacks its native library into java.io.tmpdir and never removes it: in
+    // the server's own folder it goes with the folder.
+    line.push_str(&format!(" -Djava.io.tmpdir='{}'", dir.display()));
     line.push_str(&format!(
         " -Dlog4j2.configurationFile='{}' -cp '{}' org.apache.pulsar.PulsarStandaloneStarter \
          --config '{}' --no-functions-worker --no-stream-storage --zookeeper-port {zk} \
