@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::cli::RunArgs;
 use crate::outcome::Outcome;
+use crate::summary::RunSummary;
 use crate::threshold::Threshold;
 
 /// Options of the capacity search.
@@ -129,13 +130,12 @@ pub(crate) async fn search(
         ))
         .await
         .with_context(|| format!("find-max step {}", i + 1))?;
-        let summary = outcome
-            .summary
-            .as_deref()
-            .map(serde_json::to_value)
-            .transpose()?
-            .unwrap_or_default();
-        let figures = step_figures(&summary, rate, devices, !outcome.thresholds_failed);
+        let figures = step_figures(
+            outcome.summary.as_deref(),
+            rate,
+            devices,
+            !outcome.thresholds_failed,
+        );
         eprintln!(
             "find-max: step {} {} (p99 {:.3} ms, {} sent, {} lost)",
             i + 1,
@@ -189,18 +189,20 @@ fn forward(outer: &Shutdown) -> Shutdown {
     inner
 }
 
-fn step_figures(s: &Value, rate: f64, devices: f64, passed: bool) -> Step {
-    let num = |p: &str| s.pointer(p).and_then(Value::as_f64).unwrap_or(f64::NAN);
-    let int = |p: &str| s.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+/// A step's figures from its run's summary (NaN and 0 where the run measured nothing).
+fn step_figures(s: Option<&RunSummary>, rate: f64, devices: f64, passed: bool) -> Step {
+    let load = s.and_then(|s| s.load.as_ref());
+    let receive = s.and_then(|s| s.receive.as_ref());
+    let ms = |v: Option<f64>| v.unwrap_or(f64::NAN);
     Step {
         rate_per_device: rate,
         rate_total: rate * devices,
-        sent: int("/load/sent"),
-        lost: int("/receive/lost"),
-        p50_ms: num("/receive/latency_ms/p50"),
-        p99_ms: num("/receive/latency_ms/p99"),
-        corrected_p99_ms: num("/receive/latency_corrected_ms/p99"),
-        send_lag_p99_ms: num("/load/send_lag_ms/p99"),
+        sent: load.map_or(0, |l| l.sent),
+        lost: receive.map_or(0, |r| r.lost),
+        p50_ms: ms(receive.map(|r| r.latency_ms.p50)),
+        p99_ms: ms(receive.map(|r| r.latency_ms.p99)),
+        corrected_p99_ms: ms(receive.map(|r| r.latency_corrected_ms.p99)),
+        send_lag_p99_ms: ms(load.map(|l| l.send_lag_ms.p99)),
         passed,
     }
 }

@@ -1,6 +1,6 @@
 //! `iotload results`: list, show and export stored runs from any store backend.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -191,31 +191,32 @@ async fn show(store: &dyn Backend, run: &str) -> anyhow::Result<()> {
     if aggregate.topics.len() > 1 {
         print_row("(all topics)", &aggregate.total, aggregate.lost());
     }
-    let groups = stored_groups(&runs);
-    if !groups.is_empty() {
+    let (names, group_of) = stored_groups(&runs);
+    if !names.is_empty() {
         println!(
             "\n{:<32} {:>9} {:>9} {:>7} {:>6} {:>9} {:>9} {:>9} {:>9}",
             "group", "sent", "received", "lost", "dup", "reordered", "p50 ms", "p99 ms", "max ms"
         );
-        for (name, topics) in &groups {
-            let mut cell = Cell::default();
-            let mut lost = 0;
-            for (topic, c) in &aggregate.topics {
-                if topics.contains(topic.as_str()) {
-                    cell.add(c);
-                    lost += c.counts.lost();
-                }
+        let mut cells: Vec<(Cell, u64)> = names.iter().map(|_| (Cell::default(), 0)).collect();
+        for (topic, c) in &aggregate.topics {
+            if let Some(&g) = group_of.get(topic) {
+                let (cell, lost) = &mut cells[g];
+                cell.add(c);
+                *lost += c.counts.lost();
             }
-            print_row(name, &cell, lost);
+        }
+        for (name, (cell, lost)) in names.iter().zip(&cells) {
+            print_row(name, cell, *lost);
         }
     }
     Ok(())
 }
 
-/// The device groups the run's loadgens stored (`--fleet`), each with its action topics,
-/// in the order stored; the same group stored by several instances is merged.
-fn stored_groups(runs: &[RunRecord]) -> Vec<(String, std::collections::HashSet<String>)> {
-    let mut groups: Vec<(String, std::collections::HashSet<String>)> = Vec::new();
+/// The device groups the run's loadgens stored (`--fleet`), in the order stored (the same
+/// group stored by several instances once), and the group of each of their action topics.
+fn stored_groups(runs: &[RunRecord]) -> (Vec<String>, HashMap<String, usize>) {
+    let mut names: Vec<String> = Vec::new();
+    let mut group_of = HashMap::new();
     for run in runs {
         let Some(list) = run.config.get("groups").and_then(|g| g.as_array()) else {
             continue;
@@ -231,22 +232,18 @@ fn stored_groups(runs: &[RunRecord]) -> Vec<(String, std::collections::HashSet<S
             else {
                 continue;
             };
-            let index = match groups.iter().position(|(n, _)| n == name) {
-                Some(i) => i,
-                None => {
-                    groups.push((name.to_string(), Default::default()));
-                    groups.len() - 1
-                }
-            };
-            let topics = &mut groups[index].1;
+            let index = names.iter().position(|n| n == name).unwrap_or_else(|| {
+                names.push(name.to_string());
+                names.len() - 1
+            });
             for d in first..first + devices {
                 if let Ok(d) = u32::try_from(d) {
-                    topics.insert(template.render(d));
+                    group_of.insert(template.render(d), index);
                 }
             }
         }
     }
-    groups
+    (names, group_of)
 }
 
 fn print_row(topic: &str, cell: &Cell, lost: u64) {

@@ -393,6 +393,12 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{value}` is not a duration ({e}); give e.g. 30s, 2m, 500ms"))
 }
 
+/// Parses a figure per second written `100/s` or `100`; `None` when it is no number.
+pub fn parse_per_second(value: &str) -> Option<f64> {
+    let v = value.trim();
+    v.strip_suffix("/s").unwrap_or(v).trim().parse().ok()
+}
+
 /// Parses a count such as `1000`, `10k` or `1m` (thousands and millions).
 pub fn parse_count(value: &str) -> Result<u64, String> {
     let v = value.trim().to_ascii_lowercase();

@@ -113,10 +113,8 @@ pub fn parse_delay(value: &str) -> Result<Delay, String> {
 
 /// Parses a throughput: `500/s` or `500` (requests per second, above zero).
 pub fn parse_capacity(value: &str) -> Result<f64, String> {
-    let v = value.trim();
-    let n = v.strip_suffix("/s").unwrap_or(v).trim();
-    match n.parse::<f64>() {
-        Ok(n) if n.is_finite() && n > 0.0 => Ok(n),
+    match iotload_core::plan::parse_per_second(value) {
+        Some(n) if n.is_finite() && n > 0.0 => Ok(n),
         _ => Err(format!(
             "`{value}` is not a throughput; give requests per second above zero, e.g. 500/s"
         )),

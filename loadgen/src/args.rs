@@ -7,7 +7,9 @@ use std::time::Duration;
 use clap::Args;
 use iotload_core::args::{BrokerArgs, Credentials, StampArgs};
 use iotload_core::payload::{Body, CarrierKind, StampEncoder};
-use iotload_core::plan::{BrokerKind, PlanError, Rate, Template, parse_count, parse_duration};
+use iotload_core::plan::{
+    BrokerKind, PlanError, Rate, Template, parse_count, parse_duration, parse_per_second,
+};
 use iotload_core::schedule::{Stages, Stop};
 
 use crate::{DeviceGroup, LoadPlan};
@@ -388,13 +390,7 @@ pub(crate) fn parse_stage(value: &str) -> Result<(Duration, f64), String> {
     let expected = || format!("`{value}` is not a stage; give DURATION:RATE, e.g. 30s:100/s");
     let (span, rate) = value.trim().split_once(':').ok_or_else(expected)?;
     let span = parse_duration(span.trim()).map_err(|_| expected())?;
-    let rate = rate.trim();
-    let rate = rate
-        .strip_suffix("/s")
-        .unwrap_or(rate)
-        .trim()
-        .parse::<f64>()
-        .map_err(|_| expected())?;
+    let rate = parse_per_second(rate).ok_or_else(expected)?;
     Ok((span, rate))
 }
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use iotload_core::args::{BrokerArgs, Credentials, StampArgs};
-use iotload_core::plan::{BrokerKind, PlanError, Template, parse_duration};
+use iotload_core::plan::{BrokerKind, PlanError, Template, parse_duration, parse_per_second};
 use serde::Deserialize;
 
 use crate::args::{GroupContext, parse_stage};
@@ -23,33 +23,19 @@ struct FleetFile {
 struct GroupSpec {
     name: String,
     devices: u64,
-    #[serde(default)]
     rate: Option<RateSpec>,
-    #[serde(default)]
     duration: Option<String>,
-    #[serde(default)]
     count: Option<u64>,
-    #[serde(default)]
     stages: Option<Vec<String>>,
-    #[serde(default)]
     topic: Option<String>,
-    #[serde(default)]
     action_topic: Option<String>,
-    #[serde(default)]
     client_id: Option<String>,
-    #[serde(default)]
     device_id: Option<String>,
-    #[serde(default)]
     payload: Option<serde_json::Value>,
-    #[serde(default)]
     payload_file: Option<PathBuf>,
-    #[serde(default)]
     payload_size: Option<usize>,
-    #[serde(default)]
     qos: Option<u8>,
-    #[serde(default)]
     username: Option<String>,
-    #[serde(default)]
     password: Option<String>,
 }
 
@@ -180,17 +166,10 @@ impl GroupSpec {
         if let Some(rate) = &self.rate {
             args.rate = match rate {
                 RateSpec::Number(n) => *n,
-                RateSpec::Text(t) => {
-                    let t = t.trim();
-                    t.strip_suffix("/s")
-                        .unwrap_or(t)
-                        .trim()
-                        .parse()
-                        .map_err(|_| PlanError::BadValue {
-                            option: "rate",
-                            reason: format!("`{t}` is not a rate; give e.g. 10/s or 0.5"),
-                        })?
-                }
+                RateSpec::Text(t) => parse_per_second(t).ok_or_else(|| PlanError::BadValue {
+                    option: "rate",
+                    reason: format!("`{}` is not a rate; give e.g. 10/s or 0.5", t.trim()),
+                })?,
             };
         }
         if let Some(d) = &self.duration {
