@@ -56,7 +56,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(pipeline::execute(cli)) {
+    // The pipeline runs as a task on a worker thread, not on this thread: a future given
+    // to `block_on` is woken from the worker that owns the I/O driver through a futex,
+    // one wake-up per message for the loops that run inline (BENCHMARKS.md, issue #23).
+    let executed = runtime.block_on(async { tokio::spawn(pipeline::execute(cli)).await });
+    let executed = match executed {
+        Ok(result) => result,
+        Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
+        Err(failed) => Err(anyhow::anyhow!(
+            "the command's task was cancelled: {failed}"
+        )),
+    };
+    match executed {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),
         Err(err) => {
             eprintln!("error: {err:#}");

@@ -77,7 +77,7 @@ pub(crate) fn finish(summary: &mut RunSummary, output: &OutputArgs) -> anyhow::R
         (None, None, Some(r)) => r.received,
         _ => 0,
     };
-    summary.process = ProcessSection::measure(handled);
+    summary.process = ProcessSection::measure(handled, summary.process.parts);
     if !output.quiet {
         print!("{}", summary.render());
     }

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::summary::RunSummary;
+use crate::summary::{CpuParts, RunSummary};
 use anyhow::{Context, anyhow};
 use iotload_core::args::BrokerArgs;
+use iotload_core::cpu_meter::CpuMeter;
 use iotload_core::plan::BrokerUrl;
 use iotload_core::shutdown::Shutdown;
 use iotload_core::transport::{AnyTransport, Transport};
@@ -290,22 +291,31 @@ async fn run_loop_on<T: Transport, U: Transport>(
     let live = Arc::new(collector::CollectorLive::with_topic_detail(
         args.output.metrics_topic_labels || args.output.ui.is_some(),
     ));
-    let load_stats = Arc::new(loadgen::LoadStats::new(plan.devices));
+    // Each part's CPU time is measured on its own (the summary splits the process's).
+    let load_stats = Arc::new(loadgen::LoadStats {
+        cpu: Arc::new(CpuMeter::enabled()),
+        ..loadgen::LoadStats::new(plan.devices)
+    });
+    let echo_cpu = Arc::new(CpuMeter::enabled());
+    let collector_cpu = Arc::new(CpuMeter::enabled());
     let echo_stats = Arc::new(echo_ipaas::EchoStats::default());
     let collector_task = {
         let live = live.clone();
         let stop = consume.clone();
         let records = rec.records();
-        tokio::spawn(async move {
+        tokio::spawn(collector_cpu.wrap(async move {
             collector::collect(subscriber, &collect_plan, live, records, stop).await
-        })
+        }))
     };
     let echo_plan = echo.as_ref().map(|(plan, _)| plan.clone());
-    let echo_task = echo.map(|(echo_plan, conns)| {
-        let stats = echo_stats.clone();
-        let stop = consume.clone();
-        tokio::spawn(async move { echo_ipaas::serve::<T, U>(conns, &echo_plan, stats, stop).await })
-    });
+    let echo_task =
+        echo.map(|(echo_plan, conns)| {
+            let stats = echo_stats.clone();
+            let stop = consume.clone();
+            tokio::spawn(echo_cpu.wrap(async move {
+                echo_ipaas::serve::<T, U>(conns, &echo_plan, stats, stop).await
+            }))
+        });
     let sources = Sources {
         load: Some(load_stats.clone()),
         echo: echo_task.as_ref().map(|_| echo_stats.clone()),
@@ -318,14 +328,18 @@ async fn run_loop_on<T: Transport, U: Transport>(
     };
     let mut observers = Observers::start(&args.output, sources, about, shutdown.produce()).await?;
 
-    let load = loadgen::run(
-        transport.clone(),
-        &plan,
-        &rec.fleet(),
-        load_stats,
-        shutdown.produce().clone(),
-    )
-    .await;
+    // The fleet handle holds a record sender: it must be gone before the store's final
+    // flush waits for every sender to close.
+    let load = load_stats
+        .cpu
+        .wrap(loadgen::run(
+            transport.clone(),
+            &plan,
+            &rec.fleet(),
+            load_stats.clone(),
+            shutdown.produce().clone(),
+        ))
+        .await;
     // Drain: wait until every sent message arrived, the drain timeout, or a second signal.
     let mut warnings = Vec::new();
     if let Ok(report) = &load {
@@ -366,10 +380,28 @@ async fn run_loop_on<T: Transport, U: Transport>(
     if plan.from_fleet_file {
         summary.groups = crate::summary_build::group_sections(&plan, &load, Some(&collected));
     }
+    summary.process.parts = Some(CpuParts::new(
+        load_stats.cpu.seconds(),
+        echo_cpu.seconds(),
+        collector_cpu.seconds(),
+        embedded_broker_cpu_s(),
+    ));
     summary.elapsed_s = clock.elapsed().as_secs_f64();
     summary.warnings = warnings;
     rec.close(&mut summary, args.output.drain_timeout).await;
     observers.finish(&mut summary, &args.output).await
+}
+
+/// The embedded broker's CPU seconds so far, if it runs in this process.
+fn embedded_broker_cpu_s() -> Option<f64> {
+    #[cfg(feature = "embedded-broker")]
+    {
+        let used =
+            iotload_core::usage::threads_cpu_s(iotload_core::embedded_broker::is_broker_thread);
+        (used > 0.0).then_some(used)
+    }
+    #[cfg(not(feature = "embedded-broker"))]
+    None
 }
 
 /// The device group of every action topic of `plan`.

@@ -122,13 +122,66 @@ pub(crate) struct ProcessSection {
     /// CPU µs per message this process handled (sent by loadgen, else echoed, else
     /// received).
     pub(crate) cpu_us_per_message: f64,
+    /// `iotload run`: the CPU time split by component (absent for the single components,
+    /// whose process is the component).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) parts: Option<CpuParts>,
+}
+
+/// What each part of `iotload run` cost, CPU seconds, and the same per message sent.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct CpuParts {
+    /// The devices' tasks: connecting, encoding, sending, closing.
+    pub(crate) loadgen_s: f64,
+    /// The echo's receive-and-republish loop (0 with `--external-ipaas`).
+    pub(crate) echo_s: f64,
+    /// The collector's receive-and-measure loop.
+    pub(crate) collector_s: f64,
+    /// The embedded broker's threads, when it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) embedded_broker_s: Option<f64>,
+    /// The rest: the runtime waiting for and dispatching I/O events between the parts'
+    /// polls, client-library tasks, progress, metrics and the results store.
+    pub(crate) other_s: f64,
+}
+
+impl CpuParts {
+    /// The parts measured so far (`other_s` is filled in with the process's total).
+    pub(crate) fn new(
+        loadgen_s: f64,
+        echo_s: f64,
+        collector_s: f64,
+        embedded_broker_s: Option<f64>,
+    ) -> Self {
+        Self {
+            loadgen_s: round3(loadgen_s),
+            echo_s: round3(echo_s),
+            collector_s: round3(collector_s),
+            embedded_broker_s: embedded_broker_s.map(round3),
+            other_s: 0.0,
+        }
+    }
+
+    /// Fills in `other_s` as what `total_s` leaves after the measured parts.
+    fn with_remainder_of(mut self, total_s: f64) -> Self {
+        let measured =
+            self.loadgen_s + self.echo_s + self.collector_s + self.embedded_broker_s.unwrap_or(0.0);
+        self.other_s = round3((total_s - measured).max(0.0));
+        self
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 impl ProcessSection {
-    /// Reads this process's usage; `messages` is what it handled.
-    pub(crate) fn measure(messages: u64) -> Self {
+    /// Reads this process's usage; `messages` is what it handled; `parts`, measured by
+    /// `iotload run`, gets the remainder of the process's time as `other_s`.
+    pub(crate) fn measure(messages: u64, parts: Option<CpuParts>) -> Self {
         let u = iotload_core::usage::ProcessUsage::now();
         Self {
+            parts: parts.map(|p| p.with_remainder_of(u.cpu_s())),
             cpu_user_s: u.cpu_user_s,
             cpu_system_s: u.cpu_system_s,
             peak_rss_mib: (u.peak_rss_mib * 10.0).round() / 10.0,
@@ -421,6 +474,27 @@ impl RunSummary {
             p.cpu_us_per_message,
             p.peak_rss_mib
         );
+        if let (Some(parts), Some(load)) = (&p.parts, &self.load) {
+            let per_msg = |s: f64| {
+                if load.sent == 0 {
+                    0.0
+                } else {
+                    s * 1e6 / load.sent as f64
+                }
+            };
+            let broker = parts
+                .embedded_broker_s
+                .map(|b| format!(" · embedded broker {:.1}", per_msg(b)))
+                .unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "  by part   loadgen {:.1} · echo {:.1} · collector {:.1}{broker} · runtime and other {:.1} µs/msg",
+                per_msg(parts.loadgen_s),
+                per_msg(parts.echo_s),
+                per_msg(parts.collector_s),
+                per_msg(parts.other_s),
+            );
+        }
         if !self.groups.is_empty() {
             let _ = writeln!(
                 o,

@@ -46,6 +46,26 @@ async fn exact_counts_at_qos1(broker: Option<&str>, topic_prefix: &str) {
     assert_eq!(u(&s, "/echo/published"), 1000);
     assert!(f(&s, "/receive/latency_ms/p50") > 0.0);
     assert!(out.stdout.contains("latency ms"), "{}", out.stdout);
+    // The process's CPU time, split by part: each part did work, the embedded broker's
+    // threads are there exactly when it ran, and the parts fit in the process's total.
+    for part in ["loadgen_s", "echo_s", "collector_s"] {
+        assert!(
+            f(&s, &format!("/process/parts/{part}")) > 0.0,
+            "{part}: {s:#}"
+        );
+    }
+    let broker_s = s.pointer("/process/parts/embedded_broker_s");
+    assert_eq!(broker_s.is_some(), broker.is_none(), "{s:#}");
+    let measured: f64 = ["loadgen_s", "echo_s", "collector_s", "embedded_broker_s"]
+        .iter()
+        .filter_map(|p| s.pointer(&format!("/process/parts/{p}"))?.as_f64())
+        .sum();
+    let total = f(&s, "/process/cpu_user_s") + f(&s, "/process/cpu_system_s");
+    assert!(
+        measured <= total * 1.1 + 0.05,
+        "parts {measured} s > process {total} s"
+    );
+    assert!(out.stdout.contains("by part   loadgen"), "{}", out.stdout);
 }
 
 #[tokio::test]

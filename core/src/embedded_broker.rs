@@ -32,6 +32,13 @@ pub struct EmbeddedBroker {
     v5: SocketAddr,
 }
 
+/// Whether a thread of this process (by name) belongs to the embedded broker: the thread
+/// that starts it, rumqttd's router (`router-0`) and one per listener (`broker-v4`,
+/// `broker-v5`); how `iotload run` tells the broker's CPU time from its own.
+pub fn is_broker_thread(name: &str) -> bool {
+    name == "embedded-broker" || name.starts_with("broker-v") || name.starts_with("router-")
+}
+
 impl EmbeddedBroker {
     /// Starts the broker and returns once both listeners accept connections.
     pub fn start(max_connections: usize) -> Result<Self, EmbeddedBrokerError> {
@@ -61,8 +68,8 @@ impl EmbeddedBroker {
                 max_segment_count: 10,
                 ..Default::default()
             },
-            v4: Some(HashMap::from([("1".to_string(), server("v4", v4))])),
-            v5: Some(HashMap::from([("1".to_string(), server("v5", v5))])),
+            v4: Some(HashMap::from([("1".to_string(), server("broker-v4", v4))])),
+            v5: Some(HashMap::from([("1".to_string(), server("broker-v5", v5))])),
             ..Default::default()
         };
         std::thread::Builder::new()

@@ -10,6 +10,7 @@
 pub mod args;
 pub mod backlog;
 pub mod clock_offset;
+pub mod cpu_meter;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded_broker;
 pub mod loss;

@@ -208,6 +208,9 @@ pub struct LoadStats {
     /// Each device's latest send lag behind its schedule, µs, by index from the first
     /// device (one store per send, in the device's own slot).
     pub last_lag_us: Vec<AtomicU64>,
+    /// The CPU time of the devices' tasks (connecting, sending, closing); measures only
+    /// when enabled (`iotload run` splits its CPU time by component).
+    pub cpu: Arc<iotload_core::cpu_meter::CpuMeter>,
 }
 
 impl LoadStats {
@@ -328,14 +331,15 @@ pub async fn run<T: Transport>(
     for devices in shards {
         let stats = stats.clone();
         let stop = stop.clone();
-        tasks.spawn(shard::drive(
+        let cpu = stats.cpu.clone();
+        tasks.spawn(cpu.wrap(shard::drive(
             devices,
             clock,
             encoders.clone(),
             plan.send_slack,
             stats,
             stop,
-        ));
+        )));
     }
     let mut groups: Vec<GroupReport> = plan.groups.iter().map(|_| GroupReport::default()).collect();
     let mut last_send = clock.instant;
@@ -358,7 +362,7 @@ pub async fn run<T: Transport>(
     let errors = groups.iter().map(|g| g.errors).sum();
     let disconnections = to_close.iter().map(Publisher::disconnections).sum();
     let disconnected = to_close.iter().map(Publisher::disconnected_for).sum();
-    close_all(to_close, plan.drain_timeout).await;
+    close_all(to_close, plan.drain_timeout, &stats.cpu).await;
     fleet_stop.cancel();
     for task in [advertiser, reporter].into_iter().flatten() {
         let _ = task.await;
@@ -444,14 +448,15 @@ async fn connect_all<T: Transport>(
         identity.qos = group.qos;
         let transport = transport.clone();
         let stats = stats.clone();
-        pending.spawn(async move {
+        let cpu = stats.cpu.clone();
+        pending.spawn(cpu.wrap(async move {
             let result = transport.publisher(&identity).await;
             if result.is_ok() {
                 stats.connected.fetch_add(1, Ordering::Relaxed);
             }
             drop(permit);
             (device, result)
-        });
+        }));
     }
     while let Some(r) = pending.join_next().await {
         fleet.absorb(r);
@@ -463,7 +468,11 @@ async fn connect_all<T: Transport>(
 /// Closes every connection, at most 256 at once: a close in flight is a task of its own
 /// (about 10 KB with its flush and DISCONNECT), and all of them at once made the close,
 /// not the run, the loadgen's peak memory (BENCHMARKS.md, issue #23).
-async fn close_all<P: Publisher>(publishers: Vec<P>, timeout: Duration) {
+async fn close_all<P: Publisher>(
+    publishers: Vec<P>,
+    timeout: Duration,
+    cpu: &Arc<iotload_core::cpu_meter::CpuMeter>,
+) {
     const AT_ONCE: usize = 256;
     let mut publishers = publishers.into_iter();
     let mut closing = JoinSet::new();
@@ -471,7 +480,7 @@ async fn close_all<P: Publisher>(publishers: Vec<P>, timeout: Duration) {
         loop {
             while closing.len() < AT_ONCE {
                 let Some(p) = publishers.next() else { break };
-                closing.spawn(p.close());
+                closing.spawn(cpu.wrap(p.close()));
             }
             if closing.join_next().await.is_none() {
                 break;
