@@ -128,7 +128,8 @@ pub(crate) struct ProcessSection {
     pub(crate) parts: Option<CpuParts>,
 }
 
-/// What each part of `iotload run` cost, CPU seconds, and the same per message sent.
+/// What each part of `iotload run` cost, CPU seconds (the text summary shows each per
+/// message sent).
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub(crate) struct CpuParts {
     /// The devices' tasks: connecting, encoding, sending, closing.
