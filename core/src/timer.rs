@@ -63,9 +63,14 @@ impl PreciseTimer {
                 // loop re-checks the clock and re-arms.
                 let mut guard = self.fd.readable().await?;
                 let mut buf = [0u8; 8];
-                match rustix::io::read(guard.get_inner(), &mut buf) {
-                    Ok(_) => {}
-                    Err(rustix::io::Errno::AGAIN) => guard.clear_ready(),
+                let read = rustix::io::read(guard.get_inner(), &mut buf);
+                // Either way the descriptor is drained: the timer is one-shot and its
+                // expiration, if any, was just read. Keeping the readiness would make the
+                // next wait return at once, read `EAGAIN` and arm the timer a second time
+                // (two more system calls per wake-up).
+                guard.clear_ready();
+                match read {
+                    Ok(_) | Err(rustix::io::Errno::AGAIN) => {}
                     Err(e) => return Err(e.into()),
                 }
             }

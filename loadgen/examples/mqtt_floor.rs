@@ -6,8 +6,13 @@
 //! counts PUBLISH frames. Each prints one JSON line with its CPU time per message, counted
 //! from its first message, so connecting is not in the figure.
 //!
-//!     mqtt_floor receive BROKER FILTER MESSAGES
-//!     mqtt_floor send BROKER DEVICES RATE SECS PAYLOAD_BYTES TOPIC_PREFIX
+//! The `-tokio` modes do the same work on a tokio runtime as iotload runs it (a spawned
+//! task on the multi-thread runtime, waits through tokio's timer and reactor): the cost
+//! of the runtime alone, so what iotload adds above it shows apart from what the runtime
+//! costs. `FLOOR_RUNTIME=current_thread` runs them on a current-thread runtime instead.
+//!
+//!     mqtt_floor receive|receive-tokio BROKER FILTER MESSAGES
+//!     mqtt_floor send|send-tokio BROKER DEVICES RATE SECS PAYLOAD_BYTES TOPIC_PREFIX
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -29,22 +34,88 @@ fn main() -> std::io::Result<()> {
             .parse()
             .map_err(|_| std::io::Error::other(format!("{name} is not a number")))
     };
-    match arg(0, "mode (send or receive)")? {
-        "receive" => receive(
-            arg(1, "BROKER")?,
-            arg(2, "FILTER")?,
-            number(3, "MESSAGES")? as u64,
-        ),
-        "send" => send(
-            arg(1, "BROKER")?,
-            number(2, "DEVICES")? as usize,
-            number(3, "RATE")?,
-            number(4, "SECS")?,
-            number(5, "PAYLOAD_BYTES")? as usize,
-            arg(6, "TOPIC_PREFIX")?,
-        ),
+    let mode = arg(0, "mode (send, receive, send-tokio or receive-tokio)")?;
+    let on_tokio = mode.ends_with("-tokio");
+    match mode.trim_end_matches("-tokio") {
+        "receive" => {
+            let (broker, filter) = (arg(1, "BROKER")?, arg(2, "FILTER")?);
+            let expected = number(3, "MESSAGES")? as u64;
+            if on_tokio {
+                on_runtime(receive_tokio(
+                    broker.to_owned(),
+                    filter.to_owned(),
+                    expected,
+                ))
+            } else {
+                receive(broker, filter, expected)
+            }
+        }
+        "send" => {
+            let plan = SendPlan {
+                broker: arg(1, "BROKER")?.to_owned(),
+                devices: number(2, "DEVICES")? as usize,
+                rate: number(3, "RATE")?,
+                secs: number(4, "SECS")?,
+                payload_bytes: number(5, "PAYLOAD_BYTES")? as usize,
+                prefix: arg(6, "TOPIC_PREFIX")?.to_owned(),
+            };
+            if on_tokio {
+                on_runtime(send_tokio(plan))
+            } else {
+                send(&plan)
+            }
+        }
         other => Err(std::io::Error::other(format!("unknown mode {other}"))),
     }
+}
+
+/// What a sender sends: the loadgen's schedule in its terms.
+struct SendPlan {
+    broker: String,
+    devices: usize,
+    rate: f64,
+    secs: f64,
+    payload_bytes: usize,
+    prefix: String,
+}
+
+impl SendPlan {
+    /// Connects every device and encodes each one's PUBLISH frame once.
+    fn connect(&self) -> std::io::Result<(Vec<std::net::TcpStream>, Vec<Vec<u8>>)> {
+        let mut connections = Vec::with_capacity(self.devices);
+        let mut frames = Vec::with_capacity(self.devices);
+        let payload = vec![b'x'; self.payload_bytes];
+        for d in 0..self.devices {
+            connections.push(mqtt_wire::connect(&self.broker, &format!("floor-{d}"))?);
+            let mut frame = Vec::new();
+            mqtt_wire::publish_frame(&mut frame, &format!("{}/{d}/t", self.prefix), &payload);
+            frames.push(frame);
+        }
+        Ok((connections, frames))
+    }
+
+    fn total(&self) -> u64 {
+        (self.devices as f64 * self.rate * self.secs).round() as u64
+    }
+
+    /// The due time of message `i`, counted from the start.
+    fn due(&self, i: u64) -> Duration {
+        Duration::from_secs_f64(i as f64 / (self.devices as f64 * self.rate))
+    }
+}
+
+/// Runs `work` as a spawned task on a multi-thread runtime, as iotload's `main` does.
+fn on_runtime<F>(work: F) -> std::io::Result<()>
+where
+    F: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    let mut builder = if std::env::var("FLOOR_RUNTIME").as_deref() == Ok("current_thread") {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = builder.enable_all().build()?;
+    runtime.block_on(async { tokio::spawn(work).await.map_err(std::io::Error::other)? })
 }
 
 /// Prints the JSON line of one side.
@@ -69,39 +140,49 @@ fn report(role: &str, messages: u64, since: ProcessUsage, elapsed: Duration) {
     );
 }
 
-fn send(
-    broker: &str,
-    devices: usize,
-    rate: f64,
-    secs: f64,
-    payload_bytes: usize,
-    prefix: &str,
-) -> std::io::Result<()> {
-    let mut connections = Vec::with_capacity(devices);
-    let mut frames = Vec::with_capacity(devices);
-    let payload = vec![b'x'; payload_bytes];
-    for d in 0..devices {
-        connections.push(mqtt_wire::connect(broker, &format!("floor-{d}"))?);
-        let mut frame = Vec::new();
-        mqtt_wire::publish_frame(&mut frame, &format!("{prefix}/{d}/t"), &payload);
-        frames.push(frame);
-    }
-    let total = (devices as f64 * rate * secs).round() as u64;
-    let interval = 1.0 / (devices as f64 * rate);
+fn send(plan: &SendPlan) -> std::io::Result<()> {
+    let (mut connections, frames) = plan.connect()?;
+    let total = plan.total();
     let usage = ProcessUsage::now();
     let start = Instant::now();
     for i in 0..total {
-        let due = start + Duration::from_secs_f64(i as f64 * interval);
+        let due = start + plan.due(i);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             // A blocking thread on purpose: the kernel's sleep (with its timer slack) is
             // the cheapest wait there is.
             #[allow(clippy::disallowed_methods)]
             std::thread::sleep(wait);
         }
-        let d = (i % devices as u64) as usize;
+        let d = (i % plan.devices as u64) as usize;
         connections[d].write_all(&frames[d])?;
     }
     report("send", total, usage, start.elapsed());
+    Ok(())
+}
+
+/// The same schedule from one task: the loadgen's precise timer (a `timerfd` in tokio's
+/// reactor; tokio's own timer wakes only on millisecond ticks) between sends, async writes.
+async fn send_tokio(plan: SendPlan) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let (blocking, frames) = plan.connect()?;
+    let mut connections = Vec::with_capacity(blocking.len());
+    for socket in blocking {
+        socket.set_nonblocking(true)?;
+        connections.push(tokio::net::TcpStream::from_std(socket)?);
+    }
+    let mut timer = iotload_core::timer::PreciseTimer::new()?;
+    let total = plan.total();
+    let usage = ProcessUsage::now();
+    let start = Instant::now();
+    for i in 0..total {
+        let due = start + plan.due(i);
+        if due > Instant::now() {
+            timer.sleep_until(due).await?;
+        }
+        let d = (i % plan.devices as u64) as usize;
+        connections[d].write_all(&frames[d]).await?;
+    }
+    report("send-tokio", total, usage, start.elapsed());
     Ok(())
 }
 
@@ -141,6 +222,48 @@ fn receive(broker: &str, filter: &str, expected: u64) -> std::io::Result<()> {
     let (usage, since) = first.unwrap_or((ProcessUsage::now(), Instant::now()));
     eprintln!("{reads} reads for {received} messages");
     report("receive", received, usage, since.elapsed());
+    Ok(())
+}
+
+/// The same subscription read through tokio's reactor in 256 KiB chunks.
+async fn receive_tokio(broker: String, filter: String, expected: u64) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut blocking =
+        mqtt_wire::connect(&broker, &format!("floor-receiver-{}", std::process::id()))?;
+    mqtt_wire::subscribe(&mut blocking, &filter)?;
+    blocking.set_nonblocking(true)?;
+    let mut socket = tokio::net::TcpStream::from_std(blocking)?;
+    println!("subscribed");
+    std::io::stdout().flush()?;
+    let mut buffer = vec![0u8; 256 * 1024];
+    let (mut filled, mut received, mut reads) = (0usize, 0u64, 0u64);
+    let mut first: Option<(ProcessUsage, Instant)> = None;
+    while received < expected {
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buffer[filled..]));
+        let n = match read.await {
+            Err(_) | Ok(Ok(0)) => break,
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(e),
+        };
+        if first.is_none() {
+            first = Some((ProcessUsage::now(), Instant::now()));
+        }
+        reads += 1;
+        filled += n;
+        let mut at = 0;
+        while let Some((kind, len)) = packet_at(&buffer[at..filled]) {
+            if kind >> 4 == 3 {
+                received += 1;
+            }
+            at += len;
+        }
+        buffer.copy_within(at..filled, 0);
+        filled -= at;
+    }
+    let (usage, since) = first.unwrap_or((ProcessUsage::now(), Instant::now()));
+    eprintln!("{reads} reads for {received} messages");
+    report("receive-tokio", received, usage, since.elapsed());
     Ok(())
 }
 
