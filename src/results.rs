@@ -13,7 +13,8 @@ use plotter::aggregate::Cell;
 /// Options of `iotload results`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ResultsArgs {
-    /// The results store: sqlite://FILE or redis://HOST:PORT/DB.
+    /// The results store: sqlite://FILE, redis://HOST:PORT/DB or rediss://… (TLS,
+    /// docs/store.md).
     #[arg(
         long,
         env = "IOTLOAD_STORE",

@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use iotload_core::recorder::LatencyHistogram;
 use iotload_core::store::{Backend, Batch, RawRecord, RunRecord, TopicSecond, open};
-use iotload_testkit::{MqttBroker, RedisServer};
+use iotload_testkit::{MqttBroker, RedisOptions, RedisServer, RedisTls, TestPki};
 
 /// A store under test and whatever keeps it alive.
 struct Subject {
     url: String,
     _redis: Option<RedisServer>,
     _dir: Option<tempfile::TempDir>,
+    _pki: Option<TestPki>,
 }
 
 async fn redis() -> Subject {
@@ -27,6 +28,39 @@ async fn redis() -> Subject {
         url: server.url(),
         _redis: Some(server),
         _dir: None,
+        _pki: None,
+    }
+}
+
+/// A Redis server that speaks only TLS and wants a client certificate.
+async fn tls_redis(require_client_cert: bool) -> (RedisServer, TestPki) {
+    let pki = TestPki::generate().expect("test PKI");
+    let server = RedisServer::start_with(RedisOptions {
+        tls: Some(RedisTls {
+            pki: pki.clone(),
+            require_client_cert,
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("redis starts with TLS");
+    (server, pki)
+}
+
+/// The store over mutual TLS: `rediss://` with the CA and the client's certificate.
+async fn redis_tls() -> Subject {
+    let (server, pki) = tls_redis(true).await;
+    Subject {
+        url: format!(
+            "{}?ca_file={}&cert_file={}&key_file={}",
+            server.url(),
+            pki.ca_pem().display(),
+            pki.client_cert().display(),
+            pki.client_key().display()
+        ),
+        _redis: Some(server),
+        _dir: None,
+        _pki: Some(pki),
     }
 }
 
@@ -36,6 +70,7 @@ fn sqlite() -> Subject {
         url: format!("sqlite://{}", dir.path().join("results.db").display()),
         _redis: None,
         _dir: Some(dir),
+        _pki: None,
     }
 }
 
@@ -290,6 +325,7 @@ async fn claimer_processes_split_the_topics(subject: Subject) {
 async fn wrong_password_and_unreachable_server_name_the_store_and_the_fix() {
     let server = RedisServer::start_with(iotload_testkit::RedisOptions {
         password: Some("right".into()),
+        ..Default::default()
     })
     .await
     .expect("redis starts");
@@ -317,6 +353,54 @@ async fn wrong_password_and_unreachable_server_name_the_store_and_the_fix() {
         .expect("bad path")
         .to_string();
     assert!(err.contains("/nonexistent-dir"), "{err}");
+}
+
+#[tokio::test]
+async fn tls_to_redis_checks_the_server_and_names_what_is_missing() {
+    let (server, pki) = tls_redis(true).await;
+    let url = server.url();
+    let ca = pki.ca_pem().display().to_string();
+    let (cert, key) = (pki.client_cert().display(), pki.client_key().display());
+    // Everything right: connects.
+    let good = format!("{url}?ca_file={ca}&cert_file={cert}&key_file={key}");
+    open(&good).await.expect("mutual TLS connects");
+    // A CA that did not sign the server's certificate: refused, with the fix.
+    let other = pki.other_ca_pem().display();
+    let err = open(&format!(
+        "{url}?ca_file={other}&cert_file={cert}&key_file={key}"
+    ))
+    .await
+    .err()
+    .expect("an unknown CA is refused")
+    .to_string();
+    assert!(
+        err.contains("not trusted") && err.contains("ca_file"),
+        "{err}"
+    );
+    // No client certificate where the server wants one: refused, with the fix.
+    let err = open(&format!("{url}?ca_file={ca}"))
+        .await
+        .err()
+        .expect("no client certificate is refused")
+        .to_string();
+    assert!(
+        err.contains("wants a client certificate") && err.contains("cert_file"),
+        "{err}"
+    );
+    // Plain Redis to a TLS port: refused (never silently unencrypted).
+    let plain = url.replacen("rediss://", "redis://", 1);
+    assert!(open(&plain).await.is_err());
+
+    // A server that does not ask for a client certificate: the CA alone does, and
+    // `#insecure` skips the check (test servers only).
+    let (server, pki) = tls_redis(false).await;
+    let url = server.url();
+    open(&format!("{url}?ca_file={}", pki.ca_pem().display()))
+        .await
+        .expect("TLS with the CA connects");
+    open(&format!("{url}#insecure"))
+        .await
+        .expect("#insecure connects without a CA");
 }
 
 /// A collector killed with SIGKILL cannot release its claims; they expire with its lease.
@@ -376,6 +460,14 @@ macro_rules! against_every_backend {
                 #[tokio::test]
                 async fn $scenario() {
                     super::$scenario(super::redis().await).await;
+                }
+            )*
+        }
+        mod redis_tls {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(super::redis_tls().await).await;
                 }
             )*
         }

@@ -370,7 +370,8 @@ impl StampArgs {
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
     /// Where results go: sqlite://FILE (embedded), redis://HOST:PORT/DB or
-    /// redis://:PASSWORD@HOST:PORT/DB (shared by many instances), or none.
+    /// redis://:PASSWORD@HOST:PORT/DB (shared by many instances), rediss://… for TLS
+    /// (?ca_file=PATH&cert_file=PATH&key_file=PATH, #insecure; docs/store.md), or none.
     #[arg(
         long,
         env = "IOTLOAD_STORE",

@@ -33,7 +33,8 @@ use crate::report::RunReport;
 /// Options of `iotload plotter`.
 #[derive(Debug, Clone, Args)]
 pub struct PlotterArgs {
-    /// The results store to read: sqlite://FILE or redis://HOST:PORT/DB.
+    /// The results store to read: sqlite://FILE, redis://HOST:PORT/DB or rediss://… (TLS,
+    /// docs/store.md).
     #[arg(
         long,
         env = "IOTLOAD_STORE",

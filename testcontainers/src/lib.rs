@@ -49,7 +49,9 @@ pub use rabbitmq::{
     AMQP_URL_ENV, DEFAULT_AMQP_URL, RABBITMQ_START_HINT, RabbitVhost, machine_amqp_url,
     require_rabbitmq,
 };
-pub use redis::{DEFAULT_REDIS_URL, REDIS_URL_ENV, RedisOptions, RedisServer, machine_redis_url};
+pub use redis::{
+    DEFAULT_REDIS_URL, REDIS_URL_ENV, RedisOptions, RedisServer, RedisTls, machine_redis_url,
+};
 pub use search::{ELASTICSEARCH_VERSION, SearchNode, SearchNodeOptions, search_available};
 
 /// Environment variable naming the machine's shared MQTT broker.

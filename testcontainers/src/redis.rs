@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::container::{ContainerSpec, ServerContainer};
 use crate::fsutil::find_program;
+use crate::pki::TestPki;
 use crate::process::{Launch, ServerProcess, ServerSpec};
 use crate::{TestkitError, try_free_port};
 
@@ -48,6 +49,19 @@ pub struct RedisOptions {
     /// When set, clients must authenticate with this password
     /// (`requirepass`).
     pub password: Option<String>,
+    /// When set, the server speaks only TLS, with this PKI's server certificate
+    /// (process backend only).
+    pub tls: Option<RedisTls>,
+}
+
+/// A TLS-only Redis server's certificates and client policy.
+#[derive(Debug, Clone)]
+pub struct RedisTls {
+    /// The CA, server certificate and client certificate.
+    pub pki: TestPki,
+    /// Whether clients must show a certificate signed by the PKI's CA
+    /// (`tls-auth-clients yes`); otherwise they may connect without one.
+    pub require_client_cert: bool,
 }
 
 /// A Redis server process or container owned by one test; killed on drop.
@@ -55,6 +69,7 @@ pub struct RedisOptions {
 pub struct RedisServer {
     backend: Backend,
     password: Option<String>,
+    tls: bool,
 }
 
 /// The ways a server can be run (env `IOTLOAD_TESTKIT_BACKEND`).
@@ -74,19 +89,31 @@ impl RedisServer {
     /// Starts a server set up as `opts` says and waits until it answers.
     pub async fn start_with(opts: RedisOptions) -> Result<Self, TestkitError> {
         let password = opts.password.clone();
+        let tls = opts.tls.is_some();
         let backend = match crate::container::backend()? {
             crate::Backend::Process => Backend::Process(ProcessRedis::start(opts).await?),
+            crate::Backend::Docker if tls => {
+                return Err(TestkitError::Docker(
+                    "a TLS Redis server runs as a process only; unset IOTLOAD_TESTKIT_BACKEND"
+                        .into(),
+                ));
+            }
             crate::Backend::Docker => Backend::Container(start_container(opts).await?),
         };
-        Ok(Self { backend, password })
+        Ok(Self {
+            backend,
+            password,
+            tls,
+        })
     }
 
-    /// The server as `redis://127.0.0.1:PORT/0`, with `:PASSWORD@` when it
-    /// requires a password.
+    /// The server as `redis://127.0.0.1:PORT/0` (`rediss://` when it speaks
+    /// TLS), with `:PASSWORD@` when it requires a password.
     pub fn url(&self) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
         match &self.password {
-            Some(password) => format!("redis://:{password}@127.0.0.1:{}/0", self.port()),
-            None => format!("redis://127.0.0.1:{}/0", self.port()),
+            Some(password) => format!("{scheme}://:{password}@127.0.0.1:{}/0", self.port()),
+            None => format!("{scheme}://127.0.0.1:{}/0", self.port()),
         }
     }
 
@@ -173,16 +200,28 @@ impl ProcessRedis {
             dir,
             log_file: "redis.log",
             logged_ready: |log| log.contains(READY_LINE),
-            probe: Some(|port| Box::pin(ping(port))),
+            // A TLS port does not answer a plain PING; its log line is the signal.
+            probe: if opts.tls.is_some() {
+                None
+            } else {
+                Some(|port| Box::pin(ping(port)))
+            },
             not_running: "the Redis server is not running",
             ready_timeout: crate::process::READY_TIMEOUT,
         };
         let password = opts.password;
+        let tls = opts.tls;
         let process = ServerProcess::start(spec, |dir| {
             let port = try_free_port()?;
+            let (plain_port, tls_port) = match tls {
+                Some(_) => (0, port),
+                None => (port, 0),
+            };
             let mut args: Vec<OsString> = vec![
                 "--port".into(),
-                port.to_string().into(),
+                plain_port.to_string().into(),
+                "--tls-port".into(),
+                tls_port.to_string().into(),
                 "--bind".into(),
                 "127.0.0.1".into(),
                 "--save".into(),
@@ -200,6 +239,18 @@ impl ProcessRedis {
             ];
             if let Some(password) = &password {
                 args.extend(["--requirepass".into(), password.into()]);
+            }
+            if let Some(tls) = &tls {
+                args.extend([
+                    "--tls-cert-file".into(),
+                    tls.pki.server_cert().into(),
+                    "--tls-key-file".into(),
+                    tls.pki.server_key().into(),
+                    "--tls-ca-cert-file".into(),
+                    tls.pki.ca_pem().into(),
+                    "--tls-auth-clients".into(),
+                    if tls.require_client_cert { "yes" } else { "no" }.into(),
+                ]);
             }
             Ok(Launch {
                 ports: vec![port],
@@ -317,6 +368,7 @@ mod tests {
     async fn password_goes_into_the_url() {
         let server = RedisServer::start_with(RedisOptions {
             password: Some("s3cret".into()),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -32,6 +32,7 @@ use crate::recorder::LatencyHistogram;
 
 mod coordination;
 mod results;
+mod tls;
 
 /// Prefix of every key.
 const PREFIX: &str = "iotload:";
@@ -75,7 +76,8 @@ const UNREACHABLE_HINT: &str = "is redis-server running and listening there? \
 static WRITE_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/write.lua")));
 
-/// Results and coordination in Redis (`redis://[:password@]host[:port][/db]`).
+/// Results and coordination in Redis (`redis://[:password@]host[:port][/db]`, or
+/// `rediss://…` with TLS options in the URL: docs/store.md).
 pub struct RedisStore {
     /// The URL, password redacted.
     url: String,
@@ -101,13 +103,7 @@ impl RedisStore {
     /// answers there, `Auth` when the password is wrong or missing.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let redacted = crate::plan::redact_url(url);
-        let client = redis::Client::open(url).map_err(|e| StoreError::BadUrl {
-            url: redacted.clone(),
-            reason: format!(
-                "{}; write it as redis://[:password@]host[:port][/db], e.g. redis://127.0.0.1:6379/0",
-                e.detail().unwrap_or(&e.to_string())
-            ),
-        })?;
+        let client = tls::client(url, &redacted)?;
         // One plain attempt first: the manager retries every failure with backoff,
         // which would only delay a clear answer (refused, wrong password).
         let probe_config = AsyncConnectionConfig::new()
@@ -226,6 +222,14 @@ fn map_error(url: &str, e: &RedisError) -> StoreError {
             reason: format!("{text}; give the password as redis://:PASSWORD@host:port/db"),
         };
     }
+    if url.starts_with("rediss://")
+        && let Some(hint) = tls_hint(&lower)
+    {
+        return StoreError::Unreachable {
+            url: url.to_owned(),
+            reason: format!("{text}; {hint}"),
+        };
+    }
     if e.kind() == ErrorKind::InvalidClientConfig {
         return StoreError::BadUrl {
             url: url.to_owned(),
@@ -246,6 +250,28 @@ fn map_error(url: &str, e: &RedisError) -> StoreError {
     StoreError::Io {
         url: url.to_owned(),
         reason: text,
+    }
+}
+
+/// What to do about a failed TLS handshake, when `lower` (the error, lower case) is one.
+fn tls_hint(lower: &str) -> Option<&'static str> {
+    if lower.contains("certificaterequired") || lower.contains("certificate required") {
+        Some("the server wants a client certificate: add &cert_file=PATH&key_file=PATH to the URL")
+    } else if lower.contains("unknownissuer")
+        || lower.contains("invalid peer certificate")
+        || lower.contains("notvalidforname")
+    {
+        Some(
+            "the server's certificate is not trusted: give the CA that signed it as \
+             ?ca_file=PATH (or #insecure for a test server)",
+        )
+    } else if lower.contains("tls") || lower.contains("handshake") || lower.contains("alert") {
+        Some(
+            "the TLS handshake failed: check ?ca_file= (the server's CA) and, if the server \
+             asks for one, &cert_file=&key_file= (the client's certificate)",
+        )
+    } else {
+        None
     }
 }
 

@@ -337,6 +337,7 @@ async fn barrier_counts_distinct_members() {
 async fn stopped_server_is_unreachable_and_names_the_url() {
     let mut server = RedisServer::start_with(RedisOptions {
         password: Some("pw".into()),
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -362,6 +363,7 @@ async fn stopped_server_is_unreachable_and_names_the_url() {
 async fn wrong_or_missing_password_is_an_auth_error() {
     let server = RedisServer::start_with(RedisOptions {
         password: Some("right".into()),
+        ..Default::default()
     })
     .await
     .unwrap();
