@@ -342,10 +342,19 @@ pub(crate) async fn abandoned_receives<B: Broker>() {
     p.close().await.expect("close sends what is queued");
     let mut got = Vec::with_capacity(N as usize);
     let (mut abandoned, mut cut) = (0u32, 0u32);
-    // Well under a redelivery timeout (JetStream's 30 s ack wait): a message only
-    // redelivered after an abandoned receive dropped it counts as lost here.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    // Once messages flow, well under a redelivery timeout (JetStream's 30 s ack wait): a
+    // message only redelivered after an abandoned receive dropped it counts as lost here.
+    // Until the first one arrives, the usual receive timeout: a pattern subscription
+    // (Pulsar) reaches a new topic only at its next topic refresh, which took over 10 s
+    // on a loaded CI machine (0 of 300 had arrived).
+    const FLOWING: Duration = Duration::from_secs(10);
+    let mut deadline = tokio::time::Instant::now() + RECEIVE_TIMEOUT;
+    let mut flowing = false;
     while got.len() < N as usize {
+        if !flowing && !got.is_empty() {
+            flowing = true;
+            deadline = deadline.min(tokio::time::Instant::now() + FLOWING);
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
             "only {} of {N} messages arrived through abandoned receives \
