@@ -191,37 +191,19 @@ fn receive(broker: &str, filter: &str, expected: u64) -> std::io::Result<()> {
     mqtt_wire::subscribe(&mut socket, filter)?;
     println!("subscribed");
     std::io::stdout().flush()?;
-    let mut buffer = vec![0u8; 256 * 1024];
-    let (mut filled, mut received, mut reads) = (0usize, 0u64, 0u64);
-    let mut first: Option<(ProcessUsage, Instant)> = None;
+    let mut tally = Tally::new();
     socket.set_read_timeout(Some(Duration::from_secs(10)))?;
-    while received < expected {
-        let n = match socket.read(&mut buffer[filled..]) {
+    while tally.received < expected {
+        let n = match socket.read(tally.space()) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
             Err(e) => return Err(e),
         };
-        if first.is_none() {
-            first = Some((ProcessUsage::now(), Instant::now()));
-        }
-        reads += 1;
-        filled += n;
-        // Count the whole packets in the buffer; keep a partial one for the next read.
-        let mut at = 0;
-        while let Some((kind, len)) = packet_at(&buffer[at..filled]) {
-            if kind >> 4 == 3 {
-                received += 1;
-            }
-            at += len;
-        }
-        buffer.copy_within(at..filled, 0);
-        filled -= at;
+        tally.add(n);
     }
-    let (usage, since) = first.unwrap_or((ProcessUsage::now(), Instant::now()));
-    eprintln!("{reads} reads for {received} messages");
-    report("receive", received, usage, since.elapsed());
+    tally.report("receive");
     Ok(())
 }
 
@@ -235,36 +217,69 @@ async fn receive_tokio(broker: String, filter: String, expected: u64) -> std::io
     let mut socket = tokio::net::TcpStream::from_std(blocking)?;
     println!("subscribed");
     std::io::stdout().flush()?;
-    let mut buffer = vec![0u8; 256 * 1024];
-    let (mut filled, mut received, mut reads) = (0usize, 0u64, 0u64);
-    let mut first: Option<(ProcessUsage, Instant)> = None;
-    while received < expected {
-        let read =
-            tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buffer[filled..]));
+    let mut tally = Tally::new();
+    while tally.received < expected {
+        let read = tokio::time::timeout(Duration::from_secs(10), socket.read(tally.space()));
         let n = match read.await {
             Err(_) | Ok(Ok(0)) => break,
             Ok(Ok(n)) => n,
             Ok(Err(e)) => return Err(e),
         };
-        if first.is_none() {
-            first = Some((ProcessUsage::now(), Instant::now()));
+        tally.add(n);
+    }
+    tally.report("receive-tokio");
+    Ok(())
+}
+
+/// A receiver's buffer and counts: whole PUBLISH packets counted as reads fill it, a
+/// partial packet kept for the next read, CPU counted from the first read.
+struct Tally {
+    buffer: Vec<u8>,
+    filled: usize,
+    received: u64,
+    reads: u64,
+    first: Option<(ProcessUsage, Instant)>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            buffer: vec![0u8; 256 * 1024],
+            filled: 0,
+            received: 0,
+            reads: 0,
+            first: None,
         }
-        reads += 1;
-        filled += n;
+    }
+
+    /// Where the next read goes.
+    fn space(&mut self) -> &mut [u8] {
+        &mut self.buffer[self.filled..]
+    }
+
+    /// Counts the packets `n` more bytes completed.
+    fn add(&mut self, n: usize) {
+        if self.first.is_none() {
+            self.first = Some((ProcessUsage::now(), Instant::now()));
+        }
+        self.reads += 1;
+        self.filled += n;
         let mut at = 0;
-        while let Some((kind, len)) = packet_at(&buffer[at..filled]) {
+        while let Some((kind, len)) = packet_at(&self.buffer[at..self.filled]) {
             if kind >> 4 == 3 {
-                received += 1;
+                self.received += 1;
             }
             at += len;
         }
-        buffer.copy_within(at..filled, 0);
-        filled -= at;
+        self.buffer.copy_within(at..self.filled, 0);
+        self.filled -= at;
     }
-    let (usage, since) = first.unwrap_or((ProcessUsage::now(), Instant::now()));
-    eprintln!("{reads} reads for {received} messages");
-    report("receive-tokio", received, usage, since.elapsed());
-    Ok(())
+
+    fn report(self, role: &str) {
+        let (usage, since) = self.first.unwrap_or((ProcessUsage::now(), Instant::now()));
+        eprintln!("{} reads for {} messages", self.reads, self.received);
+        report(role, self.received, usage, since.elapsed());
+    }
 }
 
 /// The type byte and whole length of the packet at the start of `bytes`, if complete.

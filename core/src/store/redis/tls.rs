@@ -9,9 +9,6 @@ use redis::{ClientTlsConfig, TlsCertificates};
 
 use crate::store::StoreError;
 
-/// The URL query options this module reads; others go to the Redis client as they are.
-const TLS_OPTIONS: [&str; 3] = ["ca_file", "cert_file", "key_file"];
-
 /// The TLS files a store URL names.
 #[derive(Debug, Default, PartialEq)]
 struct TlsFiles {
@@ -112,11 +109,9 @@ fn read_pem(path: &str, option: &str) -> Result<Vec<u8>, String> {
 fn client_error(e: &redis::RedisError) -> String {
     format!(
         "{}; write it as redis://[:password@]host[:port][/db], or rediss://… for TLS \
-         (?{}=PATH, &{}=PATH&{}=PATH for mutual TLS, #insecure to skip the check)",
-        e.detail().unwrap_or(&e.to_string()),
-        TLS_OPTIONS[0],
-        TLS_OPTIONS[1],
-        TLS_OPTIONS[2]
+         (?ca_file=PATH, &cert_file=PATH&key_file=PATH for mutual TLS, #insecure to skip \
+         the check)",
+        e.detail().unwrap_or(&e.to_string())
     )
 }
 
