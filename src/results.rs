@@ -13,8 +13,8 @@ use plotter::aggregate::Cell;
 /// Options of `iotload results`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ResultsArgs {
-    /// The results store: sqlite://FILE, redis://HOST:PORT/DB or rediss://… (TLS,
-    /// docs/store.md).
+    /// The results store: sqlite://FILE, redis://HOST:PORT/DB, rediss://… (TLS) or
+    /// redis+cluster://HOST1:PORT1,HOST2:PORT2/ (Redis Cluster; docs/store.md).
     #[arg(
         long,
         env = "IOTLOAD_STORE",

@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use iotload_core::recorder::LatencyHistogram;
 use iotload_core::store::{Backend, Batch, RawRecord, RunRecord, TopicSecond, open};
-use iotload_testkit::{MqttBroker, RedisOptions, RedisServer, RedisTls, TestPki};
+use iotload_testkit::{MqttBroker, RedisCluster, RedisOptions, RedisServer, RedisTls, TestPki};
 
 /// A store under test and whatever keeps it alive.
 struct Subject {
     url: String,
     _redis: Option<RedisServer>,
+    _cluster: Option<RedisCluster>,
     _dir: Option<tempfile::TempDir>,
     _pki: Option<TestPki>,
 }
@@ -27,6 +28,7 @@ async fn redis() -> Subject {
     Subject {
         url: server.url(),
         _redis: Some(server),
+        _cluster: None,
         _dir: None,
         _pki: None,
     }
@@ -59,8 +61,23 @@ async fn redis_tls() -> Subject {
             pki.client_key().display()
         ),
         _redis: Some(server),
+        _cluster: None,
         _dir: None,
         _pki: Some(pki),
+    }
+}
+
+/// A Redis Cluster of three masters, no replicas.
+async fn redis_cluster() -> Subject {
+    let cluster = RedisCluster::start(3, 0)
+        .await
+        .expect("redis cluster starts");
+    Subject {
+        url: cluster.url(),
+        _redis: None,
+        _cluster: Some(cluster),
+        _dir: None,
+        _pki: None,
     }
 }
 
@@ -69,6 +86,7 @@ fn sqlite() -> Subject {
     Subject {
         url: format!("sqlite://{}", dir.path().join("results.db").display()),
         _redis: None,
+        _cluster: None,
         _dir: Some(dir),
         _pki: None,
     }
@@ -452,7 +470,8 @@ async fn a_killed_collectors_topics_return_after_its_lease(subject: Subject) {
 }
 
 /// Each scenario as a test against each backend: `redis::<scenario>` on a fresh Redis
-/// server, `sqlite::<scenario>` on a temporary SQLite file.
+/// server, `redis_tls::` on one speaking only TLS, `redis_cluster::` on a fresh
+/// three-master Redis Cluster, `sqlite::<scenario>` on a temporary SQLite file.
 macro_rules! against_every_backend {
     ($($scenario:ident),* $(,)?) => {
         mod redis {
@@ -468,6 +487,14 @@ macro_rules! against_every_backend {
                 #[tokio::test]
                 async fn $scenario() {
                     super::$scenario(super::redis_tls().await).await;
+                }
+            )*
+        }
+        mod redis_cluster {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(super::redis_cluster().await).await;
                 }
             )*
         }

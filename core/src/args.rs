@@ -371,7 +371,8 @@ impl StampArgs {
 pub struct StoreArgs {
     /// Where results go: sqlite://FILE (embedded), redis://HOST:PORT/DB or
     /// redis://:PASSWORD@HOST:PORT/DB (shared by many instances), rediss://… for TLS
-    /// (?ca_file=PATH&cert_file=PATH&key_file=PATH, #insecure; docs/store.md), or none.
+    /// (?ca_file=PATH&cert_file=PATH&key_file=PATH, #insecure),
+    /// redis+cluster://HOST1:PORT1,HOST2:PORT2/ for a Redis Cluster (docs/store.md), or none.
     #[arg(
         long,
         env = "IOTLOAD_STORE",

@@ -33,8 +33,8 @@ use crate::report::RunReport;
 /// Options of `iotload plotter`.
 #[derive(Debug, Clone, Args)]
 pub struct PlotterArgs {
-    /// The results store to read: sqlite://FILE, redis://HOST:PORT/DB or rediss://… (TLS,
-    /// docs/store.md).
+    /// The results store to read: sqlite://FILE, redis://HOST:PORT/DB, rediss://… (TLS)
+    /// or redis+cluster://HOST1:PORT1,HOST2:PORT2/ (Redis Cluster; docs/store.md).
     #[arg(
         long,
         env = "IOTLOAD_STORE",

@@ -32,6 +32,7 @@ mod process;
 mod pulsar;
 mod rabbitmq;
 mod redis;
+mod redis_cluster;
 mod search;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +53,7 @@ pub use rabbitmq::{
 pub use redis::{
     DEFAULT_REDIS_URL, REDIS_URL_ENV, RedisOptions, RedisServer, RedisTls, machine_redis_url,
 };
+pub use redis_cluster::RedisCluster;
 pub use search::{ELASTICSEARCH_VERSION, SearchNode, SearchNodeOptions, search_available};
 
 /// Environment variable naming the machine's shared MQTT broker.

@@ -29,9 +29,9 @@ pub const REDIS_URL_ENV: &str = "IOTLOAD_TEST_REDIS_URL";
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 
 /// How to get it on Debian and Ubuntu.
-const INSTALL_HINT: &str = "install it with `apt-get install redis-server`";
+pub(crate) const INSTALL_HINT: &str = "install it with `apt-get install redis-server`";
 /// What redis-server logs once it accepts connections.
-const READY_LINE: &str = "Ready to accept connections";
+pub(crate) const READY_LINE: &str = "Ready to accept connections";
 
 /// The machine's shared Redis server: address from env
 /// `IOTLOAD_TEST_REDIS_URL`, default "redis://127.0.0.1:6379/0".
@@ -91,7 +91,7 @@ impl RedisServer {
         let password = opts.password.clone();
         let tls = opts.tls.is_some();
         let backend = match crate::container::backend()? {
-            crate::Backend::Process => Backend::Process(ProcessRedis::start(opts).await?),
+            crate::Backend::Process => Backend::Process(ProcessRedis::start(opts, false).await?),
             crate::Backend::Docker if tls => {
                 return Err(TestkitError::Docker(
                     "a TLS Redis server runs as a process only; unset IOTLOAD_TESTKIT_BACKEND"
@@ -181,15 +181,17 @@ impl RedisServer {
 
 /// A `redis-server` child process with its private directory.
 #[derive(Debug)]
-struct ProcessRedis {
-    process: ServerProcess,
+pub(crate) struct ProcessRedis {
+    pub(crate) process: ServerProcess,
 }
 
 impl ProcessRedis {
     /// Starts redis-server, retrying on a fresh port when the chosen one was
     /// taken in the meantime; it is ready once it has logged that it accepts
-    /// connections and answers a `PING`.
-    async fn start(opts: RedisOptions) -> Result<Self, TestkitError> {
+    /// connections and answers a `PING`. A `cluster` node starts empty, waiting to be
+    /// joined into a cluster (`redis-cli --cluster create`), with its cluster bus on a
+    /// free port of its own.
+    pub(crate) async fn start(opts: RedisOptions, cluster: bool) -> Result<Self, TestkitError> {
         let program = find_program(REDIS_SERVER, INSTALL_HINT)?;
         let dir = tempfile::Builder::new()
             .prefix("iotload-testkit-redis-")
@@ -239,6 +241,24 @@ impl ProcessRedis {
             ];
             if let Some(password) = &password {
                 args.extend(["--requirepass".into(), password.into()]);
+            }
+            if cluster {
+                args.extend(
+                    [
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        // Fail-over within about two seconds of a master's death.
+                        "--cluster-node-timeout",
+                        "1000",
+                        // The other shards keep serving while one is down.
+                        "--cluster-require-full-coverage",
+                        "no",
+                    ]
+                    .map(OsString::from),
+                );
+                args.extend(["--cluster-port".into(), try_free_port()?.to_string().into()]);
             }
             if let Some(tls) = &tls {
                 args.extend([

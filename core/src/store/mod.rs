@@ -293,17 +293,22 @@ fn block_start(end: u64, count: u32) -> Option<u32> {
 pub trait Backend: Store + Coordinator {}
 impl<T: Store + Coordinator> Backend for T {}
 
-/// Opens the store a URL names: `redis://[:password@]host[:port][/db]` or
+/// Opens the store a URL names: `redis://[:password@]host[:port][/db]` (`rediss://`
+/// for TLS, `redis+cluster://host1:port1,host2:port2/` for a Redis Cluster) or
 /// `sqlite://path` (relative to the working directory; `sqlite:///abs/path` for an
 /// absolute one). Checks the connection, so a wrong address fails here.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Backend>, StoreError> {
     let redacted = crate::plan::redact_url(url);
     match url.split_once("://").map(|(scheme, _)| scheme) {
-        Some("redis" | "rediss") => Ok(std::sync::Arc::new(redis::RedisStore::open(url).await?)),
+        Some("redis" | "rediss" | "redis+cluster" | "rediss+cluster") => {
+            Ok(std::sync::Arc::new(redis::RedisStore::open(url).await?))
+        }
         Some("sqlite") => Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?)),
         _ => Err(StoreError::BadUrl {
             url: redacted,
-            reason: "use redis://host:6379/0 or sqlite://iotload-results.db".into(),
+            reason: "use redis://host:6379/0, redis+cluster://host1:7000,host2:7001/ or \
+                     sqlite://iotload-results.db"
+                .into(),
         }),
     }
 }

@@ -47,13 +47,13 @@ impl Coordinator for RedisStore {
             pipe.atomic();
             for topic in topics {
                 pipe.cmd("SET")
-                    .arg(format!("{AD_PREFIX}{topic}"))
+                    .arg(format!("{}{topic}", self.keys.ad_prefix()))
                     .arg(owner)
                     .arg("PX")
                     .arg(ms)
                     .ignore();
             }
-            pipe.cmd("SADD").arg(ADS_KEY).arg(topics).ignore();
+            pipe.cmd("SADD").arg(self.keys.ads()).arg(topics).ignore();
             pipe.exec_async(&mut con).await
         })
         .await
@@ -64,10 +64,12 @@ impl Coordinator for RedisStore {
             return Ok(());
         }
         self.idempotent(|mut con| async move {
-            let mut invocation = WITHDRAW_SCRIPT.key(ADS_KEY);
+            let mut invocation = WITHDRAW_SCRIPT.key(self.keys.ads());
             invocation.arg(owner);
             for topic in topics {
-                invocation.key(format!("{AD_PREFIX}{topic}")).arg(topic);
+                invocation
+                    .key(format!("{}{topic}", self.keys.ad_prefix()))
+                    .arg(topic);
             }
             invocation.invoke_async::<i64>(&mut con).await
         })
@@ -88,12 +90,12 @@ impl Coordinator for RedisStore {
         // ends.
         let mut con = self.con.clone();
         CLAIM_SCRIPT
-            .key(ADS_KEY)
+            .key(self.keys.ads())
             .arg(n)
             .arg(owner)
             .arg(lease_ms(lease))
-            .arg(AD_PREFIX)
-            .arg(CLAIM_PREFIX)
+            .arg(self.keys.ad_prefix())
+            .arg(self.keys.claim_prefix())
             .invoke_async(&mut con)
             .await
             .map_err(|e| self.error(&e))
@@ -114,7 +116,7 @@ impl Coordinator for RedisStore {
                 let mut invocation = RENEW_SCRIPT.arg(owner);
                 invocation.arg(ms);
                 for topic in topics {
-                    invocation.key(format!("{CLAIM_PREFIX}{topic}"));
+                    invocation.key(format!("{}{topic}", self.keys.claim_prefix()));
                 }
                 invocation.invoke_async(&mut con).await
             })
@@ -134,7 +136,7 @@ impl Coordinator for RedisStore {
         self.idempotent(|mut con| async move {
             let mut invocation = RELEASE_SCRIPT.arg(owner);
             for topic in topics {
-                invocation.key(format!("{CLAIM_PREFIX}{topic}"));
+                invocation.key(format!("{}{topic}", self.keys.claim_prefix()));
             }
             invocation.invoke_async::<i64>(&mut con).await
         })
@@ -146,9 +148,9 @@ impl Coordinator for RedisStore {
         let flat: Vec<String> = self
             .idempotent(|mut con| async move {
                 ADS_SCRIPT
-                    .key(ADS_KEY)
-                    .arg(AD_PREFIX)
-                    .arg(CLAIM_PREFIX)
+                    .key(self.keys.ads())
+                    .arg(self.keys.ad_prefix())
+                    .arg(self.keys.claim_prefix())
                     .invoke_async(&mut con)
                     .await
             })
@@ -166,7 +168,7 @@ impl Coordinator for RedisStore {
     }
 
     async fn join_barrier(&self, name: &str, member: &str) -> Result<u64, StoreError> {
-        let key = format!("{BARRIER_PREFIX}{name}");
+        let key = self.keys.barrier(name);
         let (size,): (u64,) = self
             .idempotent(|mut con| {
                 let key = &key;
@@ -188,7 +190,7 @@ impl Coordinator for RedisStore {
     }
 
     async fn barrier_size(&self, name: &str) -> Result<u64, StoreError> {
-        let key = format!("{BARRIER_PREFIX}{name}");
+        let key = self.keys.barrier(name);
         self.idempotent(|mut con| {
             let key = &key;
             async move { redis::cmd("SCARD").arg(key).query_async(&mut con).await }
@@ -197,7 +199,7 @@ impl Coordinator for RedisStore {
     }
 
     async fn allocate_devices(&self, run: &str, count: u32) -> Result<u32, StoreError> {
-        let key = format!("{DEVICES_PREFIX}{run}");
+        let key = self.keys.devices(run);
         // Retried after a lost reply, INCRBY may reserve a block twice: the first one is
         // then left unused, which costs nothing but a gap in the device numbers.
         let end: u64 = self
@@ -219,10 +221,8 @@ impl Coordinator for RedisStore {
     }
 
     async fn server_time_us(&self) -> Result<u64, StoreError> {
-        let (secs, micros): (u64, u64) = self
-            .idempotent(|mut con| async move { redis::cmd("TIME").query_async(&mut con).await })
-            .await?;
-        Ok(secs * 1_000_000 + micros)
+        self.idempotent(|mut con| async move { con.server_time_us().await })
+            .await
     }
 
     async fn put_clock(
@@ -231,7 +231,7 @@ impl Coordinator for RedisStore {
         instance: &str,
         clock: ClockEstimate,
     ) -> Result<(), StoreError> {
-        let key = format!("{CLOCKS_PREFIX}{run}");
+        let key = self.keys.clocks(run);
         let value = format!("{} {}", clock.offset_us, clock.bound_us);
         self.idempotent(|mut con| {
             let (key, value) = (&key, &value);
@@ -248,7 +248,7 @@ impl Coordinator for RedisStore {
     }
 
     async fn clocks(&self, run: &str) -> Result<Vec<(String, ClockEstimate)>, StoreError> {
-        let key = format!("{CLOCKS_PREFIX}{run}");
+        let key = self.keys.clocks(run);
         let all: std::collections::BTreeMap<String, String> = self
             .idempotent(|mut con| {
                 let key = &key;

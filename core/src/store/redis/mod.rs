@@ -13,16 +13,18 @@
 //! counts, and a batch is applied all or nothing. Coordination (claim, renew, release,
 //! withdraw, listing) uses Lua scripts too, so it is atomic across processes.
 //!
-//! Requires Redis 6.2 or newer (`ZADD … LT`); not for Redis Cluster (scripts touch keys
-//! they derive from the advertised topics).
+//! On a Redis Cluster (`redis+cluster://h1:p1,h2:p2/`) the keys carry hash tags
+//! ([`keys`]) and a batch is written per topic, each part all or nothing with its own
+//! marker; reads go out per key, concurrently, as the slots spread them.
+//!
+//! Requires Redis 6.2 or newer (`ZADD … LT`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncConnectionConfig, ErrorKind, RedisError, RedisResult, Script};
+use redis::{ErrorKind, FromRedisValue, RedisError, RedisResult, Script};
 
 use super::{
     Advertisement, Batch, Coordinator, RawRecord, RunRecord, Store, StoreError, TopicSecond,
@@ -30,26 +32,15 @@ use super::{
 use crate::clock_offset::ClockEstimate;
 use crate::recorder::LatencyHistogram;
 
+mod connection;
 mod coordination;
+mod keys;
 mod results;
 mod tls;
 
-/// Prefix of every key.
-const PREFIX: &str = "iotload:";
-/// The runs, by start time.
-const RUNS_KEY: &str = "iotload:runs";
-/// The advertised topics.
-const ADS_KEY: &str = "iotload:ads";
-/// Prefix of an advertisement key (followed by the topic).
-const AD_PREFIX: &str = "iotload:ad:";
-/// Prefix of a claim key (followed by the topic).
-const CLAIM_PREFIX: &str = "iotload:claim:";
-/// Prefix of a barrier key (followed by its name).
-const BARRIER_PREFIX: &str = "iotload:barrier:";
-/// The next free device number of a run (`allocate_devices`).
-const DEVICES_PREFIX: &str = "iotload:devices:";
-/// A run's clock estimates: a hash of instance → "offset_us bound_us".
-const CLOCKS_PREFIX: &str = "iotload:clocks:";
+use connection::Connection;
+use keys::KeyLayout;
+
 /// Histogram field suffix for the latency (receive − sent) histogram.
 const HDR_RAW: &str = "raw";
 /// Histogram field suffix for the corrected (receive − intended) histogram.
@@ -60,6 +51,8 @@ const CAS_ATTEMPTS: u32 = 64;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a reply may take.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many commands a cluster store has on the way at once when it reads key by key.
+const CLUSTER_READS_IN_FLIGHT: usize = 64;
 /// What to tell a user whose server cannot be reached.
 const UNREACHABLE_HINT: &str = "is redis-server running and listening there? \
     Start it with `service redis-server start` (or `redis-server`), or fix the host and port";
@@ -76,13 +69,16 @@ const UNREACHABLE_HINT: &str = "is redis-server running and listening there? \
 static WRITE_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/write.lua")));
 
-/// Results and coordination in Redis (`redis://[:password@]host[:port][/db]`, or
-/// `rediss://…` with TLS options in the URL: docs/store.md).
+/// Results and coordination in Redis (`redis://[:password@]host[:port][/db]`,
+/// `rediss://…` with TLS options in the URL, `redis+cluster://h1:p1,h2:p2/` for a Redis
+/// Cluster: docs/store.md).
 pub struct RedisStore {
     /// The URL, password redacted.
     url: String,
     /// Shared, self-reconnecting connection.
-    con: ConnectionManager,
+    con: Connection,
+    /// The key names (hash-tagged on a cluster).
+    keys: KeyLayout,
     /// The run of the last [`Store::put_run`], for raw records in batches without
     /// aggregates.
     current_run: Mutex<Option<String>>,
@@ -104,31 +100,10 @@ impl RedisStore {
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let redacted = crate::plan::redact_url(url);
         let client = tls::client(url, &redacted)?;
-        // One plain attempt first: the manager retries every failure with backoff,
-        // which would only delay a clear answer (refused, wrong password).
-        let probe_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let mut probe = client
-            .get_multiplexed_async_connection_with_config(&probe_config)
-            .await
-            .map_err(|e| map_error(&redacted, &e))?;
-        let _: String = redis::cmd("PING")
-            .query_async(&mut probe)
-            .await
-            .map_err(|e| map_error(&redacted, &e))?;
-        drop(probe);
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(100))
-            .set_max_delay(Duration::from_secs(1));
-        let con = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(|e| map_error(&redacted, &e))?;
+        let con = Connection::open(client, &redacted).await?;
         Ok(Self {
             url: redacted,
+            keys: KeyLayout::new(con.is_cluster()),
             con,
             current_run: Mutex::new(None),
         })
@@ -138,7 +113,7 @@ impl RedisStore {
     /// manager then reconnects), runs it once more. Only for idempotent operations.
     async fn idempotent<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Connection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         match op(self.con.clone()).await {
@@ -161,26 +136,53 @@ impl RedisStore {
         }
     }
 
+    /// Sends `cmds` and returns their replies in order: one pipeline on one server; on a
+    /// cluster, whose pipelines must stay within a slot, each command on its own, a
+    /// bounded number at once. Only for reads and other idempotent commands.
+    async fn query_each<T: FromRedisValue>(
+        &self,
+        cmds: &[redis::Cmd],
+    ) -> Result<Vec<T>, StoreError> {
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.con.is_cluster() {
+            return self
+                .idempotent(|mut con| async move {
+                    let mut pipe = redis::pipe();
+                    for cmd in cmds {
+                        pipe.add_command(cmd.clone());
+                    }
+                    pipe.query_async(&mut con).await
+                })
+                .await;
+        }
+        let mut replies = Vec::with_capacity(cmds.len());
+        for chunk in cmds.chunks(CLUSTER_READS_IN_FLIGHT) {
+            replies.extend(
+                futures_util::future::try_join_all(chunk.iter().map(|cmd| self.query_one(cmd)))
+                    .await?,
+            );
+        }
+        Ok(replies)
+    }
+
+    /// Sends one idempotent command.
+    async fn query_one<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        self.idempotent(|mut con| async move { cmd.query_async(&mut con).await })
+            .await
+    }
+
     /// Fails with `NoSuchRun` unless `run_id` has a run record or results; returns the
     /// run's topics, sorted.
     async fn run_topics(&self, run_id: &str) -> Result<Vec<String>, StoreError> {
-        let topics_key = topics_key(run_id);
-        let (score, mut topics): (Option<f64>, Vec<String>) = self
-            .idempotent(|mut con| {
-                let topics_key = &topics_key;
-                async move {
-                    redis::pipe()
-                        .cmd("ZSCORE")
-                        .arg(RUNS_KEY)
-                        .arg(run_id)
-                        .cmd("SMEMBERS")
-                        .arg(topics_key)
-                        .query_async(&mut con)
-                        .await
-                }
-            })
-            .await?;
-        if score.is_none() && topics.is_empty() {
+        let mut score = redis::cmd("ZSCORE");
+        score.arg(self.keys.runs()).arg(run_id);
+        let mut members = redis::cmd("SMEMBERS");
+        members.arg(self.keys.topics(run_id));
+        let scored: Vec<Option<f64>> = self.query_each(&[score]).await?;
+        let mut topics: Vec<String> = self.query_each::<Vec<String>>(&[members]).await?.concat();
+        if scored.first().copied().flatten().is_none() && topics.is_empty() {
             return Err(StoreError::NoSuchRun {
                 url: self.url.clone(),
                 run: run_id.to_owned(),
@@ -222,7 +224,7 @@ fn map_error(url: &str, e: &RedisError) -> StoreError {
             reason: format!("{text}; give the password as redis://:PASSWORD@host:port/db"),
         };
     }
-    if url.starts_with("rediss://")
+    if url.starts_with("rediss")
         && let Some(hint) = tls_hint(&lower)
     {
         return StoreError::Unreachable {
@@ -273,18 +275,6 @@ fn tls_hint(lower: &str) -> Option<&'static str> {
     } else {
         None
     }
-}
-
-fn instances_key(run: &str) -> String {
-    format!("{PREFIX}run:{run}:instances")
-}
-
-fn topics_key(run: &str) -> String {
-    format!("{PREFIX}run:{run}:topics")
-}
-
-fn topic_key(run: &str, topic: &str, what: &str) -> String {
-    format!("{PREFIX}run:{run}:topic:{topic}:{what}")
 }
 
 /// Milliseconds of a lease, at least 1.
@@ -350,13 +340,6 @@ fn jitter(attempt: u32) -> Duration {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     Duration::from_micros(u64::from(nanos % (attempt.min(50) * 1000)))
-}
-
-/// Queues `SADD` of `topic` to the run's topic set.
-fn add_topic(keys: &mut Keys, run: &str, topic: &str, set_args: &mut Vec<Vec<u8>>) {
-    let k = keys.of(topics_key(run));
-    set_args.push(k.to_string().into_bytes());
-    set_args.push(topic.as_bytes().to_vec());
 }
 
 /// Counter as a `HINCRBY` increment.

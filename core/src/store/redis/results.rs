@@ -14,28 +14,37 @@ impl Store for RedisStore {
             reason: format!("cannot encode the run record: {e}"),
         })?;
         let field = format!("{}/{}", run.component, run.instance);
-        let key = instances_key(&run.run_id);
-        self.idempotent(|mut con| {
-            let (json, field, key) = (&json, &field, &key);
-            async move {
-                redis::pipe()
-                    .atomic()
-                    .cmd("ZADD")
-                    .arg(RUNS_KEY)
-                    .arg("LT")
-                    .arg(run.started_us)
-                    .arg(&run.run_id)
-                    .ignore()
-                    .cmd("HSET")
-                    .arg(key)
-                    .arg(field)
-                    .arg(json)
-                    .ignore()
-                    .exec_async(&mut con)
-                    .await
-            }
-        })
-        .await?;
+        let mut instance = redis::cmd("HSET");
+        instance
+            .arg(self.keys.instances(&run.run_id))
+            .arg(field)
+            .arg(json);
+        let mut listed = redis::cmd("ZADD");
+        listed
+            .arg(self.keys.runs())
+            .arg("LT")
+            .arg(run.started_us)
+            .arg(&run.run_id);
+        if self.con.is_cluster() {
+            // Two slots: the instance first, so a listed run always has one; both
+            // commands may be repeated.
+            self.query_each::<redis::Value>(&[instance, listed]).await?;
+        } else {
+            self.idempotent(|mut con| {
+                let (instance, listed) = (&instance, &listed);
+                async move {
+                    redis::pipe()
+                        .atomic()
+                        .add_command(listed.clone())
+                        .ignore()
+                        .add_command(instance.clone())
+                        .ignore()
+                        .exec_async(&mut con)
+                        .await
+                }
+            })
+            .await?;
+        }
         let mut current = self
             .current_run
             .lock()
@@ -48,199 +57,80 @@ impl Store for RedisStore {
         if batch.seconds.is_empty() && batch.raw.is_empty() {
             return Ok(());
         }
-        // Merge duplicates within the batch first: the script checks every histogram
-        // before writing any, so two writes of one field in one call would clash.
-        let mut merged: BTreeMap<(&str, &str, u64, &str), TopicSecond> = BTreeMap::new();
-        for s in &batch.seconds {
-            let id = (
-                s.run_id.as_str(),
-                s.topic.as_str(),
-                s.second,
-                s.instance.as_str(),
-            );
-            match merged.get_mut(&id) {
-                None => {
-                    merged.insert(id, s.clone());
-                }
-                Some(m) => {
-                    m.sent += s.sent;
-                    m.received += s.received;
-                    m.gaps += s.gaps;
-                    m.duplicates += s.duplicates;
-                    m.reordered += s.reordered;
-                    m.undecodable += s.undecodable;
-                    m.latency_hdr =
-                        merge_hdr(&m.latency_hdr, &s.latency_hdr).map_err(|e| self.corrupt(e))?;
-                    m.corrected_hdr = merge_hdr(&m.corrected_hdr, &s.corrected_hdr)
-                        .map_err(|e| self.corrupt(e))?;
-                }
-            }
-        }
-
-        let mut keys = Keys::default();
-        let mut counter_args: Vec<Vec<u8>> = Vec::with_capacity(merged.len() * 8);
-        let mut hdr_ops: Vec<HdrOp> = Vec::new();
-        let mut set_args: Vec<Vec<u8>> = Vec::new();
-        let mut sets = 0_usize;
-        let mut seen_topics: HashSet<(&str, &str)> = HashSet::new();
-        for ((run, topic, second, instance), s) in &merged {
-            if seen_topics.insert((run, topic)) {
-                add_topic(&mut keys, run, topic, &mut set_args);
-                sets += 1;
-            }
-            let prefix = format!("{second}/{instance}");
-            let seconds_key = keys.of(topic_key(run, topic, "seconds"));
-            counter_args.push(seconds_key.to_string().into_bytes());
-            counter_args.push(prefix.clone().into_bytes());
-            for v in [
-                s.sent,
-                s.received,
-                s.gaps,
-                s.duplicates,
-                s.reordered,
-                s.undecodable,
-            ] {
-                counter_args.push(increment(v).to_string().into_bytes());
-            }
-            let hdr_key = keys.of(topic_key(run, topic, "hdr"));
-            for (suffix, bytes) in [(HDR_RAW, &s.latency_hdr), (HDR_CORRECTED, &s.corrected_hdr)] {
-                if !bytes.is_empty() {
-                    hdr_ops.push(HdrOp {
-                        key: hdr_key,
-                        field: format!("{prefix}/{suffix}"),
-                        own: bytes.clone(),
-                        expected: None,
-                        value: bytes.clone(),
-                    });
-                }
-            }
-        }
-
-        let mut raw_args: Vec<Vec<u8>> = Vec::new();
-        let mut raws = 0_usize;
-        if !batch.raw.is_empty() {
-            let Some(run) = self.batch_run(batch) else {
-                return Err(StoreError::Io {
+        let merged = self.merge_duplicates(batch)?;
+        let raw_run = match batch.raw.is_empty() {
+            true => None,
+            false => Some(self.batch_run(batch).ok_or_else(|| {
+                StoreError::Io {
                     url: self.url.clone(),
-                    reason: "raw records without a run: call put_run first or send them \
-                             with the run's aggregates"
+                    reason: "raw records without a run: call put_run first or send them with the \
+                         run's aggregates"
                         .into(),
-                });
-            };
-            let mut by_topic: BTreeMap<&str, Vec<&RawRecord>> = BTreeMap::new();
-            for (topic, r) in &batch.raw {
-                by_topic.entry(topic.as_str()).or_default().push(r);
-            }
-            for (topic, records) in by_topic {
-                if seen_topics.insert((run.as_str(), topic)) {
-                    add_topic(&mut keys, &run, topic, &mut set_args);
-                    sets += 1;
                 }
-                raw_args.push(
-                    keys.of(topic_key(&run, topic, "raw"))
-                        .to_string()
-                        .into_bytes(),
-                );
-                raw_args.push(records.len().to_string().into_bytes());
-                raw_args.extend(records.into_iter().map(|r| encode_raw(r).into_bytes()));
-                raws += 1;
-            }
+            })?),
+        };
+        let mut raw_by_topic: BTreeMap<&str, Vec<&RawRecord>> = BTreeMap::new();
+        for (topic, r) in &batch.raw {
+            raw_by_topic.entry(topic.as_str()).or_default().push(r);
         }
 
-        let marker = match batch.id {
-            0 => 0,
-            id => keys.of(format!("{PREFIX}written:{id:016x}")),
-        };
-        for attempt in 0..CAS_ATTEMPTS {
-            if attempt > 1 {
-                // Several writers of one field keep overtaking each other: spread out.
-                tokio::time::sleep(jitter(attempt)).await;
-            }
-            let mut invocation = WRITE_SCRIPT.prepare_invoke();
-            for key in &keys.list {
-                invocation.key(key);
-            }
-            invocation
-                .arg(merged.len())
-                .arg(hdr_ops.len())
-                .arg(sets)
-                .arg(raws)
-                .arg(marker);
-            for a in &counter_args {
-                invocation.arg(a);
-            }
-            for op in &hdr_ops {
-                invocation
-                    .arg(op.key)
-                    .arg(&op.field)
-                    .arg(if op.expected.is_some() { "1" } else { "0" })
-                    .arg(op.expected.as_deref().unwrap_or_default())
-                    .arg(&op.value);
-            }
-            for a in set_args.iter().chain(&raw_args) {
-                invocation.arg(a);
-            }
-            let mut con = self.con.clone();
-            let conflicts: Vec<Vec<u8>> = invocation
-                .invoke_async(&mut con)
-                .await
-                .map_err(|e| self.error(&e))?;
-            if conflicts.is_empty() {
-                return Ok(());
-            }
-            for triple in conflicts.chunks(3) {
-                let [index, state, current] = triple else {
-                    return Err(self.corrupt("unexpected reply of the write script".into()));
-                };
-                let op = std::str::from_utf8(index)
-                    .ok()
-                    .and_then(|i| i.parse::<usize>().ok())
-                    .and_then(|i| hdr_ops.get_mut(i))
-                    .ok_or_else(|| self.corrupt("unexpected reply of the write script".into()))?;
-                if state.as_slice() == b"1" {
-                    op.value = merge_hdr(current, &op.own).map_err(|e| self.corrupt(e))?;
-                    op.expected = Some(current.clone());
-                } else {
-                    op.value = op.own.clone();
-                    op.expected = None;
-                }
+        // One server takes the batch in one script call; a cluster one call per topic
+        // (a script's keys must share a slot), after the run's topic sets.
+        let cluster = self.con.is_cluster();
+        let mut parts: BTreeMap<(&str, &str), Part<'_>> = BTreeMap::new();
+        let mut new_topics: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for ((run, topic, _, _), s) in &merged {
+            let part = parts.entry(if cluster { (run, topic) } else { ("", "") });
+            part.or_default().seconds.push(s);
+            new_topics.entry(run).or_default().insert(topic);
+        }
+        if let Some(run) = raw_run.as_deref() {
+            for (topic, records) in raw_by_topic {
+                let part = parts.entry(if cluster { (run, topic) } else { ("", "") });
+                part.or_default().raw.push((topic, records));
+                new_topics.entry(run).or_default().insert(topic);
             }
         }
-        Err(StoreError::Io {
-            url: self.url.clone(),
-            reason: format!(
-                "histograms kept changing under {CAS_ATTEMPTS} write attempts; \
-                 are several writers using the same instance name?"
-            ),
-        })
+        if cluster {
+            let adds: Vec<redis::Cmd> = new_topics
+                .iter()
+                .map(|(run, topics)| {
+                    let mut add = redis::cmd("SADD");
+                    add.arg(self.keys.topics(run)).arg(topics);
+                    add
+                })
+                .collect();
+            self.query_each::<redis::Value>(&adds).await?;
+            let no_topics = BTreeMap::new();
+            futures_util::future::try_join_all(parts.iter().map(|((run, topic), part)| {
+                let marker = (batch.id != 0).then(|| self.keys.written(batch.id, run, topic));
+                self.write_part(part, raw_run.as_deref(), &no_topics, marker)
+            }))
+            .await?;
+            Ok(())
+        } else {
+            let Some(part) = parts.values().next() else {
+                return Ok(());
+            };
+            let marker = (batch.id != 0).then(|| self.keys.written(batch.id, "", ""));
+            self.write_part(part, raw_run.as_deref(), &new_topics, marker)
+                .await
+        }
     }
 
     async fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
-        let ids: Vec<String> = self
-            .idempotent(|mut con| async move {
-                redis::cmd("ZREVRANGE")
-                    .arg(RUNS_KEY)
-                    .arg(0)
-                    .arg(-1)
-                    .query_async(&mut con)
-                    .await
+        let mut listed = redis::cmd("ZREVRANGE");
+        listed.arg(self.keys.runs()).arg(0).arg(-1);
+        let ids: Vec<String> = self.query_each::<Vec<String>>(&[listed]).await?.concat();
+        let instances: Vec<redis::Cmd> = ids
+            .iter()
+            .map(|id| {
+                let mut values = redis::cmd("HVALS");
+                values.arg(self.keys.instances(id));
+                values
             })
-            .await?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let values: Vec<Vec<String>> = self
-            .idempotent(|mut con| {
-                let ids = &ids;
-                async move {
-                    let mut pipe = redis::pipe();
-                    for id in ids {
-                        pipe.cmd("HVALS").arg(instances_key(id));
-                    }
-                    pipe.query_async(&mut con).await
-                }
-            })
-            .await?;
+            .collect();
+        let values: Vec<Vec<String>> = self.query_each(&instances).await?;
         let mut records = Vec::new();
         for json in values.into_iter().flatten() {
             let record: RunRecord = serde_json::from_str(&json)
@@ -263,21 +153,17 @@ impl Store for RedisStore {
             return Ok(Vec::new());
         }
         type Hash = Vec<(String, Vec<u8>)>;
-        let hashes: Vec<Hash> = self
-            .idempotent(|mut con| {
-                let topics = &topics;
-                async move {
-                    let mut pipe = redis::pipe();
-                    for topic in topics {
-                        pipe.cmd("HGETALL")
-                            .arg(topic_key(run_id, topic, "seconds"))
-                            .cmd("HGETALL")
-                            .arg(topic_key(run_id, topic, "hdr"));
-                    }
-                    pipe.query_async(&mut con).await
-                }
+        let reads: Vec<redis::Cmd> = topics
+            .iter()
+            .flat_map(|topic| {
+                ["seconds", "hdr"].map(|what| {
+                    let mut all = redis::cmd("HGETALL");
+                    all.arg(self.keys.topic(run_id, topic, what));
+                    all
+                })
             })
-            .await?;
+            .collect();
+        let hashes: Vec<Hash> = self.query_each(&reads).await?;
         let mut out = Vec::new();
         for (topic, pair) in topics.iter().zip(hashes.chunks(2)) {
             let [counters, hdrs] = pair else {
@@ -336,21 +222,17 @@ impl Store for RedisStore {
         if topics.is_empty() {
             return Ok(Vec::new());
         }
-        let lists: Vec<Vec<String>> = self
-            .idempotent(|mut con| {
-                let topics = &topics;
-                async move {
-                    let mut pipe = redis::pipe();
-                    for topic in topics {
-                        pipe.cmd("LRANGE")
-                            .arg(topic_key(run_id, topic, "raw"))
-                            .arg(0)
-                            .arg(-1);
-                    }
-                    pipe.query_async(&mut con).await
-                }
+        let reads: Vec<redis::Cmd> = topics
+            .iter()
+            .map(|topic| {
+                let mut all = redis::cmd("LRANGE");
+                all.arg(self.keys.topic(run_id, topic, "raw"))
+                    .arg(0)
+                    .arg(-1);
+                all
             })
-            .await?;
+            .collect();
+        let lists: Vec<Vec<String>> = self.query_each(&reads).await?;
         let mut out = Vec::with_capacity(lists.iter().map(Vec::len).sum());
         for (topic, list) in topics.iter().zip(lists) {
             let mut records = list
@@ -365,5 +247,185 @@ impl Store for RedisStore {
             out.extend(records.into_iter().map(|r| (topic.clone(), r)));
         }
         Ok(out)
+    }
+}
+
+/// What one script call of a write applies: on one server the whole batch, on a cluster
+/// one topic's share.
+#[derive(Default)]
+struct Part<'a> {
+    /// Aggregates, duplicates merged.
+    seconds: Vec<&'a TopicSecond>,
+    /// Raw records by topic (of the batch's run).
+    raw: Vec<(&'a str, Vec<&'a RawRecord>)>,
+}
+
+/// A batch's aggregates by (run, topic, second, instance), duplicates added up.
+type Merged<'a> = BTreeMap<(&'a str, &'a str, u64, &'a str), TopicSecond>;
+
+impl RedisStore {
+    /// Adds up the aggregates of `batch` that share (run, topic, second, instance): the
+    /// script checks every histogram before writing any, so two writes of one field in
+    /// one call would clash.
+    fn merge_duplicates<'a>(&self, batch: &'a Batch) -> Result<Merged<'a>, StoreError> {
+        let mut merged = Merged::new();
+        for s in &batch.seconds {
+            let id = (
+                s.run_id.as_str(),
+                s.topic.as_str(),
+                s.second,
+                s.instance.as_str(),
+            );
+            match merged.get_mut(&id) {
+                None => {
+                    merged.insert(id, s.clone());
+                }
+                Some(m) => {
+                    m.sent += s.sent;
+                    m.received += s.received;
+                    m.gaps += s.gaps;
+                    m.duplicates += s.duplicates;
+                    m.reordered += s.reordered;
+                    m.undecodable += s.undecodable;
+                    m.latency_hdr =
+                        merge_hdr(&m.latency_hdr, &s.latency_hdr).map_err(|e| self.corrupt(e))?;
+                    m.corrected_hdr = merge_hdr(&m.corrected_hdr, &s.corrected_hdr)
+                        .map_err(|e| self.corrupt(e))?;
+                }
+            }
+        }
+        Ok(merged)
+    }
+
+    /// Applies `part` in one call of the write script: its aggregates, its raw records
+    /// (of run `raw_run`), `new_topics` (run → topics) added to the runs' topic sets, and
+    /// `marker` set (a part already marked is not applied again). Histograms are written
+    /// compare-and-set: on a conflict the part is merged with what the server holds and
+    /// tried again.
+    async fn write_part(
+        &self,
+        part: &Part<'_>,
+        raw_run: Option<&str>,
+        new_topics: &BTreeMap<&str, BTreeSet<&str>>,
+        marker: Option<String>,
+    ) -> Result<(), StoreError> {
+        let mut keys = Keys::default();
+        let mut counter_args: Vec<Vec<u8>> = Vec::with_capacity(part.seconds.len() * 8);
+        let mut hdr_ops: Vec<HdrOp> = Vec::new();
+        for s in &part.seconds {
+            let prefix = format!("{}/{}", s.second, s.instance);
+            let seconds_key = keys.of(self.keys.topic(&s.run_id, &s.topic, "seconds"));
+            counter_args.push(seconds_key.to_string().into_bytes());
+            counter_args.push(prefix.clone().into_bytes());
+            for v in [
+                s.sent,
+                s.received,
+                s.gaps,
+                s.duplicates,
+                s.reordered,
+                s.undecodable,
+            ] {
+                counter_args.push(increment(v).to_string().into_bytes());
+            }
+            let hdr_key = keys.of(self.keys.topic(&s.run_id, &s.topic, "hdr"));
+            for (suffix, bytes) in [(HDR_RAW, &s.latency_hdr), (HDR_CORRECTED, &s.corrected_hdr)] {
+                if !bytes.is_empty() {
+                    hdr_ops.push(HdrOp {
+                        key: hdr_key,
+                        field: format!("{prefix}/{suffix}"),
+                        own: bytes.clone(),
+                        expected: None,
+                        value: bytes.clone(),
+                    });
+                }
+            }
+        }
+        let mut set_args: Vec<Vec<u8>> = Vec::new();
+        let mut sets = 0_usize;
+        for (run, topics) in new_topics {
+            let k = keys.of(self.keys.topics(run));
+            for topic in topics {
+                set_args.push(k.to_string().into_bytes());
+                set_args.push(topic.as_bytes().to_vec());
+                sets += 1;
+            }
+        }
+        let mut raw_args: Vec<Vec<u8>> = Vec::new();
+        if let Some(run) = raw_run {
+            for (topic, records) in &part.raw {
+                raw_args.push(
+                    keys.of(self.keys.topic(run, topic, "raw"))
+                        .to_string()
+                        .into_bytes(),
+                );
+                raw_args.push(records.len().to_string().into_bytes());
+                raw_args.extend(records.iter().map(|r| encode_raw(r).into_bytes()));
+            }
+        }
+        let raws = if raw_run.is_some() { part.raw.len() } else { 0 };
+        let marker = marker.map_or(0, |key| keys.of(key));
+
+        for attempt in 0..CAS_ATTEMPTS {
+            if attempt > 1 {
+                // Several writers of one field keep overtaking each other: spread out.
+                tokio::time::sleep(jitter(attempt)).await;
+            }
+            let mut invocation = WRITE_SCRIPT.prepare_invoke();
+            for key in &keys.list {
+                invocation.key(key);
+            }
+            invocation
+                .arg(part.seconds.len())
+                .arg(hdr_ops.len())
+                .arg(sets)
+                .arg(raws)
+                .arg(marker);
+            for a in &counter_args {
+                invocation.arg(a);
+            }
+            for op in &hdr_ops {
+                invocation
+                    .arg(op.key)
+                    .arg(&op.field)
+                    .arg(if op.expected.is_some() { "1" } else { "0" })
+                    .arg(op.expected.as_deref().unwrap_or_default())
+                    .arg(&op.value);
+            }
+            for a in set_args.iter().chain(&raw_args) {
+                invocation.arg(a);
+            }
+            let mut con = self.con.clone();
+            let conflicts: Vec<Vec<u8>> = invocation
+                .invoke_async(&mut con)
+                .await
+                .map_err(|e| self.error(&e))?;
+            if conflicts.is_empty() {
+                return Ok(());
+            }
+            for triple in conflicts.chunks(3) {
+                let [index, state, current] = triple else {
+                    return Err(self.corrupt("unexpected reply of the write script".into()));
+                };
+                let op = std::str::from_utf8(index)
+                    .ok()
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .and_then(|i| hdr_ops.get_mut(i))
+                    .ok_or_else(|| self.corrupt("unexpected reply of the write script".into()))?;
+                if state.as_slice() == b"1" {
+                    op.value = merge_hdr(current, &op.own).map_err(|e| self.corrupt(e))?;
+                    op.expected = Some(current.clone());
+                } else {
+                    op.value = op.own.clone();
+                    op.expected = None;
+                }
+            }
+        }
+        Err(StoreError::Io {
+            url: self.url.clone(),
+            reason: format!(
+                "histograms kept changing under {CAS_ATTEMPTS} write attempts; \
+                 are several writers using the same instance name?"
+            ),
+        })
     }
 }

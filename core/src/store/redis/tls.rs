@@ -1,13 +1,21 @@
-//! The Redis client a store URL describes, TLS included: `rediss://` with the server's CA
-//! (`?ca_file=`), a client certificate for mutual TLS (`&cert_file=&key_file=`) and
-//! `#insecure`, the same choices `--ca-file`, `--cert-file`, `--key-file` and
-//! `--insecure` give for brokers, carried in the URL so one `IOTLOAD_STORE` holds them.
+//! The Redis client a store URL describes, TLS and Redis Cluster included: `rediss://`
+//! with the server's CA (`?ca_file=`), a client certificate for mutual TLS
+//! (`&cert_file=&key_file=`) and `#insecure`, the same choices `--ca-file`, `--cert-file`,
+//! `--key-file` and `--insecure` give for brokers, carried in the URL so one
+//! `IOTLOAD_STORE` holds them; `redis+cluster://h1:p1,h2:p2/` (or `rediss+cluster://`)
+//! for a Redis Cluster reached through any of the nodes listed.
 
 use std::path::Path;
 
-use redis::{ClientTlsConfig, TlsCertificates};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::{ClientTlsConfig, TlsCertificates, TlsMode};
 
 use crate::store::StoreError;
+
+/// How often the cluster client tries a command again after a connection error or while
+/// a shard fails over, before the store's callers (the writer retries batches) see the
+/// error.
+const CLUSTER_RETRIES: u32 = 4;
 
 /// The TLS files a store URL names.
 #[derive(Debug, Default, PartialEq)]
@@ -17,51 +25,121 @@ struct TlsFiles {
     key_file: Option<String>,
 }
 
+/// The client a store URL describes.
+#[derive(Debug)]
+pub(super) enum Client {
+    /// One server.
+    Single(redis::Client),
+    /// A Redis Cluster.
+    Cluster(ClusterClient),
+}
+
 /// Builds the client for `url` (`redacted` is how errors show it). Without TLS options
 /// the URL goes to the client unchanged; with them the files are read here, so a missing
 /// or unreadable file is named before any connection is tried.
-pub(super) fn client(url: &str, redacted: &str) -> Result<redis::Client, StoreError> {
+pub(super) fn client(url: &str, redacted: &str) -> Result<Client, StoreError> {
     let bad = |reason: String| StoreError::BadUrl {
         url: redacted.to_owned(),
         reason,
     };
-    if url.starts_with("rediss://") {
+    if url.starts_with("rediss://") || url.starts_with("rediss+cluster://") {
         // rustls needs one crypto provider for the process; the brokers' TLS uses ring
         // too. Already installed (by an earlier store) is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
-    let (rest, files) = split_tls_options(url).map_err(bad)?;
-    if files == TlsFiles::default() {
-        return redis::Client::open(rest.as_str()).map_err(|e| bad(client_error(&e)));
+    if let Some(nodes) = cluster_nodes(url).map_err(bad)? {
+        return cluster_client(&nodes).map_err(bad).map(Client::Cluster);
     }
-    if !rest.starts_with("rediss://") {
-        return Err(bad(
-            "ca_file, cert_file and key_file are TLS options: write the URL as rediss://…".into(),
+    let (rest, files) = split_tls_options(url).map_err(bad)?;
+    let certificates = certificates(&rest, &files).map_err(bad)?;
+    match certificates {
+        None => redis::Client::open(rest.as_str()),
+        Some(certificates) => redis::Client::build_with_tls(rest.as_str(), certificates),
+    }
+    .map(Client::Single)
+    .map_err(|e| bad(client_error(&e)))
+}
+
+/// The node URLs (`redis://` or `rediss://`, each with the URL's credentials, path,
+/// query and fragment) of a `redis+cluster://` or `rediss+cluster://` URL; `None` for
+/// other URLs.
+fn cluster_nodes(url: &str) -> Result<Option<Vec<String>>, String> {
+    let (scheme, rest) = match url.split_once("://") {
+        Some(("redis+cluster", rest)) => ("redis", rest),
+        Some(("rediss+cluster", rest)) => ("rediss", rest),
+        _ => return Ok(None),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (credentials, hosts) = match authority.rsplit_once('@') {
+        Some((credentials, hosts)) => (format!("{credentials}@"), hosts),
+        None => (String::new(), authority),
+    };
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|host| !host.is_empty())
+        .map(|host| format!("{scheme}://{credentials}{host}{tail}"))
+        .collect();
+    if nodes.is_empty() {
+        return Err(format!(
+            "no nodes: write it as {scheme}+cluster://[:password@]host1:port1,host2:port2/"
         ));
+    }
+    Ok(Some(nodes))
+}
+
+/// The cluster client for `nodes` (node URLs, TLS options still in them).
+fn cluster_client(nodes: &[String]) -> Result<ClusterClient, String> {
+    let mut plain = Vec::with_capacity(nodes.len());
+    let mut files = TlsFiles::default();
+    for node in nodes {
+        let (rest, node_files) = split_tls_options(node)?;
+        plain.push(rest);
+        files = node_files;
+    }
+    let first = plain.first().map(String::as_str).unwrap_or_default();
+    let mut builder =
+        ClusterClientBuilder::new(plain.iter().map(String::as_str)).retries(CLUSTER_RETRIES);
+    if let Some(certificates) = certificates(first, &files)? {
+        builder = builder.certs(certificates);
+        if first.ends_with("#insecure") {
+            builder = builder.tls(TlsMode::Insecure);
+        }
+    }
+    builder.build().map_err(|e| cluster_error(&e))
+}
+
+/// The certificates `files` name, read and checked; `None` when there are none.
+/// `url` is the URL without them, which must then be a TLS one.
+fn certificates(url: &str, files: &TlsFiles) -> Result<Option<TlsCertificates>, String> {
+    if *files == TlsFiles::default() {
+        return Ok(None);
+    }
+    if !url.starts_with("rediss://") {
+        return Err(
+            "ca_file, cert_file and key_file are TLS options: write the URL as rediss://… \
+             (rediss+cluster://… for a cluster)"
+                .into(),
+        );
     }
     let client_tls = match (&files.cert_file, &files.key_file) {
         (Some(cert), Some(key)) => Some(ClientTlsConfig {
-            client_cert: read_pem(cert, "cert_file").map_err(bad)?,
-            client_key: read_pem(key, "key_file").map_err(bad)?,
+            client_cert: read_pem(cert, "cert_file")?,
+            client_key: read_pem(key, "key_file")?,
         }),
         (None, None) => None,
-        (Some(_), None) => {
-            return Err(bad("a client certificate (cert_file) needs key_file".into()));
-        }
-        (None, Some(_)) => return Err(bad("a client key (key_file) needs cert_file".into())),
+        (Some(_), None) => return Err("a client certificate (cert_file) needs key_file".into()),
+        (None, Some(_)) => return Err("a client key (key_file) needs cert_file".into()),
     };
     let root_cert = match &files.ca_file {
-        Some(ca) => Some(read_pem(ca, "ca_file").map_err(bad)?),
+        Some(ca) => Some(read_pem(ca, "ca_file")?),
         None => None,
     };
-    redis::Client::build_with_tls(
-        rest.as_str(),
-        TlsCertificates {
-            client_tls,
-            root_cert,
-        },
-    )
-    .map_err(|e| bad(client_error(&e)))
+    Ok(Some(TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
 }
 
 /// The URL without the TLS options, and the options.
@@ -110,7 +188,16 @@ fn client_error(e: &redis::RedisError) -> String {
     format!(
         "{}; write it as redis://[:password@]host[:port][/db], or rediss://… for TLS \
          (?ca_file=PATH, &cert_file=PATH&key_file=PATH for mutual TLS, #insecure to skip \
-         the check)",
+         the check), or redis+cluster://host1:port1,host2:port2/ for a Redis Cluster",
+        e.detail().unwrap_or(&e.to_string())
+    )
+}
+
+/// The cluster client's complaint, with how to write the URL.
+fn cluster_error(e: &redis::RedisError) -> String {
+    format!(
+        "{}; write it as redis+cluster://[:password@]host1:port1,host2:port2/ \
+         (rediss+cluster://… with ?ca_file=, &cert_file=&key_file=, #insecure for TLS)",
         e.detail().unwrap_or(&e.to_string())
     )
 }
@@ -141,6 +228,40 @@ mod tests {
             (rest.as_str(), files),
             ("redis://h:6379/0", TlsFiles::default())
         );
+    }
+
+    #[test]
+    fn a_cluster_url_names_every_node_with_the_same_options() {
+        assert_eq!(cluster_nodes("redis://h:1/0").unwrap(), None);
+        assert_eq!(
+            cluster_nodes("redis+cluster://:pw@h1:7000,h2:7001/").unwrap(),
+            Some(vec![
+                "redis://:pw@h1:7000/".to_owned(),
+                "redis://:pw@h2:7001/".to_owned()
+            ])
+        );
+        assert_eq!(
+            cluster_nodes("rediss+cluster://h1:7000, h2:7001?ca_file=c#insecure").unwrap(),
+            Some(vec![
+                "rediss://h1:7000?ca_file=c#insecure".to_owned(),
+                "rediss://h2:7001?ca_file=c#insecure".to_owned()
+            ])
+        );
+        assert!(
+            cluster_nodes("redis+cluster:///")
+                .unwrap_err()
+                .contains("no nodes")
+        );
+        assert!(matches!(
+            client("redis+cluster://h1:7000,h2:7001/", "shown"),
+            Ok(Client::Cluster(_))
+        ));
+        match client("redis+cluster://h1:7000/?cert_file=c", "shown") {
+            Err(StoreError::BadUrl { reason, .. }) => {
+                assert!(reason.contains("rediss"), "{reason}")
+            }
+            _ => panic!("TLS options on a plain cluster URL must be refused"),
+        }
     }
 
     #[test]
