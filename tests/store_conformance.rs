@@ -517,3 +517,60 @@ against_every_backend!(
     claimer_processes_split_the_topics,
     a_killed_collectors_topics_return_after_its_lease,
 );
+
+/// A Redis Cluster master killed (SIGKILL) while a store writer streams aggregates to
+/// the cluster: its replica takes over, the writer retries what failed meanwhile, and
+/// every record offered ends up either in the store exactly once or counted in the
+/// writer's report (dropped, unflushed). Nothing is lost without being counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_failover_loses_nothing_silently() {
+    use iotload_core::store::writer::{Record, StoreWriter};
+    const TOPICS: u64 = 60;
+    const SECONDS: u64 = 40;
+    const KILL_AT: u64 = 10;
+    let mut cluster = RedisCluster::start(3, 1)
+        .await
+        .expect("redis cluster starts");
+    let store = open(&cluster.url()).await.unwrap();
+    let run = "failover";
+    let writer = StoreWriter::spawn(store.clone(), run.into(), 100_000);
+    for second in 0..SECONDS {
+        for topic in 0..TOPICS {
+            writer.offer(Record::Second(TopicSecond {
+                run_id: run.into(),
+                topic: format!("device/{topic}"),
+                second: 1_000 + second,
+                instance: "writer".into(),
+                sent: 1,
+                received: 1,
+                latency_hdr: histogram(&[100 + second]),
+                ..TopicSecond::default()
+            }));
+        }
+        if second == KILL_AT {
+            let masters = cluster.master_ports().await.unwrap();
+            cluster.kill(masters[0]).await.unwrap();
+        }
+        // The records' pace (a second's worth every 100 ms), not a synchronisation.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let report = writer.finish(Duration::from_secs(60)).await;
+    let stored = store.seconds(run).await.unwrap();
+    let offered = TOPICS * SECONDS;
+    let stored_received: u64 = stored.iter().map(|s| s.received).sum();
+    eprintln!(
+        "offered {offered}, stored {stored_received} in {} rows; writer: {report:?}",
+        stored.len()
+    );
+    for row in &stored {
+        assert_eq!(row.received, 1, "written once: {row:?}");
+        let hdr = LatencyHistogram::decode(&row.latency_hdr).unwrap();
+        assert_eq!(hdr.len(), 1, "one latency per row: {row:?}");
+    }
+    assert_eq!(
+        stored_received + report.dropped + report.unflushed,
+        offered,
+        "every record is stored or counted as lost: {report:?}\n{}",
+        cluster.log()
+    );
+}

@@ -53,6 +53,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many commands a cluster store has on the way at once when it reads key by key.
 const CLUSTER_READS_IN_FLIGHT: usize = 64;
+/// What to tell a user whose cluster node cannot be reached.
+const CLUSTER_UNREACHABLE_HINT: &str = "are the cluster's nodes up and is every slot served? \
+    While a master fails over (a few seconds) its keys cannot be written; check with \
+    `redis-cli -p PORT cluster info`";
 /// What to tell a user whose server cannot be reached.
 const UNREACHABLE_HINT: &str = "is redis-server running and listening there? \
     Start it with `service redis-server start` (or `redis-server`), or fix the host and port";
@@ -244,9 +248,14 @@ fn map_error(url: &str, e: &RedisError) -> StoreError {
         || e.is_connection_dropped()
         || e.kind() == ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
     {
+        let hint = if url.contains("+cluster://") {
+            CLUSTER_UNREACHABLE_HINT
+        } else {
+            UNREACHABLE_HINT
+        };
         return StoreError::Unreachable {
             url: url.to_owned(),
-            reason: format!("{text}; {UNREACHABLE_HINT}"),
+            reason: format!("{text}; {hint}"),
         };
     }
     StoreError::Io {

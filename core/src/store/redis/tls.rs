@@ -27,6 +27,7 @@ struct TlsFiles {
 
 /// The client a store URL describes.
 #[derive(Debug)]
+#[expect(clippy::large_enum_variant, reason = "one per store, built once")]
 pub(super) enum Client {
     /// One server.
     Single(redis::Client),
