@@ -105,6 +105,7 @@ pub(crate) async fn execute(cli: Cli) -> anyhow::Result<Outcome> {
             plan.run_id = rec.run_id().to_string();
             plan.instance = rec.instance().to_string();
             plan.raw = rec.raw;
+            plan.by_instance = rec.by_instance;
             let claim = a.collect.claim.map(|n| (n, a.collect.claim_timeout));
             let t = open_transport(url, &a.broker)?;
             crate::components::run_collector(t, plan, rec, claim, &a.output, shutdown).await
@@ -258,6 +259,7 @@ async fn run_loop_on<T: Transport, U: Transport>(
     collect_plan.run_id = rec.run_id().to_string();
     collect_plan.instance = rec.instance().to_string();
     collect_plan.raw = rec.raw;
+    collect_plan.by_instance = rec.by_instance;
     if plan.from_fleet_file {
         collect_plan.groups = Some(Arc::new(topic_groups(&plan)));
     }

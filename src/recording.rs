@@ -18,6 +18,8 @@ pub(crate) struct Recording {
     run: RunRecord,
     url: String,
     pub(crate) raw: bool,
+    /// Rows per instance instead of per topic (`--store-by instance`).
+    pub(crate) by_instance: bool,
     pub(crate) lease: Duration,
 }
 
@@ -45,6 +47,7 @@ impl Recording {
             run,
             url: String::new(),
             raw: args.raw,
+            by_instance: args.store_by == iotload_core::args::StoreBy::Instance,
             lease: args.lease,
         };
         if let Some(url) = args.url() {
@@ -110,6 +113,7 @@ impl Recording {
             run_id: self.run.run_id.clone(),
             instance: self.run.instance.clone(),
             lease: self.lease,
+            by_instance: self.by_instance,
         }
     }
 

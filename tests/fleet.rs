@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use iotload_testkit::{MqttBroker, RedisServer};
+use iotload_testkit::{MqttBroker, RedisCluster, RedisServer};
 
 #[tokio::test]
 async fn two_loadgens_and_two_collectors_pair_through_redis_and_results_show_every_topic() {
@@ -218,6 +218,87 @@ async fn results_list_show_and_export_read_what_run_stored_in_sqlite() {
         "{}",
         missing.stderr
     );
+}
+
+/// `--store-by instance` on a Redis Cluster: one row per second for all topics (topic
+/// `*`), read back by `results` and the plotter, adding up to what was sent.
+#[tokio::test]
+async fn rows_per_instance_on_a_redis_cluster_add_up_every_topic() {
+    let cluster = RedisCluster::start(3, 0).await.expect("redis cluster starts");
+    let store = cluster.url();
+    let scratch = Scratch::new();
+    let out = run(&[
+        "run",
+        "--devices",
+        "5",
+        "--rate",
+        "20",
+        "--count",
+        "40",
+        "--qos",
+        "1",
+        "--store",
+        &store,
+        "--store-by",
+        "instance",
+        "--run-id",
+        "by-instance",
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    let csv = run(&[
+        "results",
+        "export",
+        "by-instance",
+        "--store",
+        &store,
+        "--format",
+        "csv",
+    ])
+    .await;
+    assert_eq!(csv.code, 0, "{}", csv.stderr);
+    let rows: Vec<Vec<&str>> = csv
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert!(!rows.is_empty(), "{}", csv.stdout);
+    assert!(rows.iter().all(|r| r[1] == "*"), "{}", csv.stdout);
+    let sum = |column: usize| -> u64 { rows.iter().map(|r| r[column].parse::<u64>().unwrap()).sum() };
+    assert_eq!((sum(4), sum(5)), (200, 200), "sent, received:\n{}", csv.stdout);
+
+    let show = run(&["results", "show", "by-instance", "--store", &store]).await;
+    assert_eq!(show.code, 0, "{}", show.stderr);
+    let row = show
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("* "))
+        .unwrap_or_else(|| panic!("no `*` row:\n{}", show.stdout));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cols[1..3], ["200", "200"], "{row}");
+
+    let jsonl = scratch.path("docs.jsonl");
+    let plot = run(&[
+        "plotter",
+        "--store",
+        &store,
+        "--run",
+        "by-instance",
+        "--jsonl",
+        &jsonl.display().to_string(),
+    ])
+    .await;
+    assert_eq!(plot.code, 0, "{}", plot.stderr);
+    let docs = std::fs::read_to_string(&jsonl).unwrap();
+    let received: u64 = docs
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|d| d["topic"] == "*")
+        .map(|d| d["received"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(received, 200, "{docs}");
 }
 
 #[tokio::test]

@@ -80,6 +80,8 @@ pub struct CollectPlan {
     pub instance: String,
     /// Store every message too.
     pub raw: bool,
+    /// Store one row per second for all topics (topic `*`) instead of one per topic.
+    pub by_instance: bool,
     /// The device group of each topic, when results are broken down by group
     /// (`iotload run --fleet`).
     pub groups: Option<Arc<TopicGroups>>,
@@ -148,6 +150,7 @@ impl CollectorArgs {
             run_id: String::new(),
             instance: String::new(),
             raw: false,
+            by_instance: false,
             groups: None,
         })
     }
@@ -398,7 +401,11 @@ pub async fn collect<S: Subscriber>(
     stop: CancellationToken,
 ) -> CollectReport {
     let backlog = BacklogWatch::start(Duration::from_secs(1));
-    let mut per_topic = TopicSeconds::new(plan.run_id.clone(), plan.instance.clone());
+    let mut per_topic = TopicSeconds::new(
+        plan.run_id.clone(),
+        plan.instance.clone(),
+        plan.by_instance,
+    );
     let offer_all = |done: Vec<TopicSecond>| {
         if let Some(r) = &records {
             for d in done {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use hdrhistogram::Histogram;
 use iotload_core::recorder::{SecondSamples, second_scratch};
-use iotload_core::store::TopicSecond;
+use iotload_core::store::{ALL_TOPICS, TopicSecond};
 
 /// One topic's counters for the second in progress.
 #[derive(Debug, Default)]
@@ -44,19 +44,22 @@ pub(crate) enum Outcome {
     Undecodable,
 }
 
-/// Per-topic accumulators for the current second.
+/// Per-topic accumulators for the current second (one for all topics, named
+/// [`ALL_TOPICS`], when the results are stored per instance).
 pub(crate) struct TopicSeconds {
     run_id: String,
     instance: String,
+    by_instance: bool,
     topics: HashMap<String, Accumulator>,
     scratch: Histogram<u64>,
 }
 
 impl TopicSeconds {
-    pub(crate) fn new(run_id: String, instance: String) -> Self {
+    pub(crate) fn new(run_id: String, instance: String, by_instance: bool) -> Self {
         Self {
             run_id,
             instance,
+            by_instance,
             topics: HashMap::new(),
             scratch: second_scratch(),
         }
@@ -70,6 +73,7 @@ impl TopicSeconds {
         second: u64,
         outcome: Outcome,
     ) -> Option<TopicSecond> {
+        let topic = if self.by_instance { ALL_TOPICS } else { topic };
         let acc = match self.topics.get_mut(topic) {
             Some(acc) => acc,
             None => self.topics.entry(topic.to_string()).or_default(),
@@ -149,7 +153,7 @@ mod tests {
 
     #[test]
     fn a_new_second_finishes_the_previous_one() {
-        let mut t = TopicSeconds::new("r".into(), "i".into());
+        let mut t = TopicSeconds::new("r".into(), "i".into(), false);
         let m = Outcome::Measured {
             raw_us: 100,
             corrected_us: 150,
@@ -167,8 +171,28 @@ mod tests {
     }
 
     #[test]
+    fn by_instance_all_topics_add_up_in_one_row() {
+        let mut t = TopicSeconds::new("r".into(), "i".into(), true);
+        let m = Outcome::Measured {
+            raw_us: 100,
+            corrected_us: 150,
+            new_gaps: 1,
+        };
+        t.add("a", 10, m);
+        t.add("b", 10, m);
+        t.add("c", 10, Outcome::Duplicate);
+        let done = t.flush(None);
+        assert_eq!(done.len(), 1);
+        let row = &done[0];
+        assert_eq!(row.topic, ALL_TOPICS);
+        assert_eq!((row.received, row.gaps, row.duplicates), (3, 2, 1));
+        let hdr = iotload_core::recorder::LatencyHistogram::decode(&row.latency_hdr).unwrap();
+        assert_eq!(hdr.len(), 2);
+    }
+
+    #[test]
     fn flush_keeps_the_current_second() {
-        let mut t = TopicSeconds::new("r".into(), "i".into());
+        let mut t = TopicSeconds::new("r".into(), "i".into(), false);
         t.add("a", 5, Outcome::Undecodable);
         t.add("b", 6, Outcome::Unmeasured { new_gaps: 3 });
         let done = t.flush(Some(6));

@@ -366,6 +366,17 @@ impl StampArgs {
     }
 }
 
+/// How finely the per-second results are stored (`--store-by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum StoreBy {
+    /// A row per topic and second.
+    #[default]
+    Topic,
+    /// A row per instance and second, every topic added up under the topic
+    /// [`crate::store::ALL_TOPICS`].
+    Instance,
+}
+
 /// Where results go and how this instance is named in them.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
@@ -384,6 +395,18 @@ pub struct StoreArgs {
     /// Also store every message: topic, device, seq, intended, sent and receive times.
     #[arg(long, env = "IOTLOAD_RAW")]
     pub raw: bool,
+
+    /// Stored rows: one per topic and second (`topic`), or one per instance and second
+    /// with all its topics added up under the topic `*` (`instance`: for tests with very
+    /// many topics, where per-topic rows would outgrow the store; docs/store.md).
+    #[arg(
+        long,
+        env = "IOTLOAD_STORE_BY",
+        value_enum,
+        value_name = "ROWS",
+        default_value = "topic"
+    )]
+    pub store_by: StoreBy,
 
     /// Records held while the store is slow or down; beyond this they are dropped and the
     /// summary says how many.

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use iotload_core::stamp::now_us;
 use iotload_core::store::writer::{Record, RecordSender};
-use iotload_core::store::{Backend, StoreError, TopicSecond};
+use iotload_core::store::{ALL_TOPICS, Backend, StoreError, TopicSecond};
 use tokio_util::sync::CancellationToken;
 
 use crate::{LoadPlan, LoadStats};
@@ -26,6 +26,8 @@ pub struct Fleet {
     pub instance: String,
     /// Lease of advertisements.
     pub lease: Duration,
+    /// Store one row per second for all topics (topic `*`) instead of one per topic.
+    pub by_instance: bool,
 }
 
 impl Fleet {
@@ -121,6 +123,7 @@ impl Fleet {
         let records = self.records.clone()?;
         let topics = plan.action_topics();
         let (run_id, instance) = (self.run_id.clone(), self.instance.clone());
+        let by_instance = self.by_instance;
         Some(tokio::spawn(async move {
             let mut last = vec![0u64; topics.len()];
             // Tick just after each whole second, so a tick's counts belong to the second
@@ -135,19 +138,30 @@ impl Fleet {
                     _ = tick.tick() => {}
                 }
                 let second = now_us() / 1_000_000 - u64::from(!done);
+                let row = |topic: &str, sent: u64| {
+                    Record::Second(TopicSecond {
+                        run_id: run_id.clone(),
+                        topic: topic.to_owned(),
+                        second,
+                        instance: instance.clone(),
+                        sent,
+                        ..TopicSecond::default()
+                    })
+                };
+                let mut all_sent = 0;
                 for (i, topic) in topics.iter().enumerate() {
                     let now = stats.per_device[i].load(Ordering::Relaxed);
                     if now > last[i] {
-                        records.offer(Record::Second(TopicSecond {
-                            run_id: run_id.clone(),
-                            topic: topic.clone(),
-                            second,
-                            instance: instance.clone(),
-                            sent: now - last[i],
-                            ..TopicSecond::default()
-                        }));
+                        if by_instance {
+                            all_sent += now - last[i];
+                        } else {
+                            records.offer(row(topic, now - last[i]));
+                        }
                         last[i] = now;
                     }
+                }
+                if all_sent > 0 {
+                    records.offer(row(ALL_TOPICS, all_sent));
                 }
             }
         }))

@@ -289,6 +289,9 @@ fn block_start(end: u64, count: u32) -> Option<u32> {
     u32::try_from(end.checked_sub(u64::from(count))?).ok()
 }
 
+/// The topic of rows that add up all of an instance's topics (`--store-by instance`).
+pub const ALL_TOPICS: &str = "*";
+
 /// A store that also coordinates fleets: what `open` returns.
 pub trait Backend: Store + Coordinator {}
 impl<T: Store + Coordinator> Backend for T {}
