@@ -150,7 +150,8 @@ pub(crate) async fn run_collector<T: Transport>(
         .context("claiming topics")?;
         if topics.is_empty() {
             return Err(anyhow!(
-                "no advertised topic could be claimed within {} s: start loadgens with                  --advertise and the same --store, or raise --claim-timeout",
+                "no advertised topic could be claimed within {} s: start loadgens with \
+                 --advertise and the same --store, or raise --claim-timeout",
                 timeout.as_secs()
             ));
         }
