@@ -224,7 +224,9 @@ async fn results_list_show_and_export_read_what_run_stored_in_sqlite() {
 /// `*`), read back by `results` and the plotter, adding up to what was sent.
 #[tokio::test]
 async fn rows_per_instance_on_a_redis_cluster_add_up_every_topic() {
-    let cluster = RedisCluster::start(3, 0).await.expect("redis cluster starts");
+    let cluster = RedisCluster::start(3, 0)
+        .await
+        .expect("redis cluster starts");
     let store = cluster.url();
     let scratch = Scratch::new();
     let out = run(&[
@@ -266,8 +268,14 @@ async fn rows_per_instance_on_a_redis_cluster_add_up_every_topic() {
         .collect();
     assert!(!rows.is_empty(), "{}", csv.stdout);
     assert!(rows.iter().all(|r| r[1] == "*"), "{}", csv.stdout);
-    let sum = |column: usize| -> u64 { rows.iter().map(|r| r[column].parse::<u64>().unwrap()).sum() };
-    assert_eq!((sum(4), sum(5)), (200, 200), "sent, received:\n{}", csv.stdout);
+    let sum =
+        |column: usize| -> u64 { rows.iter().map(|r| r[column].parse::<u64>().unwrap()).sum() };
+    assert_eq!(
+        (sum(4), sum(5)),
+        (200, 200),
+        "sent, received:\n{}",
+        csv.stdout
+    );
 
     let show = run(&["results", "show", "by-instance", "--store", &store]).await;
     assert_eq!(show.code, 0, "{}", show.stderr);

@@ -401,11 +401,8 @@ pub async fn collect<S: Subscriber>(
     stop: CancellationToken,
 ) -> CollectReport {
     let backlog = BacklogWatch::start(Duration::from_secs(1));
-    let mut per_topic = TopicSeconds::new(
-        plan.run_id.clone(),
-        plan.instance.clone(),
-        plan.by_instance,
-    );
+    let mut per_topic =
+        TopicSeconds::new(plan.run_id.clone(), plan.instance.clone(), plan.by_instance);
     let offer_all = |done: Vec<TopicSecond>| {
         if let Some(r) = &records {
             for d in done {

@@ -28,7 +28,8 @@ impl Store for RedisStore {
         if self.con.is_cluster() {
             // Two slots: the instance first, so a listed run always has one; both
             // commands may be repeated.
-            self.query_each::<redis::Value>(&[instance, listed]).await?;
+            self.query_one::<redis::Value>(&instance).await?;
+            self.query_one::<redis::Value>(&listed).await?;
         } else {
             self.idempotent(|mut con| {
                 let (instance, listed) = (&instance, &listed);
