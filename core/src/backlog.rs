@@ -14,7 +14,7 @@
 //! in a pod that is a handful, but with a fleet of processes on one host (20 loadgens and
 //! 20 collectors with 10,000 devices: some 20,000 sockets) one sample took tens of
 //! milliseconds and twenty collectors sampling each second cost more CPU than their
-//! messages. So the pause after a sample is at least [`SAMPLER_SHARE`] times what the
+//! messages. So the pause after a sample is at least 100 times what the
 //! sample took: the sampler stays within 1 % of a core however many sockets there are.
 
 use std::collections::HashSet;

@@ -1,10 +1,11 @@
-//! The Redis backend: results and fleet coordination in one Redis database.
+//! The Redis backend: results and fleet coordination in one Redis database or a Redis
+//! Cluster.
 //!
 //! Every key starts with `iotload:`; the layout is documented in `docs/store.md` so
-//! other tools can read the results. One [`ConnectionManager`] per store multiplexes all
-//! calls over one connection and reconnects by itself after the server went away.
+//! other tools can read the results. One connection (`connection.rs`) per store multiplexes all calls
+//! and reconnects by itself after the server went away.
 //!
-//! Writes are one Lua script call per batch (one round trip): counters are added with
+//! Writes are one Lua script call per batch (one round trip; per topic on a cluster): counters are added with
 //! `HINCRBY`, raw records appended with `RPUSH`, and histograms, which Redis cannot
 //! merge, are written compare-and-set: the script first checks that every histogram
 //! field still holds what the client based its merge on (or is absent) and writes
@@ -14,7 +15,7 @@
 //! withdraw, listing) uses Lua scripts too, so it is atomic across processes.
 //!
 //! On a Redis Cluster (`redis+cluster://h1:p1,h2:p2/`) the keys carry hash tags
-//! ([`keys`]) and a batch is written per topic, each part all or nothing with its own
+//! (`keys.rs`) and a batch is written per topic, each part all or nothing with its own
 //! marker; reads go out per key, concurrently, as the slots spread them.
 //!
 //! Requires Redis 6.2 or newer (`ZADD … LT`).
