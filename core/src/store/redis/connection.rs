@@ -36,10 +36,7 @@ impl Connection {
                     .get_async_connection_with_config(config)
                     .await
                     .map_err(|e| map_error(redacted, &e))?;
-                let _: String = redis::cmd("PING")
-                    .query_async(&mut con)
-                    .await
-                    .map_err(|e| map_error(redacted, &e))?;
+                ping(&mut con, redacted).await?;
                 Ok(Self::Cluster(con))
             }
         }
@@ -79,10 +76,7 @@ async fn open_single(client: redis::Client, redacted: &str) -> Result<Connection
         .get_multiplexed_async_connection_with_config(&probe_config)
         .await
         .map_err(|e| map_error(redacted, &e))?;
-    let _: String = redis::cmd("PING")
-        .query_async(&mut probe)
-        .await
-        .map_err(|e| map_error(redacted, &e))?;
+    ping(&mut probe, redacted).await?;
     drop(probe);
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -93,6 +87,15 @@ async fn open_single(client: redis::Client, redacted: &str) -> Result<Connection
     ConnectionManager::new_with_config(client, config)
         .await
         .map(Connection::Single)
+        .map_err(|e| map_error(redacted, &e))
+}
+
+/// Checks that the server answers `PING` on `con`.
+async fn ping(con: &mut impl ConnectionLike, redacted: &str) -> Result<(), StoreError> {
+    redis::cmd("PING")
+        .query_async::<String>(con)
+        .await
+        .map(drop)
         .map_err(|e| map_error(redacted, &e))
 }
 

@@ -185,9 +185,9 @@ impl RedisStore {
         score.arg(self.keys.runs()).arg(run_id);
         let mut members = redis::cmd("SMEMBERS");
         members.arg(self.keys.topics(run_id));
-        let scored: Vec<Option<f64>> = self.query_each(&[score]).await?;
-        let mut topics: Vec<String> = self.query_each::<Vec<String>>(&[members]).await?.concat();
-        if scored.first().copied().flatten().is_none() && topics.is_empty() {
+        let score: Option<f64> = self.query_one(&score).await?;
+        let mut topics: Vec<String> = self.query_one(&members).await?;
+        if score.is_none() && topics.is_empty() {
             return Err(StoreError::NoSuchRun {
                 url: self.url.clone(),
                 run: run_id.to_owned(),

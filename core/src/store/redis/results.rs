@@ -59,16 +59,17 @@ impl Store for RedisStore {
             return Ok(());
         }
         let merged = self.merge_duplicates(batch)?;
-        let raw_run = match batch.raw.is_empty() {
-            true => None,
-            false => Some(self.batch_run(batch).ok_or_else(|| {
+        let raw_run = if batch.raw.is_empty() {
+            None
+        } else {
+            Some(self.batch_run(batch).ok_or_else(|| {
                 StoreError::Io {
                     url: self.url.clone(),
                     reason: "raw records without a run: call put_run first or send them with the \
                          run's aggregates"
                         .into(),
                 }
-            })?),
+            })?)
         };
         let mut raw_by_topic: BTreeMap<&str, Vec<&RawRecord>> = BTreeMap::new();
         for (topic, r) in &batch.raw {
@@ -122,7 +123,7 @@ impl Store for RedisStore {
     async fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         let mut listed = redis::cmd("ZREVRANGE");
         listed.arg(self.keys.runs()).arg(0).arg(-1);
-        let ids: Vec<String> = self.query_each::<Vec<String>>(&[listed]).await?.concat();
+        let ids: Vec<String> = self.query_one(&listed).await?;
         let instances: Vec<redis::Cmd> = ids
             .iter()
             .map(|id| {
@@ -363,7 +364,6 @@ impl RedisStore {
                 raw_args.extend(records.iter().map(|r| encode_raw(r).into_bytes()));
             }
         }
-        let raws = if raw_run.is_some() { part.raw.len() } else { 0 };
         let marker = marker.map_or(0, |key| keys.of(key));
 
         for attempt in 0..CAS_ATTEMPTS {
@@ -379,7 +379,7 @@ impl RedisStore {
                 .arg(part.seconds.len())
                 .arg(hdr_ops.len())
                 .arg(sets)
-                .arg(raws)
+                .arg(part.raw.len())
                 .arg(marker);
             for a in &counter_args {
                 invocation.arg(a);
