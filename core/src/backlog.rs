@@ -14,8 +14,9 @@
 //! in a pod that is a handful, but with a fleet of processes on one host (20 loadgens and
 //! 20 collectors with 10,000 devices: some 20,000 sockets) one sample took tens of
 //! milliseconds and twenty collectors sampling each second cost more CPU than their
-//! messages. So the pause after a sample is at least 100 times what the
-//! sample took: the sampler stays within 1 % of a core however many sockets there are.
+//! messages. So the pause after a sample is at least 100 times the CPU time the sample
+//! took (its thread's clock: a process held back by a CPU limit still samples every
+//! period): the sampler stays within 1 % of a core however many sockets there are.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 /// waits in the broker. A receiver keeping up leaves a few kilobytes at most.
 pub const BEHIND_BYTES: u64 = 64 * 1024;
 
-/// A sample that took `t` is followed by a pause of at least `SAMPLER_SHARE × t`.
+/// A sample that took `t` of CPU is followed by a pause of at least `SAMPLER_SHARE × t`.
 const SAMPLER_SHARE: u32 = 100;
 
 /// The pause after a sample that took `took`, sampling every `period` where that is cheap.
@@ -107,7 +108,7 @@ impl BacklogWatch {
                 .spawn(move || {
                     let mut previous = Instant::now();
                     while !stop.load(Ordering::Acquire) {
-                        let started = Instant::now();
+                        let cpu_before = crate::cpu_meter::thread_cpu_nanos();
                         let Some(bytes) = unread_tcp_bytes() else {
                             return;
                         };
@@ -118,7 +119,8 @@ impl BacklogWatch {
                             behind_ms.fetch_add(ms, Ordering::Relaxed);
                         }
                         previous = now;
-                        std::thread::park_timeout(pause_after(period, now - started));
+                        let took = crate::cpu_meter::thread_cpu_nanos().saturating_sub(cpu_before);
+                        std::thread::park_timeout(pause_after(period, Duration::from_nanos(took)));
                     }
                 })
                 .ok()

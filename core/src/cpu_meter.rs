@@ -72,7 +72,7 @@ impl<F: Future> Future for Metered<F> {
 }
 
 /// CPU time of the calling thread, ns (0 where the platform has no thread clock).
-fn thread_cpu_nanos() -> u64 {
+pub(crate) fn thread_cpu_nanos() -> u64 {
     use nix::time::{ClockId, clock_gettime};
     match clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID) {
         Ok(t) => (t.tv_sec() as u64)
