@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, anyhow};
 use clap::{Args, Subcommand};
 use iotload_core::recorder::LatencyHistogram;
-use iotload_core::store::{Backend, RunRecord};
+use iotload_core::store::{Backend, RunRecord, TopicSecond};
 use plotter::aggregate::Cell;
 
 /// Options of `iotload results`.
@@ -91,14 +91,33 @@ pub(crate) async fn execute(args: ResultsArgs) -> anyhow::Result<()> {
                 _ => format,
             };
             let run = resolve_run(store.as_ref(), &run).await?;
-            let mut text = Vec::new();
-            export(store.as_ref(), &run, &format, raw, &mut text).await?;
-            match out {
-                Some(path) => std::fs::write(&path, text)
-                    .with_context(|| format!("cannot write {}", path.display()))?,
-                None => std::io::stdout().write_all(&text)?,
+            let Some(path) = out else {
+                let mut w = std::io::BufWriter::new(std::io::stdout());
+                export(store.as_ref(), &run, &format, raw, &mut w).await?;
+                w.flush()?;
+                return Ok(());
+            };
+            // Written beside the target and moved over it once complete, so a failed
+            // export leaves no half file under the name asked for.
+            let mut partial = path.clone().into_os_string();
+            partial.push(".partial");
+            let partial = PathBuf::from(partial);
+            let file = std::fs::File::create(&partial)
+                .with_context(|| format!("cannot write {}", partial.display()))?;
+            let mut w = std::io::BufWriter::new(file);
+            let written = match export(store.as_ref(), &run, &format, raw, &mut w).await {
+                Ok(()) => w
+                    .flush()
+                    .with_context(|| format!("cannot write {}", partial.display())),
+                Err(e) => Err(e),
+            };
+            drop(w);
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&partial);
+                return Err(e);
             }
-            Ok(())
+            std::fs::rename(&partial, &path)
+                .with_context(|| format!("cannot write {}", path.display()))
         }
     }
 }
@@ -260,7 +279,7 @@ async fn export(
     run: &str,
     format: &str,
     raw: bool,
-    out: &mut Vec<u8>,
+    out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
     if raw {
         let rows = store.raw(run).await?;
@@ -271,7 +290,7 @@ async fn export(
                     .map(|(topic, r)| serde_json::json!({ "topic": topic, "record": r }))
                     .collect();
                 serde_json::to_writer_pretty(&mut *out, &items)?;
-                out.push(b'\n');
+                out.write_all(b"\n")?;
             }
             "csv" => {
                 let mut w = csv::Writer::from_writer(out);
@@ -303,7 +322,8 @@ async fn export(
         }
         return Ok(());
     }
-    let seconds = store.seconds(run).await?;
+    // The aggregates a time slice at a time (memory follows the slice, not the run),
+    // each slice in order of second, topic, instance.
     match format {
         "json" => {
             let runs: Vec<RunRecord> = store
@@ -312,25 +332,29 @@ async fn export(
                 .into_iter()
                 .filter(|r| r.run_id == run)
                 .collect();
-            let items: Vec<serde_json::Value> = seconds
-                .iter()
-                .map(|s| {
+            out.write_all(b"{\n\"runs\": ")?;
+            serde_json::to_writer_pretty(&mut *out, &runs)?;
+            out.write_all(b",\n\"seconds\": [")?;
+            let mut first = true;
+            each_slice(store, run, |rows| {
+                for s in rows {
                     let latency =
                         LatencyHistogram::decode_stored(&s.latency_hdr).unwrap_or_default();
                     let corrected =
                         LatencyHistogram::decode_stored(&s.corrected_hdr).unwrap_or_default();
-                    serde_json::json!({
+                    let item = serde_json::json!({
                         "second": s,
                         "latency_ms": latency.stats_ms(),
                         "latency_corrected_ms": corrected.stats_ms(),
-                    })
-                })
-                .collect();
-            serde_json::to_writer_pretty(
-                &mut *out,
-                &serde_json::json!({ "runs": runs, "seconds": items }),
-            )?;
-            out.push(b'\n');
+                    });
+                    out.write_all(if first { b"\n  " } else { b",\n  " })?;
+                    first = false;
+                    serde_json::to_writer(&mut *out, &item)?;
+                }
+                Ok(())
+            })
+            .await?;
+            out.write_all(b"\n]}\n")?;
         }
         "csv" => {
             let mut w = csv::Writer::from_writer(out);
@@ -353,29 +377,33 @@ async fn export(
                 "corrected_p50_ms",
                 "corrected_p99_ms",
             ])?;
-            for s in &seconds {
-                let l = LatencyHistogram::decode_stored(&s.latency_hdr)?.stats_ms();
-                let c = LatencyHistogram::decode_stored(&s.corrected_hdr)?.stats_ms();
-                w.write_record([
-                    s.run_id.clone(),
-                    s.topic.clone(),
-                    s.second.to_string(),
-                    s.instance.clone(),
-                    s.sent.to_string(),
-                    s.received.to_string(),
-                    s.gaps.to_string(),
-                    s.duplicates.to_string(),
-                    s.reordered.to_string(),
-                    s.undecodable.to_string(),
-                    l.count.to_string(),
-                    l.p50.to_string(),
-                    l.p90.to_string(),
-                    l.p99.to_string(),
-                    l.max.to_string(),
-                    c.p50.to_string(),
-                    c.p99.to_string(),
-                ])?;
-            }
+            each_slice(store, run, |rows| {
+                for s in rows {
+                    let l = LatencyHistogram::decode_stored(&s.latency_hdr)?.stats_ms();
+                    let c = LatencyHistogram::decode_stored(&s.corrected_hdr)?.stats_ms();
+                    w.write_record([
+                        s.run_id.clone(),
+                        s.topic.clone(),
+                        s.second.to_string(),
+                        s.instance.clone(),
+                        s.sent.to_string(),
+                        s.received.to_string(),
+                        s.gaps.to_string(),
+                        s.duplicates.to_string(),
+                        s.reordered.to_string(),
+                        s.undecodable.to_string(),
+                        l.count.to_string(),
+                        l.p50.to_string(),
+                        l.p90.to_string(),
+                        l.p99.to_string(),
+                        l.max.to_string(),
+                        c.p50.to_string(),
+                        c.p99.to_string(),
+                    ])?;
+                }
+                Ok(())
+            })
+            .await?;
             w.flush()?;
         }
         _ => {
@@ -387,22 +415,47 @@ async fn export(
                 "iotload run {run}: latency in µs, one interval per topic and second"
             ));
             builder.with_max_value_divisor(1000.0);
-            let mut log = builder.begin_log_with(out, &mut serializer)?;
-            for s in &seconds {
-                let h = LatencyHistogram::decode_stored(&s.latency_hdr)?;
-                if h.is_empty() {
-                    continue;
+            let mut out = out;
+            let mut log = builder.begin_log_with(&mut out, &mut serializer)?;
+            each_slice(store, run, |rows| {
+                for s in rows {
+                    let h = LatencyHistogram::decode_stored(&s.latency_hdr)?;
+                    if h.is_empty() {
+                        continue;
+                    }
+                    let tag_text = plotter::export::interval_log_tag(&s.topic);
+                    log.write_histogram(
+                        h.inner(),
+                        std::time::Duration::from_secs(s.second),
+                        std::time::Duration::from_secs(1),
+                        Tag::new(&tag_text),
+                    )
+                    .map_err(|e| anyhow!("writing the interval log: {e:?}"))?;
                 }
-                let tag_text = plotter::export::interval_log_tag(&s.topic);
-                log.write_histogram(
-                    h.inner(),
-                    std::time::Duration::from_secs(s.second),
-                    std::time::Duration::from_secs(1),
-                    Tag::new(&tag_text),
-                )
-                .map_err(|e| anyhow!("writing the interval log: {e:?}"))?;
-            }
+                Ok(())
+            })
+            .await?;
         }
+    }
+    Ok(())
+}
+
+/// Calls `each` with the aggregates of run `run`, a time slice at a time in order, each
+/// slice sorted by second, topic and instance.
+async fn each_slice(
+    store: &dyn Backend,
+    run: &str,
+    mut each: impl FnMut(&[TopicSecond]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let Some(extent) = store.extent(run).await? else {
+        return Ok(());
+    };
+    for (from, to) in extent.slices(plotter::ROWS_PER_SLICE) {
+        let mut rows = store.seconds_between(run, from, to).await?;
+        rows.sort_by(|a, b| {
+            (a.second, &a.topic, &a.instance).cmp(&(b.second, &b.topic, &b.instance))
+        });
+        each(&rows)?;
     }
     Ok(())
 }

@@ -194,6 +194,104 @@ async fn round_trip(subject: Subject) {
     );
 }
 
+/// A run read a time slice at a time: the extent names every topic and the first and
+/// last second, each slice holds exactly its seconds' rows (several writers, a gap, a
+/// topic that starts late, a second written twice), and the slices add up to the run.
+async fn time_slices_add_up_to_the_run(subject: Subject) {
+    let store = open(&subject.url).await.expect("store opens");
+    let run = RunRecord {
+        run_id: "ts".into(),
+        component: "collector".into(),
+        instance: "c/1".into(),
+        started_us: 1,
+        ended_us: 0,
+        tool_version: "0.1.0".into(),
+        broker: "mqtt://127.0.0.1:1883".into(),
+        config: serde_json::Value::Null,
+    };
+    store.put_run(&run).await.unwrap();
+    assert_eq!(store.extent("ts").await.unwrap(), None, "no rows yet");
+    let row = |topic: &str, second: u64, instance: &str, received: u64| TopicSecond {
+        run_id: "ts".into(),
+        topic: topic.into(),
+        second,
+        instance: instance.into(),
+        sent: 0,
+        received,
+        latency_hdr: histogram(&[received * 100]),
+        ..TopicSecond::default()
+    };
+    // Topic a: seconds 1000..=1009 by c/1, 1005..=1012 by c2 (1003 missing: a gap);
+    // topic b from 1008 only. Second 1001 of a is written twice.
+    let mut rows = Vec::new();
+    for second in (1000..=1009).filter(|s| *s != 1003) {
+        rows.push(row("a", second, "c/1", second - 999));
+    }
+    for second in 1005..=1012 {
+        rows.push(row("a", second, "c2", 1));
+    }
+    for second in 1008..=1012 {
+        rows.push(row("b", second, "c/1", 2));
+    }
+    for chunk in rows.chunks(7) {
+        store
+            .write(&Batch {
+                id: 0,
+                run_id: "ts".into(),
+                seconds: chunk.to_vec(),
+                raw: vec![],
+            })
+            .await
+            .unwrap();
+    }
+    store
+        .write(&Batch {
+            id: 0,
+            run_id: "ts".into(),
+            seconds: vec![row("a", 1001, "c/1", 10)],
+            raw: vec![],
+        })
+        .await
+        .unwrap();
+    let extent = store.extent("ts").await.unwrap().unwrap();
+    assert_eq!(
+        (extent.topics.clone(), extent.first, extent.last),
+        (vec!["a".to_string(), "b".to_string()], 1000, 1012)
+    );
+    let key = |r: &TopicSecond| (r.second, r.topic.clone(), r.instance.clone(), r.received);
+    let mut whole: Vec<_> = store.seconds("ts").await.unwrap().iter().map(key).collect();
+    whole.sort();
+    assert_eq!(whole.len(), rows.len());
+    assert!(
+        whole.contains(&(1001, "a".into(), "c/1".into(), 12)),
+        "{whole:?}"
+    );
+    // Slices of 2 topic-seconds: one second each; of 5: two seconds; the whole run.
+    for per_slice in [2, 5, 1_000] {
+        let mut sliced = Vec::new();
+        for (from, to) in extent.slices(per_slice) {
+            let slice = store.seconds_between("ts", from, to).await.unwrap();
+            assert!(
+                slice.iter().all(|r| (from..=to).contains(&r.second)),
+                "slice {from}..={to}: {slice:?}"
+            );
+            sliced.extend(slice.iter().map(key));
+        }
+        sliced.sort();
+        assert_eq!(sliced, whole, "slices of {per_slice} rows");
+    }
+    let gap = store.seconds_between("ts", 1003, 1003).await.unwrap();
+    assert!(gap.is_empty(), "{gap:?}");
+    let late = store.seconds_between("ts", 1011, 1100).await.unwrap();
+    assert_eq!(late.len(), 4, "{late:?}");
+    let h = LatencyHistogram::decode(&late[0].latency_hdr).unwrap();
+    assert_eq!(h.len(), 1, "histograms come with the slice");
+    assert!(matches!(
+        store.extent("nope").await,
+        Err(iotload_core::store::StoreError::NoSuchRun { .. })
+    ));
+}
+
 async fn every_topic_is_claimed_exactly_once(subject: Subject) {
     let lease = Duration::from_secs(30);
     let mut advertisers = tokio::task::JoinSet::new();
@@ -512,6 +610,7 @@ macro_rules! against_every_backend {
 against_every_backend!(
     device_blocks_are_disjoint,
     round_trip,
+    time_slices_add_up_to_the_run,
     every_topic_is_claimed_exactly_once,
     a_dead_claimers_topics_are_claimable_after_its_lease,
     claimer_processes_split_the_topics,

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 pub use iotload_core::loss::MessageCounts;
 use iotload_core::recorder::{HistogramDecodeError, LatencyHistogram, LatencyStats};
-use iotload_core::store::TopicSecond;
+use iotload_core::store::{RunExtent, TopicSecond};
 use serde::Serialize;
 
 /// A stored histogram that cannot be read.
@@ -156,36 +156,100 @@ impl RunAggregate {
     }
 }
 
-/// Aggregates one run's rows (in any order). `each` is called once per (second, topic)
-/// of the dense grid, seconds in order and topics in order within a second; what it
-/// returns stops the aggregation when it is an error.
+/// Aggregates one run's rows (in any order) in one go. `each` is called once per (second,
+/// topic) of the dense grid, seconds in order and topics in order within a second; what
+/// it returns stops the aggregation when it is an error.
 pub fn aggregate<E>(
     run_id: &str,
-    mut rows: Vec<TopicSecond>,
-    mut each: impl FnMut(TopicSecondStats<'_>) -> Result<(), E>,
+    rows: Vec<TopicSecond>,
+    each: impl FnMut(TopicSecondStats<'_>) -> Result<(), E>,
 ) -> Result<RunAggregate, E>
 where
     E: From<AggregateError>,
 {
-    rows.sort_by(|a, b| (a.second, &a.topic, &a.instance).cmp(&(b.second, &b.topic, &b.instance)));
-    let mut topics: BTreeMap<String, Cell> = BTreeMap::new();
-    for r in &rows {
-        if !topics.contains_key(&r.topic) {
-            topics.insert(r.topic.clone(), Cell::default());
+    let extent = RunExtent::of(&rows);
+    let mut run = RunAggregator::new(run_id, extent.as_ref());
+    if let Some(extent) = &extent {
+        run.add_slice(rows, extent.last, each)?;
+    }
+    Ok(run.finish())
+}
+
+/// Aggregates one run a time slice at a time, so memory follows the slice and the
+/// number of topics, never the run's length: the per-topic and whole-run cells grow
+/// with each slice, each second is finished (and handed to `each`) within its slice.
+#[derive(Debug, Clone)]
+pub struct RunAggregator {
+    run_id: String,
+    /// Every topic, in order: each gets a cell in every second.
+    names: Vec<String>,
+    topics: BTreeMap<String, Cell>,
+    seconds: Vec<SecondStats>,
+    total: Cell,
+    /// The next second to finish.
+    next: u64,
+    /// The last second of the run.
+    last: u64,
+    /// Whether the run has any rows.
+    any: bool,
+}
+
+impl RunAggregator {
+    /// An aggregator for a run spanning `extent` (`None`: no rows).
+    pub fn new(run_id: &str, extent: Option<&RunExtent>) -> Self {
+        let names: Vec<String> = extent.map(|x| x.topics.clone()).unwrap_or_default();
+        Self {
+            run_id: run_id.to_string(),
+            topics: names.iter().map(|n| (n.clone(), Cell::default())).collect(),
+            names,
+            seconds: Vec::new(),
+            total: Cell::default(),
+            next: extent.map_or(0, |x| x.first),
+            last: extent.map_or(0, |x| x.last),
+            any: extent.is_some(),
         }
     }
-    let names: Vec<String> = topics.keys().cloned().collect();
-    let (first, last) = match (rows.first(), rows.last()) {
-        (Some(a), Some(b)) => (a.second, b.second),
-        _ => (0, 0),
-    };
-    let mut seconds = Vec::new();
-    let mut total = Cell::default();
-    let mut i = 0;
-    if !rows.is_empty() {
-        for second in first..=last {
+
+    /// The next second [`RunAggregator::add_slice`] will finish.
+    pub fn next_second(&self) -> u64 {
+        self.next
+    }
+
+    /// Adds the rows of the seconds from the next unfinished one through `to` (rows of
+    /// other seconds are not this slice's and are left out) and finishes those seconds,
+    /// calling `each` per (second, topic) as [`aggregate`] does. A topic first seen here
+    /// gets its cells from here on.
+    pub fn add_slice<E>(
+        &mut self,
+        mut rows: Vec<TopicSecond>,
+        to: u64,
+        mut each: impl FnMut(TopicSecondStats<'_>) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        E: From<AggregateError>,
+    {
+        if !self.any {
+            return Ok(());
+        }
+        let (from, to) = (self.next, to.min(self.last));
+        if to < from {
+            return Ok(());
+        }
+        rows.retain(|r| (from..=to).contains(&r.second));
+        rows.sort_by(|a, b| {
+            (a.second, &a.topic, &a.instance).cmp(&(b.second, &b.topic, &b.instance))
+        });
+        for r in &rows {
+            if !self.topics.contains_key(&r.topic) {
+                self.topics.insert(r.topic.clone(), Cell::default());
+                let at = self.names.partition_point(|n| *n < r.topic);
+                self.names.insert(at, r.topic.clone());
+            }
+        }
+        let mut i = 0;
+        for second in from..=to {
             let mut all = Cell::default();
-            for name in &names {
+            for name in &self.names {
                 let mut cell = Cell::default();
                 let mut instances = Vec::new();
                 while let Some(row) = rows
@@ -197,7 +261,7 @@ where
                     i += 1;
                 }
                 all.add(&cell);
-                if let Some(t) = topics.get_mut(name) {
+                if let Some(t) = self.topics.get_mut(name) {
                     t.add(&cell);
                 }
                 each(TopicSecondStats {
@@ -209,19 +273,25 @@ where
                     corrected: &cell.corrected,
                 })?;
             }
-            total.add(&all);
-            seconds.push(SecondStats {
+            self.total.add(&all);
+            self.seconds.push(SecondStats {
                 second,
                 stats: all.stats(),
             });
         }
+        self.next = to.saturating_add(1);
+        Ok(())
     }
-    Ok(RunAggregate {
-        run_id: run_id.to_string(),
-        seconds,
-        topics,
-        total,
-    })
+
+    /// The run's aggregates from the seconds finished so far.
+    pub fn finish(self) -> RunAggregate {
+        RunAggregate {
+            run_id: self.run_id,
+            seconds: self.seconds,
+            topics: self.topics,
+            total: self.total,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -292,6 +362,81 @@ mod tests {
         assert_eq!(agg.total.counts.received, 4);
         assert_eq!(agg.total.latency.len(), 4);
         assert_eq!(agg.total.corrected.len(), 4);
+    }
+
+    #[test]
+    fn slices_give_what_the_whole_run_gives() {
+        let rows = vec![
+            row("b", 12, "i1", 1, &[3_000]),
+            row("a", 10, "i2", 2, &[1_000, 2_000]),
+            row("a", 10, "i1", 1, &[4_000]),
+            row("c", 13, "i1", 5, &[9_000]),
+            row("a", 15, "i1", 1, &[7_000]),
+        ];
+        let cells = |docs: &mut Vec<(u64, String, CellStats)>, d: TopicSecondStats<'_>| {
+            docs.push((d.second, d.topic.to_string(), d.stats));
+            Ok::<(), Failed>(())
+        };
+        let mut whole_docs = Vec::new();
+        let whole = aggregate::<Failed>("r", rows.clone(), |d| cells(&mut whole_docs, d)).unwrap();
+        let extent = RunExtent::of(&rows).unwrap();
+        for per_slice in [1, 3, 6, 100] {
+            let mut docs = Vec::new();
+            let mut run = RunAggregator::new("r", Some(&extent));
+            for (from, to) in extent.slices(per_slice) {
+                let slice = rows
+                    .iter()
+                    .filter(|r| (from..=to).contains(&r.second))
+                    .cloned()
+                    .collect();
+                run.add_slice::<Failed>(slice, to, |d| cells(&mut docs, d))
+                    .unwrap();
+            }
+            let sliced = run.finish();
+            assert_eq!(docs, whole_docs, "{per_slice} rows a slice");
+            assert_eq!(sliced.seconds, whole.seconds);
+            assert_eq!(sliced.total.stats(), whole.total.stats());
+            let stats = |a: &RunAggregate| -> Vec<(String, CellStats)> {
+                a.topics
+                    .iter()
+                    .map(|(t, c)| (t.clone(), c.stats()))
+                    .collect()
+            };
+            assert_eq!(stats(&sliced), stats(&whole));
+        }
+        // 6 seconds × 3 topics, dense.
+        assert_eq!(whole_docs.len(), 18);
+    }
+
+    #[test]
+    fn a_topic_first_seen_in_a_later_slice_joins_from_there() {
+        let extent = RunExtent {
+            topics: vec!["a".into()],
+            first: 10,
+            last: 11,
+        };
+        let mut run = RunAggregator::new("r", Some(&extent));
+        let mut docs = Vec::new();
+        run.add_slice::<Failed>(vec![row("a", 10, "i", 1, &[1])], 10, |d| {
+            docs.push((d.second, d.topic.to_string()));
+            Ok(())
+        })
+        .unwrap();
+        run.add_slice::<Failed>(
+            vec![row("b", 11, "i", 1, &[1]), row("b", 99, "i", 1, &[1])],
+            11,
+            |d| {
+                docs.push((d.second, d.topic.to_string()));
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(docs, [(10, "a".into()), (11, "a".into()), (11, "b".into())]);
+        let agg = run.finish();
+        assert_eq!(
+            agg.topics["b"].counts.received, 1,
+            "second 99 is past the run"
+        );
     }
 
     #[test]

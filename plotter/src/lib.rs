@@ -21,9 +21,9 @@ pub mod report;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use iotload_core::store::{RunRecord, Store, StoreError};
+use iotload_core::store::{RunExtent, RunRecord, Store, StoreError, TopicSecond};
 
-use crate::aggregate::{AggregateError, aggregate};
+use crate::aggregate::{AggregateError, RunAggregator};
 use crate::charts::ChartError;
 use crate::document::Document;
 use crate::elasticsearch::{BulkDocument, ElasticsearchArgs, ElasticsearchError, Shipper};
@@ -184,10 +184,15 @@ pub async fn run(args: &PlotterArgs) -> Result<Vec<RunOutput>, PlotterError> {
     let mut outputs = Vec::new();
     let mut reports = Vec::new();
     for id in ids {
-        let rows = store.seconds(&id).await?;
         let indexed_before = shipper.as_ref().map_or(0, Shipper::indexed);
-        let (aggregate, documents, back) =
-            aggregate_run(&id, rows, exports.take(), shipper.as_mut(), &args.es).await?;
+        let (aggregate, documents, back) = aggregate_run(
+            store.as_ref(),
+            &id,
+            exports.take(),
+            shipper.as_mut(),
+            &args.es,
+        )
+        .await?;
         exports = back;
         outputs.push(RunOutput {
             run_id: id.clone(),
@@ -217,49 +222,76 @@ pub async fn run(args: &PlotterArgs) -> Result<Vec<RunOutput>, PlotterError> {
     Ok(outputs)
 }
 
-/// Aggregates one run on a blocking thread, writing its cells to the export files there
-/// and handing documents to the Elasticsearch shipper here, so aggregation and indexing
-/// overlap and memory stays bounded by a bulk batch.
+/// How many stored rows a reader holds at once: one time slice of a run, so memory does
+/// not grow with the run's length (about 0.5 KB a row; a slice spans this many
+/// topic-seconds, at least one second and at most an hour).
+pub const ROWS_PER_SLICE: u64 = 20_000;
+
+/// Reads one run slice by slice and aggregates it on a blocking thread, writing its
+/// cells to the export files there and handing documents to the Elasticsearch shipper
+/// here, so reading, aggregation and indexing overlap and memory stays bounded by a slice
+/// and a bulk batch.
 async fn aggregate_run(
+    store: &dyn Store,
     id: &str,
-    rows: Vec<iotload_core::store::TopicSecond>,
     mut exports: Option<Exports>,
     shipper: Option<&mut Shipper>,
     es: &ElasticsearchArgs,
 ) -> Result<(aggregate::RunAggregate, u64, Option<Exports>), PlotterError> {
+    let extent = store.extent(id).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<BulkDocument>(4096);
+    // One slice read ahead while the previous one is aggregated.
+    let (slice_tx, mut slice_rx) = tokio::sync::mpsc::channel::<(Vec<TopicSecond>, u64)>(1);
     let want_es = shipper.is_some();
     let prefix = es.elasticsearch_index.clone();
     let run_id = id.to_string();
+    let task_extent = extent.clone();
     let task = tokio::task::spawn_blocking(move || {
         let mut documents = 0u64;
         let want_files = exports.as_ref().is_some_and(Exports::any);
-        let mut progress = Progress::new(&run_id, &rows);
-        let result = aggregate::<PlotterError>(&run_id, rows, |cell| {
-            progress.at(cell.second);
-            if !want_files && !want_es {
-                return Ok(());
-            }
-            let json = serde_json::to_string(&Document::new(&run_id, &cell))
-                .map_err(|e| PlotterError::Encode(e.to_string()))?;
-            if let Some(x) = exports.as_mut() {
-                x.cell(&run_id, &cell, &json)?;
-            }
-            if want_es {
-                let doc = BulkDocument::new(&prefix, &run_id, cell.second, cell.topic, json);
-                // A closed channel means the shipper failed; its error is the one reported.
-                tx.blocking_send(doc).map_err(|_| PlotterError::Stopped)?;
-            }
-            documents += 1;
-            Ok(())
-        });
+        let mut progress = Progress::new(&run_id, task_extent.as_ref());
+        let mut run = RunAggregator::new(&run_id, task_extent.as_ref());
+        while let Some((rows, to)) = slice_rx.blocking_recv() {
+            run.add_slice::<PlotterError>(rows, to, |cell| {
+                progress.at(cell.second);
+                if !want_files && !want_es {
+                    return Ok(());
+                }
+                let json = serde_json::to_string(&Document::new(&run_id, &cell))
+                    .map_err(|e| PlotterError::Encode(e.to_string()))?;
+                if let Some(x) = exports.as_mut() {
+                    x.cell(&run_id, &cell, &json)?;
+                }
+                if want_es {
+                    let doc = BulkDocument::new(&prefix, &run_id, cell.second, cell.topic, json);
+                    // A closed channel means the shipper failed; its error is the one reported.
+                    tx.blocking_send(doc).map_err(|_| PlotterError::Stopped)?;
+                }
+                documents += 1;
+                Ok(())
+            })?;
+        }
         drop(tx);
-        if let (Ok(_), Some(x)) = (&result, exports.as_mut()) {
+        if let Some(x) = exports.as_mut() {
             x.end_run(&run_id)?;
         }
-        result.map(|a| (a, documents, exports))
+        Ok::<_, PlotterError>((run.finish(), documents, exports))
     });
-    if let Some(s) = shipper {
+    let read = async {
+        for (from, to) in extent.iter().flat_map(|x| x.slices(ROWS_PER_SLICE)) {
+            let rows = store.seconds_between(id, from, to).await?;
+            if slice_tx.send((rows, to)).await.is_err() {
+                // The aggregation stopped; its error is the one reported.
+                break;
+            }
+        }
+        drop(slice_tx);
+        Ok::<(), PlotterError>(())
+    };
+    let ship = async {
+        let Some(s) = shipper else {
+            return Ok(());
+        };
         let shipped = async {
             while let Some(doc) = rx.recv().await {
                 s.push(doc).await?;
@@ -267,14 +299,17 @@ async fn aggregate_run(
             s.flush().await
         }
         .await;
-        if let Err(e) = shipped {
-            drop(rx);
-            let _ = task.await;
-            return Err(e.into());
-        }
-    }
-    task.await
-        .map_err(|e| PlotterError::Encode(format!("aggregation thread failed: {e}")))?
+        // On failure the aggregation stops at its next document.
+        drop(rx);
+        shipped.map_err(PlotterError::from)
+    };
+    let (read, ship) = tokio::join!(read, ship);
+    let aggregated = task
+        .await
+        .map_err(|e| PlotterError::Encode(format!("aggregation thread failed: {e}")));
+    read?;
+    ship?;
+    aggregated?
 }
 
 /// A line on stderr every 5 s while a long run is aggregated (short runs stay silent).
@@ -289,9 +324,8 @@ struct Progress<'a> {
 impl<'a> Progress<'a> {
     const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-    fn new(run_id: &'a str, rows: &[iotload_core::store::TopicSecond]) -> Self {
-        let first = rows.iter().map(|r| r.second).min().unwrap_or(0);
-        let last = rows.iter().map(|r| r.second).max().unwrap_or(0);
+    fn new(run_id: &'a str, extent: Option<&RunExtent>) -> Self {
+        let (first, last) = extent.map_or((0, 0), |x| (x.first, x.last));
         Self {
             run_id,
             first,
@@ -346,8 +380,13 @@ pub async fn run_aggregate(
     store: &dyn Store,
     run_id: &str,
 ) -> Result<aggregate::RunAggregate, PlotterError> {
-    let rows = store.seconds(run_id).await?;
-    aggregate::<PlotterError>(run_id, rows, |_| Ok(()))
+    let extent = store.extent(run_id).await?;
+    let mut run = RunAggregator::new(run_id, extent.as_ref());
+    for (from, to) in extent.iter().flat_map(|x| x.slices(ROWS_PER_SLICE)) {
+        let rows = store.seconds_between(run_id, from, to).await?;
+        run.add_slice::<PlotterError>(rows, to, |_| Ok(()))?;
+    }
+    Ok(run.finish())
 }
 
 pub(crate) fn write_error(path: &Path, source: std::io::Error) -> PlotterError {

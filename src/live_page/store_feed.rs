@@ -3,17 +3,21 @@
 //!
 //! The store holds one row per topic, second and instance, and the rows of the last
 //! seconds keep changing while the writers flush; so each read compares its samples with
-//! the previous read's and sends the page only what changed (a `tail`). A read aggregates
-//! the whole run again, so the feeder waits at least four times as long as a read took:
-//! a long run in a slow store is shown less often, never at the store's expense. Once
-//! every instance of the run stored its end, the numbers are final and only the run list
-//! is read again (to move on when `latest` becomes a newer run).
+//! the previous read's and sends the page only what changed (a `tail`). Seconds older
+//! than [`UNSETTLED_S`] before the newest are read once, a time slice at a time, and kept
+//! aggregated ([`Settled`]); each read adds only the newer rows to a copy of them. The
+//! feeder waits at least four times as long as a read took: a slow store is read less
+//! often, never at its own expense. Once every instance of the run stored its end, the
+//! run is read once more from its start (so late additions to old seconds count), the
+//! numbers are final and only the run list is read again (to move on when `latest`
+//! becomes a newer run).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use iotload_core::store::Backend;
-use plotter::aggregate::{MessageCounts, RunAggregate};
+use iotload_core::store::{Backend, RunExtent, Store};
+use plotter::PlotterError;
+use plotter::aggregate::{MessageCounts, RunAggregate, RunAggregator};
 use tokio_util::sync::CancellationToken;
 
 use super::sample::{LoadSample, ReceiveSample, Sample, TopicRow};
@@ -24,6 +28,77 @@ const POLL: Duration = Duration::from_secs(1);
 
 /// The feeder waits at least this many times as long as its last read took.
 const READ_SHARE: u32 = 4;
+
+/// Seconds this close to the newest stored one are read again at every read: writers
+/// are still adding to them (a collector's rows follow its messages' send times).
+const UNSETTLED_S: u64 = 30;
+
+/// The seconds of the followed run that no longer change, aggregated once.
+struct Settled {
+    run_id: String,
+    run: RunAggregator,
+}
+
+impl Settled {
+    /// The aggregates of run `id` as they stand now: the settled seconds grow first, then
+    /// the newer ones are added to a copy. `ended`: the run is over, read it all again.
+    async fn read(
+        settled: &mut Option<Settled>,
+        store: &dyn Store,
+        id: &str,
+        ended: bool,
+    ) -> Result<RunAggregate, PlotterError> {
+        let Some(extent) = store.extent(id).await? else {
+            *settled = None;
+            return Ok(RunAggregator::new(id, None).finish());
+        };
+        if ended || settled.as_ref().is_some_and(|s| s.run_id != id) {
+            *settled = None;
+        }
+        let s = settled.get_or_insert_with(|| {
+            // Open-ended: the run grows while it is followed.
+            let open = RunExtent {
+                last: u64::MAX,
+                ..extent.clone()
+            };
+            Settled {
+                run_id: id.to_string(),
+                run: RunAggregator::new(id, Some(&open)),
+            }
+        });
+        let settle_to = match ended {
+            true => extent.last,
+            false => extent.last.saturating_sub(UNSETTLED_S),
+        };
+        add_seconds(store, id, &extent, &mut s.run, settle_to).await?;
+        let mut now = s.run.clone();
+        add_seconds(store, id, &extent, &mut now, extent.last).await?;
+        Ok(now.finish())
+    }
+}
+
+/// Reads the seconds from `run`'s next one through `to` into it, a slice at a time.
+async fn add_seconds(
+    store: &dyn Store,
+    id: &str,
+    extent: &RunExtent,
+    run: &mut RunAggregator,
+    to: u64,
+) -> Result<(), PlotterError> {
+    if to < run.next_second() {
+        return Ok(());
+    }
+    let part = RunExtent {
+        topics: extent.topics.clone(),
+        first: run.next_second(),
+        last: to,
+    };
+    for (from, to) in part.slices(plotter::ROWS_PER_SLICE) {
+        let rows = store.seconds_between(id, from, to).await?;
+        run.add_slice::<PlotterError>(rows, to, |_| Ok(()))?;
+    }
+    Ok(())
+}
 
 /// What the page says before a run is found.
 pub(super) fn waiting_info(url: &str) -> PageInfo {
@@ -101,9 +176,10 @@ pub(super) async fn follow(
     stop: CancellationToken,
 ) {
     let mut shown = Shown::default();
+    let mut settled = None;
     loop {
         let began = Instant::now();
-        if let Err(e) = read(store.as_ref(), &wanted, &page, &mut shown).await {
+        if let Err(e) = read(store.as_ref(), &wanted, &page, &mut shown, &mut settled).await {
             tracing::warn!("the live page cannot read {}: {e}", store.url());
             shown.problem(&page, store.url(), e.to_string());
         }
@@ -121,7 +197,8 @@ async fn read(
     wanted: &str,
     page: &Page,
     shown: &mut Shown,
-) -> Result<(), plotter::PlotterError> {
+    settled: &mut Option<Settled>,
+) -> Result<(), PlotterError> {
     let records = store.runs().await?;
     let id = match wanted {
         "latest" => records.first().map(|r| r.run_id.clone()),
@@ -159,7 +236,7 @@ async fn read(
     if shown.finished && shown.info.as_ref() == Some(&info) {
         return Ok(());
     }
-    let aggregate = plotter::run_aggregate(store, &id).await?;
+    let aggregate = Settled::read(settled, store, &id, ended).await?;
     let samples = samples_of(&aggregate)
         .iter()
         .filter_map(|s| serde_json::to_string(s).ok())

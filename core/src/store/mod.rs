@@ -208,6 +208,65 @@ pub trait Store: Send + Sync {
 
     /// The raw records of one run, ordered by topic then receive time.
     async fn raw(&self, run_id: &str) -> Result<Vec<(String, RawRecord)>, StoreError>;
+
+    /// What one run's aggregates span: its topics and its first and last second; `None`
+    /// when the run has no aggregates yet. With [`Store::seconds_between`] a reader goes
+    /// through a long run one time slice at a time, in memory that does not grow with the
+    /// run. The default reads every row; the stores answer from an index.
+    async fn extent(&self, run_id: &str) -> Result<Option<RunExtent>, StoreError> {
+        Ok(RunExtent::of(&self.seconds(run_id).await?))
+    }
+
+    /// The aggregates of one run's seconds `from..=to`, in no particular order. The
+    /// default reads every row and keeps the slice; the stores read only the slice.
+    async fn seconds_between(
+        &self,
+        run_id: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<TopicSecond>, StoreError> {
+        let mut rows = self.seconds(run_id).await?;
+        rows.retain(|r| (from..=to).contains(&r.second));
+        Ok(rows)
+    }
+}
+
+/// What a run's aggregates span ([`Store::extent`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunExtent {
+    /// Every topic with at least one row, in order.
+    pub topics: Vec<String>,
+    /// The first second with a row, Unix time.
+    pub first: u64,
+    /// The last second with a row, Unix time.
+    pub last: u64,
+}
+
+impl RunExtent {
+    /// The extent of `rows`; `None` when there are none.
+    pub fn of(rows: &[TopicSecond]) -> Option<Self> {
+        let first = rows.iter().map(|r| r.second).min()?;
+        let last = rows.iter().map(|r| r.second).max()?;
+        let topics: std::collections::BTreeSet<&str> =
+            rows.iter().map(|r| r.topic.as_str()).collect();
+        Some(Self {
+            topics: topics.into_iter().map(str::to_string).collect(),
+            first,
+            last,
+        })
+    }
+
+    /// Slices of at most `rows` rows (one row per topic and second; more where several
+    /// instances write a topic), as inclusive `(from, to)` second ranges covering the
+    /// extent in order. A slice is at least one second, at most an hour.
+    pub fn slices(&self, rows: u64) -> impl Iterator<Item = (u64, u64)> + use<> {
+        let topics = u64::try_from(self.topics.len()).unwrap_or(u64::MAX).max(1);
+        let step = (rows / topics).clamp(1, 3600);
+        let (first, last) = (self.first, self.last);
+        (first..=last)
+            .step_by(usize::try_from(step).unwrap_or(usize::MAX))
+            .map(move |from| (from, from.saturating_add(step - 1).min(last)))
+    }
 }
 
 /// Fleet coordination (R9, R10): loadgens advertise topics, collectors claim them 1:1.

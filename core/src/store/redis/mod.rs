@@ -28,7 +28,8 @@ use std::time::Duration;
 use redis::{ErrorKind, FromRedisValue, RedisError, RedisResult, Script};
 
 use super::{
-    Advertisement, Batch, Coordinator, RawRecord, RunRecord, Store, StoreError, TopicSecond,
+    Advertisement, Batch, Coordinator, RawRecord, RunExtent, RunRecord, Store, StoreError,
+    TopicSecond,
 };
 use crate::clock_offset::ClockEstimate;
 use crate::recorder::LatencyHistogram;
@@ -42,6 +43,15 @@ mod tls;
 use connection::Connection;
 use keys::KeyLayout;
 
+/// The counter field suffixes of a row, in the order the write script increments them.
+const COUNTER_FIELDS: [&str; 6] = [
+    "sent",
+    "received",
+    "lost",
+    "duplicates",
+    "reordered",
+    "undecodable",
+];
 /// Histogram field suffix for the latency (receive − sent) histogram.
 const HDR_RAW: &str = "raw";
 /// Histogram field suffix for the corrected (receive − intended) histogram.

@@ -154,7 +154,6 @@ impl Store for RedisStore {
         if topics.is_empty() {
             return Ok(Vec::new());
         }
-        type Hash = Vec<(String, Vec<u8>)>;
         let reads: Vec<redis::Cmd> = topics
             .iter()
             .flat_map(|topic| {
@@ -165,56 +164,96 @@ impl Store for RedisStore {
                 })
             })
             .collect();
-        let hashes: Vec<Hash> = self.query_each(&reads).await?;
+        let hashes: Vec<Vec<(String, Vec<u8>)>> = self.query_each(&reads).await?;
         let mut out = Vec::new();
         for (topic, pair) in topics.iter().zip(hashes.chunks(2)) {
             let [counters, hdrs] = pair else {
                 return Err(self.corrupt("short reply".into()));
             };
-            let mut rows: BTreeMap<(u64, &str), TopicSecond> = BTreeMap::new();
-            let row = |second: u64, instance: &'_ str| -> TopicSecond {
-                TopicSecond {
-                    run_id: run_id.to_owned(),
-                    topic: topic.clone(),
-                    second,
-                    instance: instance.to_owned(),
-                    ..TopicSecond::default()
+            out.extend(self.rows_of_topic(run_id, topic, counters, hdrs)?);
+        }
+        Ok(out)
+    }
+
+    async fn extent(&self, run_id: &str) -> Result<Option<RunExtent>, StoreError> {
+        let topics = self.run_topics(run_id).await?;
+        let Some(spans) = self.writer_spans(run_id, &topics).await? else {
+            // Written before the writers' spans were kept: read the whole run.
+            return Ok(RunExtent::of(&self.seconds(run_id).await?));
+        };
+        let first = spans.iter().flatten().map(|(_, (a, _))| *a).min();
+        let last = spans.iter().flatten().map(|(_, (_, b))| *b).max();
+        let (Some(first), Some(last)) = (first, last) else {
+            return Ok(None);
+        };
+        Ok(Some(RunExtent {
+            topics,
+            first,
+            last,
+        }))
+    }
+
+    async fn seconds_between(
+        &self,
+        run_id: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<TopicSecond>, StoreError> {
+        let topics = self.run_topics(run_id).await?;
+        let Some(spans) = self.writer_spans(run_id, &topics).await? else {
+            let mut rows = self.seconds(run_id).await?;
+            rows.retain(|r| (from..=to).contains(&r.second));
+            return Ok(rows);
+        };
+        // The fields of the slice, by name: every second each writer of a topic may have
+        // written, six counters and two histograms each. HMGET needs at least one field,
+        // so a topic with nothing in the slice is not asked.
+        let mut asked: Vec<(usize, Vec<String>)> = Vec::with_capacity(topics.len() * 2);
+        for (i, writers) in spans.iter().enumerate() {
+            let (mut counters, mut hdrs) = (Vec::new(), Vec::new());
+            for (writer, (first, last)) in writers {
+                for second in from.max(*first)..=to.min(*last) {
+                    for name in COUNTER_FIELDS {
+                        counters.push(format!("{second}/{writer}/{name}"));
+                    }
+                    for name in [HDR_RAW, HDR_CORRECTED] {
+                        hdrs.push(format!("{second}/{writer}/{name}"));
+                    }
                 }
+            }
+            if !counters.is_empty() {
+                asked.push((2 * i, counters));
+                asked.push((2 * i + 1, hdrs));
+            }
+        }
+        let reads: Vec<redis::Cmd> = asked
+            .iter()
+            .map(|(k, fields)| {
+                let what = if k % 2 == 0 { "seconds" } else { "hdr" };
+                let mut some = redis::cmd("HMGET");
+                some.arg(self.keys.topic(run_id, &topics[k / 2], what))
+                    .arg(fields);
+                some
+            })
+            .collect();
+        let replies: Vec<Vec<Option<Vec<u8>>>> = self.query_each(&reads).await?;
+        let mut out = Vec::new();
+        for (pair, values) in asked.chunks(2).zip(replies.chunks(2)) {
+            let ([(k, counter_names), (_, hdr_names)], [counter_values, hdr_values]) =
+                (pair, values)
+            else {
+                return Err(self.corrupt("short reply".into()));
             };
-            for (field, value) in counters {
-                let bad = || self.corrupt(format!("bad counter field `{field}` of topic {topic}"));
-                let (second, instance, name) = split_field(field).ok_or_else(bad)?;
-                let value: u64 = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(bad)?;
-                let r = rows
-                    .entry((second, instance))
-                    .or_insert_with(|| row(second, instance));
-                match name {
-                    "sent" => r.sent = value,
-                    "received" => r.received = value,
-                    "lost" => r.gaps = value,
-                    "duplicates" => r.duplicates = value,
-                    "reordered" => r.reordered = value,
-                    "undecodable" => r.undecodable = value,
-                    _ => return Err(bad()),
-                }
-            }
-            for (field, value) in hdrs {
-                let bad =
-                    || self.corrupt(format!("bad histogram field `{field}` of topic {topic}"));
-                let (second, instance, name) = split_field(field).ok_or_else(bad)?;
-                let r = rows
-                    .entry((second, instance))
-                    .or_insert_with(|| row(second, instance));
-                match name {
-                    HDR_RAW => r.latency_hdr.clone_from(value),
-                    HDR_CORRECTED => r.corrected_hdr.clone_from(value),
-                    _ => return Err(bad()),
-                }
-            }
-            out.extend(rows.into_values());
+            let present = |names: &[String], values: &[Option<Vec<u8>>]| {
+                names
+                    .iter()
+                    .zip(values)
+                    .filter_map(|(n, v)| Some((n.clone(), v.clone()?)))
+                    .collect::<Vec<_>>()
+            };
+            let counters = present(counter_names, counter_values);
+            let hdrs = present(hdr_names, hdr_values);
+            out.extend(self.rows_of_topic(run_id, &topics[k / 2], &counters, &hdrs)?);
         }
         Ok(out)
     }
@@ -266,6 +305,102 @@ struct Part<'a> {
 type Merged<'a> = BTreeMap<(&'a str, &'a str, u64, &'a str), TopicSecond>;
 
 impl RedisStore {
+    /// The rows of one topic from its hashes' fields: `counters` (`second/instance/name`
+    /// → decimal count) and `hdrs` (`second/instance/raw|corrected` → histogram).
+    fn rows_of_topic(
+        &self,
+        run_id: &str,
+        topic: &str,
+        counters: &[(String, Vec<u8>)],
+        hdrs: &[(String, Vec<u8>)],
+    ) -> Result<Vec<TopicSecond>, StoreError> {
+        let mut rows: BTreeMap<(u64, &str), TopicSecond> = BTreeMap::new();
+        let row = |second: u64, instance: &'_ str| -> TopicSecond {
+            TopicSecond {
+                run_id: run_id.to_owned(),
+                topic: topic.to_owned(),
+                second,
+                instance: instance.to_owned(),
+                ..TopicSecond::default()
+            }
+        };
+        for (field, value) in counters {
+            let bad = || self.corrupt(format!("bad counter field `{field}` of topic {topic}"));
+            let (second, instance, name) = split_field(field).ok_or_else(bad)?;
+            let value: u64 = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(bad)?;
+            let r = rows
+                .entry((second, instance))
+                .or_insert_with(|| row(second, instance));
+            match name {
+                "sent" => r.sent = value,
+                "received" => r.received = value,
+                "lost" => r.gaps = value,
+                "duplicates" => r.duplicates = value,
+                "reordered" => r.reordered = value,
+                "undecodable" => r.undecodable = value,
+                _ => return Err(bad()),
+            }
+        }
+        for (field, value) in hdrs {
+            let bad = || self.corrupt(format!("bad histogram field `{field}` of topic {topic}"));
+            let (second, instance, name) = split_field(field).ok_or_else(bad)?;
+            let r = rows
+                .entry((second, instance))
+                .or_insert_with(|| row(second, instance));
+            match name {
+                HDR_RAW => r.latency_hdr.clone_from(value),
+                HDR_CORRECTED => r.corrected_hdr.clone_from(value),
+                _ => return Err(bad()),
+            }
+        }
+        Ok(rows.into_values().collect())
+    }
+
+    /// Per topic of `topics`, each writer's first and last second; `None` when a topic
+    /// that has rows has no such record (written by a version that did not keep one).
+    pub(super) async fn writer_spans(
+        &self,
+        run_id: &str,
+        topics: &[String],
+    ) -> Result<Option<Vec<Vec<(String, (u64, u64))>>>, StoreError> {
+        let reads: Vec<redis::Cmd> = topics
+            .iter()
+            .map(|topic| {
+                let mut all = redis::cmd("HGETALL");
+                all.arg(self.keys.topic(run_id, topic, "writers"));
+                all
+            })
+            .collect();
+        let hashes: Vec<Vec<(String, String)>> = self.query_each(&reads).await?;
+        let mut spans = Vec::with_capacity(hashes.len());
+        for (topic, hash) in topics.iter().zip(hashes) {
+            if hash.is_empty() {
+                let mut exists = redis::cmd("EXISTS");
+                exists.arg(self.keys.topic(run_id, topic, "seconds"));
+                if self.query_one::<bool>(&exists).await? {
+                    return Ok(None);
+                }
+            }
+            let mut writers = Vec::with_capacity(hash.len());
+            for (writer, span) in hash {
+                let parsed = span
+                    .split_once('/')
+                    .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+                let Some(span) = parsed else {
+                    return Err(self.corrupt(format!(
+                        "bad writer span `{span}` of {writer} on topic {topic}"
+                    )));
+                };
+                writers.push((writer, span));
+            }
+            spans.push(writers);
+        }
+        Ok(Some(spans))
+    }
+
     /// Adds up the aggregates of `batch` that share (run, topic, second, instance): the
     /// script checks every histogram before writing any, so two writes of one field in
     /// one call would clash.
@@ -364,6 +499,22 @@ impl RedisStore {
                 raw_args.extend(records.iter().map(|r| encode_raw(r).into_bytes()));
             }
         }
+        let mut spans: BTreeMap<(usize, &str), (u64, u64)> = BTreeMap::new();
+        for s in &part.seconds {
+            let k = keys.of(self.keys.topic(&s.run_id, &s.topic, "writers"));
+            let span = spans
+                .entry((k, s.instance.as_str()))
+                .or_insert((s.second, s.second));
+            span.0 = span.0.min(s.second);
+            span.1 = span.1.max(s.second);
+        }
+        let mut writer_args: Vec<Vec<u8>> = vec![spans.len().to_string().into_bytes()];
+        for ((k, instance), (first, last)) in &spans {
+            writer_args.push(k.to_string().into_bytes());
+            writer_args.push(instance.as_bytes().to_vec());
+            writer_args.push(first.to_string().into_bytes());
+            writer_args.push(last.to_string().into_bytes());
+        }
         let marker = marker.map_or(0, |key| keys.of(key));
 
         for attempt in 0..CAS_ATTEMPTS {
@@ -392,7 +543,7 @@ impl RedisStore {
                     .arg(op.expected.as_deref().unwrap_or_default())
                     .arg(&op.value);
             }
-            for a in set_args.iter().chain(&raw_args) {
+            for a in set_args.iter().chain(&raw_args).chain(&writer_args) {
                 invocation.arg(a);
             }
             let mut con = self.con.clone();

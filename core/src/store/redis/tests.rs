@@ -476,3 +476,57 @@ async fn a_batch_written_twice_under_one_id_counts_once() {
     let got = store.seconds("r1").await.unwrap();
     assert_eq!(got[0].sent, 9, "other ids, and id 0, count again");
 }
+
+/// A run written before the writers' spans were kept (no `writers` hash) is still read:
+/// its extent and slices come from reading it whole.
+#[tokio::test]
+async fn runs_without_writer_spans_are_read_whole() {
+    let (_server, store) = server().await;
+    store.put_run(&run_record("r1", "c1", 1)).await.unwrap();
+    let batch = Batch {
+        id: 0,
+        run_id: String::new(),
+        seconds: vec![
+            second("t/a", 11, "c1", 1, &[10]),
+            second("t/a", 12, "c1", 2, &[20]),
+            second("t/b", 13, "c2", 3, &[30]),
+        ],
+        raw: vec![],
+    };
+    store.write(&batch).await.unwrap();
+    let spans = store
+        .writer_spans("r1", &["t/a".into(), "t/b".into()])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        spans,
+        vec![
+            vec![("c1".to_string(), (11, 12))],
+            vec![("c2".to_string(), (13, 13))]
+        ]
+    );
+    let sliced = store.seconds_between("r1", 12, 13).await.unwrap();
+    let mut del = redis::cmd("DEL");
+    for topic in ["t/a", "t/b"] {
+        del.arg(store.keys.topic("r1", topic, "writers"));
+    }
+    store.query_one::<redis::Value>(&del).await.unwrap();
+    assert_eq!(
+        store
+            .writer_spans("r1", &["t/a".into(), "t/b".into()])
+            .await
+            .unwrap(),
+        None
+    );
+    let extent = store.extent("r1").await.unwrap().unwrap();
+    assert_eq!((extent.first, extent.last), (11, 13));
+    assert_eq!(extent.topics, ["t/a", "t/b"]);
+    let mut legacy = store.seconds_between("r1", 12, 13).await.unwrap();
+    legacy.sort_by_key(|r| r.second);
+    let mut sliced = sliced;
+    sliced.sort_by_key(|r| r.second);
+    assert_eq!(legacy, sliced);
+    assert_eq!(legacy.len(), 2);
+    assert_eq!(legacy[1], batch.seconds[2]);
+}

@@ -32,6 +32,8 @@
 //!     latency_hdr BLOB,                                -- receive − sent, µs
 //!     corrected_hdr BLOB,                              -- receive − intended, µs
 //!     PRIMARY KEY (run_id, topic, second, instance));
+//! -- Time slices of a run (`Store::seconds_between`).
+//! CREATE INDEX seconds_by_run_time ON seconds (run_id, second);
 //! -- One row per received message when `--raw` is on.
 //! CREATE TABLE raw (
 //!     run_id TEXT, topic TEXT, device INTEGER, seq INTEGER,
@@ -68,7 +70,8 @@ use rusqlite::{
 };
 
 use super::{
-    Advertisement, Batch, Coordinator, RawRecord, RunRecord, Store, StoreError, TopicSecond,
+    Advertisement, Batch, Coordinator, RawRecord, RunExtent, RunRecord, Store, StoreError,
+    TopicSecond,
 };
 use crate::clock_offset::ClockEstimate;
 use crate::recorder::LatencyHistogram;
@@ -110,6 +113,7 @@ CREATE TABLE IF NOT EXISTS seconds (
     corrected_hdr BLOB    NOT NULL,
     PRIMARY KEY (run_id, topic, second, instance)
 );
+CREATE INDEX IF NOT EXISTS seconds_by_run_time ON seconds (run_id, second);
 CREATE TABLE IF NOT EXISTS raw (
     run_id      TEXT    NOT NULL,
     topic       TEXT    NOT NULL,

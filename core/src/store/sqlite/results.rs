@@ -106,6 +106,59 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn extent(&self, run_id: &str) -> Result<Option<RunExtent>, StoreError> {
+        let mut found = self
+            .rows_of_run(run_id, |tx, run| {
+                let span: (Option<u64>, Option<u64>) = tx
+                    .prepare_cached(
+                        "SELECT MIN(second), MAX(second) FROM seconds WHERE run_id = ?1",
+                    )?
+                    .query_row([run], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                let (Some(first), Some(last)) = span else {
+                    return Ok(Vec::new());
+                };
+                // Each topic found by one index seek past the previous one, so a long run's
+                // rows are not walked to list its topics.
+                let topics = tx
+                    .prepare_cached(
+                        "WITH RECURSIVE t(topic) AS ( \
+                           SELECT MIN(topic) FROM seconds WHERE run_id = ?1 \
+                           UNION ALL \
+                           SELECT (SELECT MIN(topic) FROM seconds \
+                                   WHERE run_id = ?1 AND topic > t.topic) \
+                           FROM t WHERE t.topic IS NOT NULL) \
+                         SELECT topic FROM t WHERE topic IS NOT NULL",
+                    )?
+                    .query_map([run], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()?;
+                Ok(vec![RunExtent {
+                    topics,
+                    first,
+                    last,
+                }])
+            })
+            .await?;
+        Ok(found.pop())
+    }
+
+    async fn seconds_between(
+        &self,
+        run_id: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<TopicSecond>, StoreError> {
+        let (from, to) = (sql_second(from), sql_second(to));
+        self.rows_of_run(run_id, move |tx, run| {
+            tx.prepare_cached(&format!(
+                "SELECT {SECOND_COLUMNS} FROM seconds \
+                 WHERE run_id = ?1 AND second BETWEEN ?2 AND ?3"
+            ))?
+            .query_map(rusqlite::params![run, from, to], read_second)?
+            .collect()
+        })
+        .await
+    }
+
     async fn raw(&self, run_id: &str) -> Result<Vec<(String, RawRecord)>, StoreError> {
         self.rows_of_run(run_id, |tx, run| {
             tx.prepare_cached(
@@ -153,4 +206,9 @@ impl SqliteStore {
             run: run_id.to_string(),
         })
     }
+}
+
+/// A second as SQLite stores it (a signed integer).
+fn sql_second(second: u64) -> i64 {
+    i64::try_from(second).unwrap_or(i64::MAX)
 }

@@ -50,5 +50,23 @@ for j = 1, nr do
     p = upto + 1
   end
 end
+-- Each writer's first and last second per topic ('first/last'), which lets a reader ask
+-- for the fields of a time slice instead of reading the topic's whole hash.
+local nw = tonumber(ARGV[p])
+p = p + 1
+for j = 1, nw do
+  local key, writer = KEYS[tonumber(ARGV[p])], ARGV[p + 1]
+  local first, last = tonumber(ARGV[p + 2]), tonumber(ARGV[p + 3])
+  local cur = redis.call('HGET', key, writer)
+  if cur then
+    local a, b = string.match(cur, '^(%d+)/(%d+)$')
+    if a then
+      first = math.min(first, tonumber(a))
+      last = math.max(last, tonumber(b))
+    end
+  end
+  redis.call('HSET', key, writer, string.format('%d/%d', first, last))
+  p = p + 4
+end
 if marker > 0 then redis.call('SET', KEYS[marker], '1', 'EX', 86400) end
 return conflicts
