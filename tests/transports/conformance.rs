@@ -345,8 +345,8 @@ pub(crate) async fn abandoned_receives<B: Broker>() {
     // Once messages flow, well under a redelivery timeout (JetStream's 30 s ack wait): a
     // message only redelivered after an abandoned receive dropped it counts as lost here.
     // Until the first one arrives, the usual receive timeout: a pattern subscription
-    // (Pulsar) reaches a new topic only at its next topic refresh, which took over 10 s
-    // on a loaded CI machine (0 of 300 had arrived).
+    // (Pulsar) reaches a new topic only at its next topic refresh and once its consumer
+    // is created, which can take seconds on a loaded CI machine.
     const FLOWING: Duration = Duration::from_secs(10);
     let mut deadline = tokio::time::Instant::now() + RECEIVE_TIMEOUT;
     let mut flowing = false;

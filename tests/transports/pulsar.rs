@@ -26,8 +26,9 @@ fn settings(shared: bool, token: Option<&str>) -> PulsarSettings {
         token: token.map(str::to_string),
         connect_timeout: Duration::from_secs(3),
         subscription: shared.then(|| "iotload-conformance".to_string()),
-        // The default refresh (1 s): a shorter one restarts, and so never finishes, the
-        // pulsar crate's discovery of new topics on a loaded broker (docs/transports.md).
+        // The default refresh (1 s): a wildcard subscription finds a new topic within a
+        // refresh plus the time to subscribe, each attempt run to completion however long
+        // a loaded broker takes (docs/transports.md).
         ..PulsarSettings::default()
     }
 }

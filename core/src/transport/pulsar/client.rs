@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use pulsar::consumer::InitialPosition;
 use pulsar::{
-    Authentication, ConnectionRetryOptions, Consumer, ConsumerOptions, OperationRetryOptions,
+    Authentication, ConnectionRetryOptions, ConsumerOptions, OperationRetryOptions,
     ProducerOptions, Pulsar, SubType, TokioExecutor,
 };
 
+use super::discovery::Discovery;
 use super::error::{Context, classify};
 use super::publisher::PulsarPublisher;
 use super::settings::{PulsarSettings, SubscriptionKind};
@@ -271,36 +272,57 @@ impl Transport for PulsarTransport {
         let options = ConsumerOptions::default()
             .durable(!private)
             .with_initial_position(position);
-        let mut builder = client
+        let template = client
             .consumer()
             .with_subscription(name)
             .with_subscription_type(sub_type(self.settings.effective_kind()))
             .with_consumer_name(identity.client_id.clone())
-            .with_options(options)
-            .with_lookup_namespace(self.space.namespace())
-            .with_topic_refresh(self.settings.topic_refresh.max(Duration::from_millis(100)));
-        builder = match regex {
-            Some(regex) => builder.with_topic_regex(regex),
-            None => builder.with_topics(filters.iter().map(|f| self.space.full_name(f))),
-        };
+            .with_options(options);
+        let refresh = self.settings.topic_refresh.max(Duration::from_millis(100));
         let url = self.url.to_string();
         let cx = self.context(&url, &identity.client_id, "subscribing");
-        let consumer: Consumer<Vec<u8>, TokioExecutor> =
-            match tokio::time::timeout(self.settings.connect_timeout, builder.build()).await {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => {
-                    return Err(match classify(&e, cx) {
-                        TransportError::Unsupported(why) => TransportError::Unsupported(format!(
-                            "{why} (filters {})",
-                            filters.join(", ")
-                        )),
-                        other => other,
-                    });
+        let refused = |e: pulsar::Error| match classify(&e, cx) {
+            TransportError::Unsupported(why) => {
+                TransportError::Unsupported(format!("{why} (filters {})", filters.join(", ")))
+            }
+            other => other,
+        };
+        let wait = self.settings.connect_timeout;
+        let (consumers, discovery) = match regex {
+            // Our own discovery, which consumes the topics that match now before this
+            // returns and looks for new ones every refresh.
+            Some(pattern) => {
+                let mut discovery = Discovery::new(
+                    client.clone(),
+                    self.space.namespace().to_string(),
+                    pattern,
+                    template,
+                    refresh,
+                );
+                let first = tokio::time::timeout(wait, discovery.first()).await;
+                match first {
+                    Ok(Ok(consumers)) => (consumers, Some(discovery)),
+                    Ok(Err(e)) => return Err(refused(e)),
+                    Err(_) => return Err(cx.timeout()),
                 }
-                Err(_) => return Err(cx.timeout()),
-            };
+            }
+            // The client's consumer over every topic (over several, it subscribes again
+            // at the next refresh to one whose consumer failed).
+            None => {
+                let builder = template
+                    .with_topics(filters.iter().map(|f| self.space.full_name(f)))
+                    .with_topic_refresh(refresh);
+                match tokio::time::timeout(wait, builder.build::<Vec<u8>>()).await {
+                    Ok(Ok(consumer)) => (vec![consumer], None),
+                    Ok(Err(e)) => return Err(refused(e)),
+                    Err(_) => return Err(cx.timeout()),
+                }
+            }
+        };
         Ok(PulsarSubscriber {
-            consumer,
+            consumers,
+            discovery,
+            next: 0,
             _client: client,
             space: self.space.clone(),
             published_since_ms: (pattern && private).then_some(started_ms),

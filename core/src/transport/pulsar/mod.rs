@@ -6,7 +6,8 @@
 //!
 //! Each publisher is one client (one broker connection) with one producer per topic it
 //! publishes to, created on its first message and cached; a subscriber is one client with
-//! one consumer over every filter.
+//! one consumer over every filter or, for a pattern subscription, one consumer per topic
+//! it has found.
 //!
 //! # Topics
 //!
@@ -17,8 +18,11 @@
 //! and AMQP. Filters without wildcards subscribe to their topics by name. Filters with
 //! `+` or `#` become one anchored pattern over the namespace's topic names (`+` one
 //! level, `a/#` `a` and everything below it; partitions match as their topic): a
-//! pattern subscription, which finds new matching topics every
-//! [`PulsarSettings::topic_refresh`].
+//! pattern subscription. It consumes the topics that match when it starts, then lists
+//! the namespace's topics every [`PulsarSettings::topic_refresh`] and subscribes to new
+//! matches itself, not with the crate's pattern consumer (which starts an unfinished
+//! attempt over at every refresh): each attempt runs to completion in a task of its own,
+//! one at a time, so a busy broker slows discovery down but cannot stop it.
 //!
 //! # Subscriptions
 //!
@@ -31,8 +35,9 @@
 //! found it, so it starts each topic at the earliest retained message; a private one then
 //! skips messages published before it started (by their publish time), so nothing
 //! published after `subscriber` returns is missed and nothing older is counted. The
-//! first messages on a new topic wait up to one refresh interval, which shows in their
-//! latency.
+//! first messages on a new topic wait up to one refresh interval (and the time to
+//! subscribe), which shows in their latency. Receiving takes from the consumers in turn,
+//! so a busy topic does not starve the others.
 //!
 //! # Publishing
 //!
@@ -50,6 +55,7 @@
 //! client certificates are not available.
 
 mod client;
+mod discovery;
 mod error;
 mod flags;
 mod publisher;

@@ -1,21 +1,40 @@
-//! The receiving half: one consumer over exact topics or a topic pattern, every message
-//! acknowledged as it arrives.
+//! The receiving half: messages taken in turn from the subscriber's consumers (one over
+//! exact topics, or one per topic a pattern subscription found), each acknowledged as it
+//! arrives.
 
+use std::future::poll_fn;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::future::join_all;
+use pulsar::consumer::Message;
 use pulsar::{Consumer, Pulsar, TokioExecutor};
 
 use super::client::CLOSE_GRACE;
+use super::discovery::Discovery;
 use super::topic::TopicSpace;
 use crate::stamp::now_us;
 use crate::transport::{Incoming, Subscriber, TransportError};
 
+/// A consumer of raw message bodies, as every subscriber reads them.
+pub(super) type PulsarConsumer = Consumer<Vec<u8>, TokioExecutor>;
+
+/// A message taken from a consumer, and that consumer's index (to acknowledge it there).
+type Taken = (usize, Message<Vec<u8>>);
+
 /// A Pulsar connection that receives.
 pub struct PulsarSubscriber {
-    pub(super) consumer: Consumer<Vec<u8>, TokioExecutor>,
-    /// Keeps the client (and its connection) for as long as the consumer.
+    /// Exact topics: one consumer over all of them. A pattern subscription: one consumer
+    /// per topic (or partition) found so far.
+    pub(super) consumers: Vec<PulsarConsumer>,
+    /// For a pattern subscription, how it finds new topics.
+    pub(super) discovery: Option<Discovery>,
+    /// The consumer polled first by the next receive, so a busy topic cannot starve the
+    /// others.
+    pub(super) next: usize,
+    /// Keeps the client (and its connection) for as long as the consumers.
     pub(super) _client: Pulsar<TokioExecutor>,
     pub(super) space: TopicSpace,
     /// For a private pattern subscription (which starts at the earliest message), the
@@ -31,32 +50,66 @@ pub(crate) fn predates(publish_ms: u64, since_ms: Option<u64>) -> bool {
     since_ms.is_some_and(|since| publish_ms < since)
 }
 
+impl PulsarSubscriber {
+    /// The next message and the index of the consumer it came from. Takes in the
+    /// consumers of newly found topics first, then polls every consumer once, starting
+    /// at `next`. Nothing is taken unless it is returned, so a receive dropped
+    /// while this is pending loses nothing.
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Taken, TransportError>> {
+        if let Some(discovery) = &mut self.discovery {
+            self.consumers.extend(discovery.poll_new_consumers(cx));
+        }
+        let mut tried = 0;
+        while tried < self.consumers.len() {
+            let index = (self.next + tried) % self.consumers.len();
+            let why = match self.consumers[index].poll_next_unpin(cx) {
+                Poll::Pending => {
+                    tried += 1;
+                    continue;
+                }
+                Poll::Ready(Some(Ok(message))) => {
+                    self.next = (index + 1) % self.consumers.len();
+                    return Poll::Ready(Ok((index, message)));
+                }
+                Poll::Ready(Some(Err(e))) => e.to_string(),
+                Poll::Ready(None) => "the consumer was closed".to_string(),
+            };
+            let Some(discovery) = &mut self.discovery else {
+                return Poll::Ready(Err(TransportError::Disconnected {
+                    url: self.url.clone(),
+                    source: why.into(),
+                }));
+            };
+            // A pattern subscription drops the failed consumer and subscribes to its
+            // topic again at the next refresh.
+            let failed = self.consumers.remove(index);
+            for topic in failed.topics() {
+                tracing::warn!(
+                    "pulsar: consuming {topic} failed (subscribing again at the next \
+                     refresh): {why}"
+                );
+                discovery.forget(&topic);
+            }
+            tried = 0;
+        }
+        Poll::Pending
+    }
+}
+
 impl Subscriber for PulsarSubscriber {
     async fn recv(&mut self) -> Result<Incoming, TransportError> {
         loop {
-            let message = match self.consumer.next().await {
-                Some(Ok(message)) => message,
-                Some(Err(e)) => {
-                    return Err(TransportError::Disconnected {
-                        url: self.url.clone(),
-                        source: e.into(),
-                    });
-                }
-                None => {
-                    return Err(TransportError::Disconnected {
-                        url: self.url.clone(),
-                        source: "the consumer was closed".into(),
-                    });
-                }
-            };
+            let (index, message) = poll_fn(|cx| self.poll_message(cx)).await?;
             let received_us = now_us();
-            self.consumer
-                .ack(&message)
-                .await
-                .map_err(|e| TransportError::Disconnected {
+            // The acknowledgement is queued to the consumer's engine on an unbounded
+            // channel, so it completes without waiting and a receive dropped after the
+            // message was taken cannot be dropped here.
+            self.consumers[index].ack(&message).await.map_err(|e| {
+                TransportError::Disconnected {
                     url: self.url.clone(),
                     source: e.into(),
-                })?;
+                }
+            })?;
             let metadata = &message.payload.metadata;
             if predates(metadata.publish_time, self.published_since_ms) {
                 continue;
@@ -77,9 +130,20 @@ impl Subscriber for PulsarSubscriber {
     }
 
     async fn close(mut self) -> Result<(), TransportError> {
-        match tokio::time::timeout(self.timeout + CLOSE_GRACE, self.consumer.close()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(TransportError::Disconnected {
+        let closing = async {
+            if let Some(discovery) = &mut self.discovery {
+                let late = discovery.stop().await;
+                self.consumers.extend(late);
+            }
+            join_all(self.consumers.iter_mut().map(|c| c.close()))
+                .await
+                .into_iter()
+                .find_map(Result::err)
+        };
+        let outcome = tokio::time::timeout(self.timeout + CLOSE_GRACE, closing).await;
+        match outcome {
+            Ok(None) => Ok(()),
+            Ok(Some(e)) => Err(TransportError::Disconnected {
                 url: self.url,
                 source: e.into(),
             }),
