@@ -3,8 +3,13 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use common::*;
+use iotload_core::store::Backend;
 use iotload_testkit::RedisServer;
+use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
 async fn redis_stopped_and_restarted_mid_run_loses_nothing_within_the_buffer() {
@@ -113,4 +118,49 @@ async fn run_results(store: &str, args: &[&str]) -> String {
     let out = run(&all).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     out.stdout
+}
+
+/// A collector claiming its topics while Redis is frozen for longer than the store's
+/// response timeout (10 s): each claim is given up after 5 s and asked again, and once
+/// Redis answers the collector holds every topic (before, the claim failed the collector,
+/// and against a Redis Cluster node whose answer never came it waited for ever).
+#[tokio::test]
+async fn claims_asked_while_redis_is_frozen_are_asked_again() {
+    let redis = RedisServer::start().await.expect("redis starts");
+    let store: Arc<dyn Backend> = iotload_core::store::open(&redis.url())
+        .await
+        .expect("store opens");
+    let topics: Vec<String> = (0..3).map(|i| format!("frozen/{i}")).collect();
+    store
+        .advertise(&topics, "loadgen", Duration::from_secs(120))
+        .await
+        .expect("advertised");
+    redis.pause().expect("redis freezes");
+    let stop = CancellationToken::new();
+    let claiming = tokio::spawn({
+        let store = Arc::clone(&store);
+        let stop = stop.clone();
+        async move {
+            // A short lease: the claims whose answers were given up run out quickly.
+            let lease = Duration::from_secs(2);
+            collector::claims::claim_topics(
+                &store,
+                3,
+                "collector",
+                lease,
+                Duration::from_secs(60),
+                &stop,
+            )
+            .await
+        }
+    });
+    // The fault itself: frozen for longer than the store's response timeout.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    redis.resume().expect("redis resumes");
+    let held = tokio::time::timeout(Duration::from_secs(30), claiming)
+        .await
+        .expect("the claims end once Redis answers")
+        .expect("the claiming task")
+        .expect("claiming goes on through the freeze");
+    assert_eq!(held, topics);
 }

@@ -7,6 +7,15 @@ use std::time::Duration;
 use iotload_core::store::{Backend, StoreError};
 use tokio_util::sync::CancellationToken;
 
+/// How long one claim or renewal may wait for the store's answer before it is given up
+/// and asked again: less than the store's own response timeout (10 s), so a store that
+/// stops answering for a while is asked again instead of failing the collector. A claim
+/// whose answer was lost holds its topics only until its lease runs out, so asking again
+/// loses nothing. (Once seen: a few of twenty collectors starting at once against a Redis
+/// Cluster waited for minutes on a claim whose answer never came, and the fleet never
+/// started.)
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Claims up to `n` topics, retrying every 200 ms until `n` are held or `timeout` passes.
 /// Returns what it holds (possibly fewer than `n`, never none unless stopped).
 pub async fn claim_topics(
@@ -21,8 +30,12 @@ pub async fn claim_topics(
     let mut held: Vec<String> = Vec::new();
     loop {
         if held.len() < n {
-            let more = store.claim(n - held.len(), owner, lease).await?;
-            held.extend(more);
+            match tokio::time::timeout(CALL_TIMEOUT, store.claim(n - held.len(), owner, lease))
+                .await
+            {
+                Ok(more) => held.extend(more?),
+                Err(_) => unanswered("claiming topics"),
+            }
         }
         if held.len() >= n || (tokio::time::Instant::now() >= deadline && !held.is_empty()) {
             held.sort();
@@ -30,13 +43,25 @@ pub async fn claim_topics(
         }
         if !held.is_empty() {
             // Keep what we have alive while waiting for more.
-            held = store.renew_claims(&held, owner, lease).await?;
+            match tokio::time::timeout(CALL_TIMEOUT, store.renew_claims(&held, owner, lease)).await
+            {
+                Ok(still) => held = still?,
+                Err(_) => unanswered("renewing the claimed topics"),
+            }
         }
         tokio::select! {
             _ = stop.cancelled() => return Ok(held),
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
+}
+
+/// Logs a store call that timed out (it is tried again).
+fn unanswered(doing: &str) {
+    tracing::warn!(
+        "{doing}: the results store did not answer within {} s; trying again",
+        CALL_TIMEOUT.as_secs()
+    );
 }
 
 /// Renews the claims every third of the lease until `stop`, then releases them.
@@ -54,14 +79,16 @@ pub fn keep_claims(
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => {
-                    match store.renew_claims(&topics, &owner, lease).await {
-                        Ok(still) if still.len() < topics.len() => tracing::warn!(
+                    let renewal = store.renew_claims(&topics, &owner, lease);
+                    match tokio::time::timeout(CALL_TIMEOUT, renewal).await {
+                        Err(_) => unanswered("renewing the claimed topics"),
+                        Ok(Ok(still)) if still.len() < topics.len() => tracing::warn!(
                             "lost {} of {} claimed topics: their leases ran out and other collectors claimed them",
                             topics.len() - still.len(),
                             topics.len()
                         ),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!("renewing claimed topics failed: {e}"),
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::warn!("renewing claimed topics failed: {e}"),
                     }
                 }
             }
