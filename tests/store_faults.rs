@@ -136,22 +136,14 @@ async fn claims_asked_while_redis_is_frozen_are_asked_again() {
         .await
         .expect("advertised");
     redis.pause().expect("redis freezes");
-    let stop = CancellationToken::new();
     let claiming = tokio::spawn({
         let store = Arc::clone(&store);
-        let stop = stop.clone();
         async move {
             // A short lease: the claims whose answers were given up run out quickly.
             let lease = Duration::from_secs(2);
-            collector::claims::claim_topics(
-                &store,
-                3,
-                "collector",
-                lease,
-                Duration::from_secs(60),
-                &stop,
-            )
-            .await
+            let never = CancellationToken::new();
+            let timeout = Duration::from_secs(60);
+            collector::claims::claim_topics(&store, 3, "collector", lease, timeout, &never).await
         }
     });
     // The fault itself: frozen for longer than the store's response timeout.

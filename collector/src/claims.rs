@@ -1,6 +1,7 @@
 //! The collector's part in a fleet (R10): claiming advertised topics one to one through
 //! the results store, keeping the claims alive, and releasing them at the end.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,13 +30,11 @@ pub async fn claim_topics(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut held: Vec<String> = Vec::new();
     loop {
-        if held.len() < n {
-            match tokio::time::timeout(CALL_TIMEOUT, store.claim(n - held.len(), owner, lease))
-                .await
-            {
-                Ok(more) => held.extend(more?),
-                Err(_) => unanswered("claiming topics"),
-            }
+        if held.len() < n
+            && let Some(more) =
+                answered("claiming topics", store.claim(n - held.len(), owner, lease)).await
+        {
+            held.extend(more?);
         }
         if held.len() >= n || (tokio::time::Instant::now() >= deadline && !held.is_empty()) {
             held.sort();
@@ -43,10 +42,9 @@ pub async fn claim_topics(
         }
         if !held.is_empty() {
             // Keep what we have alive while waiting for more.
-            match tokio::time::timeout(CALL_TIMEOUT, store.renew_claims(&held, owner, lease)).await
-            {
-                Ok(still) => held = still?,
-                Err(_) => unanswered("renewing the claimed topics"),
+            let renewal = store.renew_claims(&held, owner, lease);
+            if let Some(still) = answered("renewing the claimed topics", renewal).await {
+                held = still?;
             }
         }
         tokio::select! {
@@ -56,12 +54,17 @@ pub async fn claim_topics(
     }
 }
 
-/// Logs a store call that timed out (it is tried again).
-fn unanswered(doing: &str) {
-    tracing::warn!(
-        "{doing}: the results store did not answer within {} s; trying again",
-        CALL_TIMEOUT.as_secs()
-    );
+/// The store's answer to `call`, or `None` (logged: it is asked again) when none came
+/// within [`CALL_TIMEOUT`].
+async fn answered<T>(doing: &str, call: impl Future<Output = T>) -> Option<T> {
+    let answer = tokio::time::timeout(CALL_TIMEOUT, call).await.ok();
+    if answer.is_none() {
+        tracing::warn!(
+            "{doing}: the results store did not answer within {} s; trying again",
+            CALL_TIMEOUT.as_secs()
+        );
+    }
+    answer
 }
 
 /// Renews the claims every third of the lease until `stop`, then releases them.
@@ -80,15 +83,15 @@ pub fn keep_claims(
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => {
                     let renewal = store.renew_claims(&topics, &owner, lease);
-                    match tokio::time::timeout(CALL_TIMEOUT, renewal).await {
-                        Err(_) => unanswered("renewing the claimed topics"),
-                        Ok(Ok(still)) if still.len() < topics.len() => tracing::warn!(
+                    match answered("renewing the claimed topics", renewal).await {
+                        None => {}
+                        Some(Ok(still)) if still.len() < topics.len() => tracing::warn!(
                             "lost {} of {} claimed topics: their leases ran out and other collectors claimed them",
                             topics.len() - still.len(),
                             topics.len()
                         ),
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => tracing::warn!("renewing claimed topics failed: {e}"),
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => tracing::warn!("renewing claimed topics failed: {e}"),
                     }
                 }
             }

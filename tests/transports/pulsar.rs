@@ -21,18 +21,15 @@ pub(crate) struct Pulsar<const SHARED: bool> {
 const FOREIGN_TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJpb3Rsb2FkIn0.\
                              lgJG0_P5b3RCcO6nndiyHsjtGJNK29YFEjwxMgO9U7M";
 
-/// How long a transport on a running broker waits for a connection, producer,
-/// subscription or receipt: the default, since a Pulsar in a container on a loaded CI
-/// machine once took longer than 3 s. Only the unreachable check waits less.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How long the unreachable check waits: nothing listens, so the refusal is immediate.
+/// Transports on a running broker keep the default connect timeout (10 s), which also
+/// bounds creating a producer or subscription and a receipt: a Pulsar in a container on a
+/// loaded CI machine once took longer than 3 s.
 const UNREACHABLE_TIMEOUT: Duration = Duration::from_secs(3);
 
-fn settings(shared: bool, token: Option<&str>, connect_timeout: Duration) -> PulsarSettings {
+fn settings(shared: bool, token: Option<&str>) -> PulsarSettings {
     PulsarSettings {
         token: token.map(str::to_string),
-        connect_timeout,
         subscription: shared.then(|| "iotload-conformance".to_string()),
         // The default refresh (1 s): a wildcard subscription finds a new topic within a
         // refresh plus the time to subscribe, each attempt run to completion however long
@@ -41,17 +38,8 @@ fn settings(shared: bool, token: Option<&str>, connect_timeout: Duration) -> Pul
     }
 }
 
-fn transport(
-    url: &str,
-    shared: bool,
-    token: Option<&str>,
-    connect_timeout: Duration,
-) -> PulsarTransport {
-    PulsarTransport::new(
-        BrokerUrl::parse(url).expect("url"),
-        settings(shared, token, connect_timeout),
-    )
-    .expect("transport")
+fn transport(url: &str, settings: PulsarSettings) -> PulsarTransport {
+    PulsarTransport::new(BrokerUrl::parse(url).expect("url"), settings).expect("transport")
 }
 
 impl<const SHARED: bool> Broker for Pulsar<SHARED> {
@@ -71,27 +59,22 @@ impl<const SHARED: bool> Broker for Pulsar<SHARED> {
     fn transport(&self) -> Arc<PulsarTransport> {
         Arc::new(transport(
             &self.broker.url(),
-            SHARED,
-            self.broker.token(),
-            CONNECT_TIMEOUT,
+            settings(SHARED, self.broker.token()),
         ))
     }
 
     fn unreachable(port: u16) -> PulsarTransport {
-        transport(
-            &format!("pulsar://127.0.0.1:{port}"),
-            SHARED,
-            None,
-            UNREACHABLE_TIMEOUT,
-        )
+        let settings = PulsarSettings {
+            connect_timeout: UNREACHABLE_TIMEOUT,
+            ..settings(SHARED, None)
+        };
+        transport(&format!("pulsar://127.0.0.1:{port}"), settings)
     }
 
     fn with_wrong_password(&self) -> Option<PulsarTransport> {
         Some(transport(
             &self.broker.url(),
-            SHARED,
-            Some(FOREIGN_TOKEN),
-            CONNECT_TIMEOUT,
+            settings(SHARED, Some(FOREIGN_TOKEN)),
         ))
     }
 }
