@@ -148,6 +148,13 @@ pub(crate) async fn run_collector<T: Transport>(
         )
         .await
         .context("claiming topics")?;
+        if topics.is_empty() && shutdown.interrupted() {
+            eprintln!("collector: interrupted before any advertised topic was claimed");
+            return Ok(Outcome {
+                interrupted: true,
+                ..Outcome::ok()
+            });
+        }
         if topics.is_empty() {
             return Err(anyhow!(
                 "no advertised topic could be claimed within {} s: start loadgens with \

@@ -285,7 +285,7 @@ pub(crate) struct ReceiveSection {
     /// The most bytes seen waiting unread in the receiving process's TCP sockets, sampled
     /// each second (Linux; 0 elsewhere). In `iotload run` this covers every component.
     pub(crate) socket_backlog_peak_bytes: u64,
-    /// Seconds during which 64 KiB or more waited unread (from the once-a-second
+    /// Seconds during which 32 KiB or more waited unread (from the once-a-second
     /// samples): a socket about full, the receiver behind, the latency including the wait.
     pub(crate) socket_backlog_behind_s: f64,
     /// Received messages per second.

@@ -150,7 +150,7 @@ pub(crate) fn receive_section(
     }
     if report.backlog_behind >= BACKLOG_WARNING {
         warnings.push(format!(
-            "the receiver fell behind: for {:.1} s its sockets held 64 KiB or more unread \
+            "the receiver fell behind: for {:.1} s its sockets held 32 KiB or more unread \
              (peak {} KiB) and the latency includes that wait; spread the topics over more \
              collectors (--claim N) or give the collector more CPU",
             report.backlog_behind.as_secs_f64(),

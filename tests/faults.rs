@@ -465,7 +465,7 @@ async fn slow_collector(url: &str, extra: &[&str]) -> Option<serde_json::Value> 
 /// A slow consumer: a collector held to 5 ms of CPU per second while 10,000 msg/s arrive
 /// for 4 s. The backlog stays in the broker and the socket, not in iotload: its memory
 /// stays flat, the latency it reports includes the time messages waited for it, and it
-/// says it fell behind: its socket held 64 KiB or more unread for seconds.
+/// says it fell behind: its socket held 32 KiB or more unread for seconds.
 #[tokio::test]
 async fn a_collector_that_cannot_keep_up_keeps_its_memory_bounded() {
     let broker = MqttBroker::start().await.expect("mosquitto starts");

@@ -355,3 +355,34 @@ async fn first_device_auto_without_a_store_says_what_it_needs() {
         out.stderr
     );
 }
+
+/// A collector that finds nothing to claim does not wait for ever: when --claim-timeout
+/// ends it exits 2 and says what to start.
+#[tokio::test]
+async fn a_collector_with_nothing_to_claim_exits_when_its_claim_timeout_ends() {
+    let redis = RedisServer::start().await.expect("redis starts");
+    let broker = MqttBroker::start().await.expect("mosquitto starts");
+    let (store, url) = (redis.url(), broker.url());
+    let args = [
+        "collector",
+        "--broker",
+        &url,
+        "--store",
+        &store,
+        "--claim",
+        "2",
+        "--claim-timeout",
+        "2s",
+    ];
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), run(&args))
+        .await
+        .expect("the collector gives up within a minute of its 2 s claim timeout");
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("no advertised topic could be claimed within 2 s")
+            && out.stderr.contains("--advertise"),
+        "{}",
+        out.stderr
+    );
+}

@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 /// started.)
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Claims up to `n` topics, retrying every 200 ms until `n` are held or `timeout` passes.
-/// Returns what it holds (possibly fewer than `n`, never none unless stopped).
+/// Claims up to `n` topics, retrying every 200 ms until `n` are held, `timeout` passes or
+/// `stop` is cancelled. Returns what it holds then: possibly fewer than `n`, possibly none
+/// (nothing was advertised in time, or it was stopped).
 pub async fn claim_topics(
     store: &Arc<dyn Backend>,
     n: usize,
@@ -36,7 +37,7 @@ pub async fn claim_topics(
         {
             held.extend(more?);
         }
-        if held.len() >= n || (tokio::time::Instant::now() >= deadline && !held.is_empty()) {
+        if held.len() >= n || tokio::time::Instant::now() >= deadline {
             held.sort();
             return Ok(held);
         }

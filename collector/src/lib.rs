@@ -52,7 +52,8 @@ pub struct CollectorArgs {
     #[arg(long, env = "IOTLOAD_CLAIM", value_name = "N")]
     pub claim: Option<usize>,
 
-    /// How long --claim waits for enough advertised topics.
+    /// How long --claim waits for enough advertised topics: then it goes on with the
+    /// topics it holds, or exits (code 2) when it holds none.
     #[arg(long, env = "IOTLOAD_CLAIM_TIMEOUT", value_name = "DURATION", default_value = "60s",
           value_parser = parse_duration)]
     pub claim_timeout: Duration,
