@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 /// broker. Half, because a full socket holds less than its 64 KiB window when messages
 /// arrive in small segments (the kernel charges each segment's overhead to the buffer):
 /// full sockets of a starved collector held 47 and 57 KiB on a loaded machine and over a
-/// container bridge. A receiver keeping up leaves a few kilobytes at most (0 in the once-a-
-/// second samples of `iotload run` at 100,000 and 160,000 msg/s over 8 s).
+/// container bridge. A receiver keeping up leaves a few kilobytes at most (0 in every
+/// once-a-second sample of `iotload run` at 10,000 and at 20,000 msg/s for 8 s).
 pub const BEHIND_BYTES: u64 = 32 * 1024;
 
 /// A sample that took `t` of CPU is followed by a pause of at least `SAMPLER_SHARE × t`.
