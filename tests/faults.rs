@@ -85,8 +85,12 @@ async fn a_broker_frozen_for_one_second_shows_in_corrected_latency_only() {
         corrected_p99 >= 800.0,
         "corrected p99 {corrected_p99} ms should show the stall: {s:#}"
     );
+    // Without the correction both would be the stall (≈ 1 s). The raw p99 is the catch-up
+    // burst after the stall draining through broker, echo and collector: 129 ms beside the
+    // other fault tests here, 258 ms once in CI (a quarter of the corrected p99 was too
+    // tight).
     assert!(
-        raw_p99 < corrected_p99 / 4.0,
+        raw_p99 < corrected_p99 / 2.0,
         "raw p99 {raw_p99} ms vs corrected {corrected_p99} ms: the senders were blocked, \
          so raw latency hides most of the stall"
     );
@@ -189,6 +193,10 @@ fn hostile_payloads(now_us: u64) -> Vec<(&'static str, Vec<u8>)> {
     out
 }
 
+/// How many QoS 1 messages Mosquitto queues for a subscriber (its default
+/// `max_queued_messages`) before it drops new ones.
+const BROKER_QUEUE: usize = 1000;
+
 /// 10,000 malformed or foreign messages (random bytes, truncated JSON, wrong types,
 /// missing fields, JSON that is not an object (counted as not_json, like the body
 /// decoder's tests say), empty and 1 MiB payloads, stamps an hour in the future) published onto
@@ -236,33 +244,40 @@ async fn ten_thousand_hostile_messages_are_counted_by_kind_without_harm() {
     let mut options = rumqttc::MqttOptions::new("hostile-publisher", host, port);
     options.set_max_packet_size(4 << 20, 4 << 20);
     let (client, mut events) = rumqttc::AsyncClient::new(options, 100);
-    let publisher = tokio::spawn(async move {
-        for (n, (_, payload)) in payloads.into_iter().enumerate() {
+    let connection = tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+                Ok(_) => {}
+                Err(e) => panic!("the hostile publisher lost its connection: {e}"),
+            }
+        }
+    });
+    // Mosquitto queues at most 1,000 QoS 1 messages for a subscriber and drops the rest
+    // (on a loaded machine the collector, decoding 1 MiB payloads among them, fell that
+    // far behind): so 1,000 at a time, each batch received before the next is sent. The
+    // collector's received counter is updated once a second.
+    for (batch, chunk) in payloads.chunks(BROKER_QUEUE).enumerate() {
+        for (i, (_, payload)) in chunk.iter().enumerate() {
+            let n = batch * BROKER_QUEUE + i;
             client
                 .publish(
                     format!("hostile/{}/action", n % 7),
                     rumqttc::QoS::AtLeastOnce,
                     false,
-                    payload,
+                    payload.clone(),
                 )
                 .await
                 .unwrap();
         }
-        client.disconnect().await.unwrap();
-    });
-    loop {
-        match events.poll().await {
-            Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
-            Ok(_) => {}
-            Err(e) => panic!("the hostile publisher lost its connection: {e}"),
-        }
+        let sent = (batch * BROKER_QUEUE + chunk.len()) as f64;
+        scrape_until(&metrics, &format!("{sent} received"), |s| {
+            total(s, "iotload_messages_received_total") == sent
+        })
+        .await;
     }
-    publisher.await.unwrap();
-    // The collector's received counter (updated once a second) reaches 10,000.
-    scrape_until(&metrics, "10,000 received", |s| {
-        total(s, "iotload_messages_received_total") == 10_000.0
-    })
-    .await;
+    client.disconnect().await.unwrap();
+    connection.await.unwrap();
     collector.interrupt();
     assert_eq!(collector.exit_code().await, Some(130));
 
