@@ -10,9 +10,15 @@ use std::time::Duration;
 use common::*;
 use iotload_testkit::{MqttBroker, NatsServer};
 
-/// `iotload run` on `url` with the progress line every second, until `received` messages
-/// arrived; returns the running process.
-async fn run_until_received(url: &str, scratch: &Scratch, extra: &[&str], received: u64) -> Proc {
+/// `iotload run` on `url`, 10 devices at `rate` msg/s each, with the progress line every
+/// second, until `received` messages arrived; returns the running process.
+async fn run_until_received(
+    url: &str,
+    scratch: &Scratch,
+    rate: &str,
+    extra: &[&str],
+    received: u64,
+) -> Proc {
     let json = scratch.json();
     let store = format!("sqlite://{}", scratch.path("r.db").display());
     let mut args = vec![
@@ -22,7 +28,7 @@ async fn run_until_received(url: &str, scratch: &Scratch, extra: &[&str], receiv
         "--devices",
         "10",
         "--rate",
-        "100",
+        rate,
         "--progress",
         "always",
         "--store",
@@ -48,12 +54,19 @@ async fn run_until_received(url: &str, scratch: &Scratch, extra: &[&str], receiv
 async fn a_broker_frozen_for_one_second_shows_in_corrected_latency_only() {
     let broker = MqttBroker::start().await.expect("mosquitto starts");
     let scratch = Scratch::new();
+    // 500 msg/s, not 1,000: at 1,000 a containerised Mosquitto (which queues at most 1,000
+    // QoS 1 messages per subscriber) dropped 61 during the catch-up after the stall; the
+    // likely reason, not yet measured: with --inflight 1 every client of the run, the
+    // echo's included, sends one message per round trip over the container bridge. 8 s
+    // keeps 4,000 messages, so the 20 that waited out the stall in flight or queued stay
+    // above the raw p99.
     let p = run_until_received(
         &broker.url(),
         &scratch,
+        "50",
         &[
             "--duration",
-            "4s",
+            "8s",
             "--qos",
             "1",
             "--inflight",
@@ -65,7 +78,7 @@ async fn a_broker_frozen_for_one_second_shows_in_corrected_latency_only() {
             "--drain-timeout",
             "30s",
         ],
-        1000,
+        500,
     )
     .await;
     broker.pause().unwrap();
@@ -108,7 +121,7 @@ async fn a_broker_frozen_for_one_second_shows_in_corrected_latency_only() {
 async fn a_broker_killed_and_restarted_mid_run_is_survived_and_reported() {
     let mut broker = MqttBroker::start().await.expect("mosquitto starts");
     let scratch = Scratch::new();
-    let p = run_until_received(&broker.url(), &scratch, &["--duration", "6s"], 1000).await;
+    let p = run_until_received(&broker.url(), &scratch, "100", &["--duration", "6s"], 1000).await;
     broker.stop().await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     broker.restart().await.unwrap();
