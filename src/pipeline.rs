@@ -420,7 +420,9 @@ fn topic_groups(plan: &loadgen::LoadPlan) -> collector::TopicGroups {
 
 /// Waits until every answered message arrived: `sent` minus what the echo (`echo`, when it
 /// runs in this process) dropped on purpose, a number that grows while requests are
-/// still on their way to it.
+/// still on their way to it; then, with the echo in this process, until the second copy
+/// of every request it duplicated arrived too (it may trail its first, and a collector
+/// stopped between the two would report one duplicate fewer than the echo made).
 async fn wait_for_answers(
     live: &collector::CollectorLive,
     sent: u64,
@@ -435,10 +437,16 @@ async fn wait_for_answers(
         more_drops.as_mut().enable();
         let dropped = echo.dropped.load(std::sync::atomic::Ordering::SeqCst);
         tokio::select! {
-            _ = live.wait_for(sent.saturating_sub(dropped)) => return,
+            _ = live.wait_for(sent.saturating_sub(dropped)) => break,
             _ = &mut more_drops => {}
         }
     }
+    // Every request the echo did not drop has been answered, so its duplicate draws are
+    // all made; a copy that failed to publish counts as an error and never arrives.
+    let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::SeqCst);
+    let copies =
+        (sent + load(&echo.duplicated)).saturating_sub(load(&echo.dropped) + load(&echo.errors));
+    live.wait_for_arrivals(copies).await;
 }
 
 fn humantime_str(d: Duration) -> String {

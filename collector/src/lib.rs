@@ -247,12 +247,24 @@ struct Interval {
     topics: HashMap<String, TopicInterval>,
 }
 
+/// What a drain waits for.
+#[derive(Debug, Clone, Copy)]
+enum DrainTarget {
+    /// This many distinct messages.
+    Unique(u64),
+    /// This many stamped messages, duplicates included.
+    Arrived(u64),
+}
+
 /// What others may watch while the collector runs.
 #[derive(Debug)]
 pub struct CollectorLive {
     /// Distinct messages received so far.
     pub unique: AtomicU64,
-    drain_target: AtomicU64,
+    /// Stamped messages received so far, duplicates included.
+    pub arrived: AtomicU64,
+    /// What a drain waits for: `unique` reaching the first or `arrived` the second.
+    drain_targets: [AtomicU64; 2],
     drained: Notify,
     interval_tx: watch::Sender<IntervalStats>,
     totals: Mutex<LiveTotals>,
@@ -263,7 +275,8 @@ impl Default for CollectorLive {
     fn default() -> Self {
         Self {
             unique: AtomicU64::new(0),
-            drain_target: AtomicU64::new(u64::MAX),
+            arrived: AtomicU64::new(0),
+            drain_targets: [AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)],
             drained: Notify::new(),
             interval_tx: watch::channel(IntervalStats::default()).0,
             totals: Mutex::new(LiveTotals::default()),
@@ -300,14 +313,47 @@ impl CollectorLive {
 
     /// Resolves once `target` distinct messages have been received.
     pub async fn wait_for(&self, target: u64) {
-        let notified = self.drained.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        self.drain_target.store(target, Ordering::SeqCst);
-        if self.unique.load(Ordering::SeqCst) >= target {
-            return;
+        self.wait_until(DrainTarget::Unique(target)).await;
+    }
+
+    /// Resolves once `target` stamped messages have been received, duplicates included:
+    /// a drain that knows how many copies were sent waits for the last one too.
+    pub async fn wait_for_arrivals(&self, target: u64) {
+        self.wait_until(DrainTarget::Arrived(target)).await;
+    }
+
+    async fn wait_until(&self, target: DrainTarget) {
+        let (index, count, n) = match target {
+            DrainTarget::Unique(n) => (0, &self.unique, n),
+            DrainTarget::Arrived(n) => (1, &self.arrived, n),
+        };
+        for (i, t) in self.drain_targets.iter().enumerate() {
+            t.store(if i == index { n } else { u64::MAX }, Ordering::SeqCst);
         }
-        notified.await;
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if count.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            // A wake-up may be a permit left by an earlier target: check again.
+            notified.await;
+        }
+    }
+
+    /// Counts what has arrived and wakes a drain whose target it meets.
+    fn count_arrivals(&self, unique: u64, arrived: u64) {
+        // SeqCst on both sides (`wait_until` stores the target, then loads the count):
+        // with Relaxed both could miss the other's store and the drain would wait for
+        // its timeout.
+        self.unique.store(unique, Ordering::SeqCst);
+        self.arrived.store(arrived, Ordering::SeqCst);
+        if unique >= self.drain_targets[0].load(Ordering::SeqCst)
+            || arrived >= self.drain_targets[1].load(Ordering::SeqCst)
+        {
+            self.drained.notify_one();
+        }
     }
 
     /// Folds one interval into the totals (the run's only cumulative latency histograms
@@ -451,6 +497,7 @@ pub async fn collect<S: Subscriber>(
     };
     let mut received = 0u64;
     let mut unique = 0u64;
+    let mut duplicates = 0u64;
     let mut undecodable: BTreeMap<String, u64> = BTreeMap::new();
     let mut future_stamps = 0u64;
     let mut disconnections = 0u64;
@@ -576,6 +623,8 @@ pub async fn collect<S: Subscriber>(
                     }
                 }
                 if arrival == Arrival::Duplicate {
+                    duplicates += 1;
+                    live.count_arrivals(unique, unique + duplicates);
                     continue;
                 }
                 unique += 1;
@@ -595,13 +644,7 @@ pub async fn collect<S: Subscriber>(
                         t.samples.record(raw_us, corrected_us);
                     }
                 }
-                live.unique.store(unique, Ordering::SeqCst);
-                // SeqCst on both sides (`wait_for` stores the target, then loads
-                // `unique`): with a Relaxed load here both could miss the other's store
-                // and the drain would wait for its timeout.
-                if unique >= live.drain_target.load(Ordering::SeqCst) {
-                    live.drained.notify_one();
-                }
+                live.count_arrivals(unique, unique + duplicates);
             }
         }
     }
@@ -639,5 +682,42 @@ pub async fn collect<S: Subscriber>(
         backlog_peak_bytes,
         backlog_behind,
         groups,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::CollectorLive;
+
+    fn poll_once(f: std::pin::Pin<&mut impl Future<Output = ()>>) -> Poll<()> {
+        f.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn a_drain_waits_for_the_last_copy_not_a_wake_up_left_by_the_first_target() {
+        let live = CollectorLive::default();
+        live.count_arrivals(2, 2);
+        assert!(poll_once(pin!(live.wait_for(2))).is_ready());
+        // Met again after the drain returned: leaves a wake-up nobody consumed.
+        live.count_arrivals(2, 3);
+        let mut copies = pin!(live.wait_for_arrivals(4));
+        assert!(poll_once(copies.as_mut()).is_pending(), "3 of 4 copies");
+        live.count_arrivals(2, 4);
+        assert!(poll_once(copies.as_mut()).is_ready(), "4 of 4 copies");
+    }
+
+    #[test]
+    fn a_drain_for_distinct_messages_ignores_duplicates() {
+        let live = CollectorLive::default();
+        let mut distinct = pin!(live.wait_for(3));
+        assert!(poll_once(distinct.as_mut()).is_pending());
+        live.count_arrivals(2, 5);
+        assert!(poll_once(distinct.as_mut()).is_pending(), "2 distinct of 3");
+        live.count_arrivals(3, 6);
+        assert!(poll_once(distinct.as_mut()).is_ready());
     }
 }

@@ -185,7 +185,10 @@ impl<'a, P: Publisher> Echo<'a, P> {
             return;
         }
         let copies = if self.draw(faults.duplicate) {
-            EchoStats::count(&self.stats.duplicated, 1);
+            // SeqCst: a drain reads it once every answer arrived, to wait for the copies.
+            self.stats
+                .duplicated
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             2
         } else {
             1
