@@ -92,14 +92,19 @@ fn spawn(mode: &str, sources: Sources, stop: CancellationToken) -> tokio::task::
             }
             if let (Some(c), Some(rx)) = (&sources.collector, interval.as_mut()) {
                 let i = *rx.borrow_and_update();
+                let unique = c.unique.load(Ordering::Relaxed);
                 line.push_str(&format!(
                     " · received {} ({}/s) · p50 {:.3} ms · p99 {:.3} ms · gaps {}",
-                    c.unique.load(Ordering::Relaxed),
+                    unique,
                     i.received,
                     i.p50_us as f64 / 1000.0,
                     i.p99_us as f64 / 1000.0,
                     i.gaps
                 ));
+                let duplicates = c.arrived.load(Ordering::Relaxed).saturating_sub(unique);
+                if duplicates > 0 {
+                    line.push_str(&format!(" · duplicates {duplicates}"));
+                }
             }
             let mut err = std::io::stderr().lock();
             let _ = if tty {

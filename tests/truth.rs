@@ -50,6 +50,16 @@ impl Injected {
     }
 }
 
+/// Whether a collector's progress line shows at least `n` duplicates.
+fn duplicates_at_least(line: &str, n: u64) -> bool {
+    let shown = line
+        .split(" · duplicates ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|count| count.parse::<u64>().ok());
+    shown.unwrap_or(0) >= n
+}
+
 /// (lost, duplicates, reordered) as one output reports them.
 type Counts = (u64, u64, u64);
 
@@ -397,8 +407,13 @@ async fn separate_processes_store_what_the_chaos_echo_did() {
     let e = read_json(&scratch.path("e.json"));
     let injected = Injected::of(&e);
     let answered = sent - injected.dropped;
+    // The second copy of a duplicated request may trail the last distinct answer.
+    let copies = injected.duplicated;
     collector
-        .wait_until(|l| received_at_least(l, answered), "every answer")
+        .wait_until(
+            |l| received_at_least(l, answered) && duplicates_at_least(l, copies),
+            "every answer and every second copy",
+        )
         .await;
     collector.interrupt();
     assert_eq!(collector.exit_code().await, Some(130));
