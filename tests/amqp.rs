@@ -35,6 +35,7 @@ async fn exact_counts(url: &str, extra: &[&str]) -> serde_json::Value {
         "--json",
         &json,
     ];
+    args.extend(EXACT_DRAIN);
     args.extend(extra);
     let out = run(&args).await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);

@@ -321,6 +321,8 @@ async fn a_viewer_that_never_reads_does_not_hold_up_the_run() {
         "127.0.0.1:0",
         "--json",
         &json,
+        EXACT_DRAIN[0],
+        EXACT_DRAIN[1],
     ]);
     let url = page_url(&mut run).await;
     let addr = url.trim_start_matches("http://").trim_end_matches('/');

