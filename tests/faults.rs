@@ -358,7 +358,7 @@ async fn a_second_signal_shortens_the_drain_but_results_are_flushed() {
         "--duration",
         "60s",
         "--delay",
-        "2s",
+        "10s",
         "--drain-timeout",
         "60s",
         "--progress",
@@ -379,9 +379,10 @@ async fn a_second_signal_shortens_the_drain_but_results_are_flushed() {
     let code = p.exit_code().await;
     let took = second.elapsed();
     assert_eq!(code, Some(130));
+    // A full drain would take about 9.7 s more (the echo's hold).
     assert!(
-        took < Duration::from_millis(1800),
-        "the second signal should end the 2 s drain early, took {took:?}"
+        took < Duration::from_secs(5),
+        "the second signal should end the 10 s drain early, took {took:?}"
     );
     let s = scratch.summary();
     assert!(s["interrupted"].as_bool().unwrap());

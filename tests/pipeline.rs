@@ -173,14 +173,15 @@ async fn messages_before_a_late_ipaas_starts_count_as_lost() {
         "--rate",
         "50",
         "--count",
-        "150",
+        "400",
         "--progress",
         "always",
         "--per-device",
         "--json",
         &json,
     ]);
-    // Sending has started once the progress line counts sent messages.
+    // Sending has started once the progress line counts sent messages; it goes on for
+    // 8 s, time enough for the echo to start and subscribe on a loaded machine.
     run.wait_until(
         |l| l.contains("sent ") && !l.contains("sent 0 "),
         "sent > 0",
@@ -197,7 +198,7 @@ async fn messages_before_a_late_ipaas_starts_count_as_lost() {
         u(&s, "/receive/unique"),
         u(&s, "/receive/lost"),
     );
-    assert_eq!(sent, 600);
+    assert_eq!(sent, 1600);
     assert!(lost > 0 && unique > 0, "{s:#}");
     assert_eq!(lost + unique, sent);
     assert_valid_summary(&s);
