@@ -156,3 +156,38 @@ async fn claims_asked_while_redis_is_frozen_are_asked_again() {
         .expect("claiming goes on through the freeze");
     assert_eq!(held, topics);
 }
+
+/// A store that stops answering while the writer flushes: the run's end waits for the
+/// flush deadline, not for the store's response timeout (10 s) or for ever, and every
+/// record left unwritten is counted.
+#[tokio::test]
+async fn a_frozen_store_holds_the_writers_end_no_longer_than_its_flush_deadline() {
+    use iotload_core::store::TopicSecond;
+    use iotload_core::store::writer::{Record, StoreWriter};
+    let redis = RedisServer::start().await.expect("redis starts");
+    let store: Arc<dyn Backend> = iotload_core::store::open(&redis.url())
+        .await
+        .expect("store opens");
+    let writer = StoreWriter::spawn(store, "frozen".into(), 1_000);
+    redis.pause().expect("redis freezes");
+    for topic in 0..10 {
+        writer.offer(Record::Second(TopicSecond {
+            run_id: "frozen".into(),
+            topic: format!("frozen/{topic}"),
+            second: 1_000,
+            instance: "writer".into(),
+            sent: 1,
+            ..TopicSecond::default()
+        }));
+    }
+    let started = std::time::Instant::now();
+    let report = writer.finish(Duration::from_secs(2)).await;
+    let took = started.elapsed();
+    redis.resume().expect("redis resumes");
+    assert_eq!(report.seconds_written, 0, "{report:?}");
+    assert_eq!(report.unflushed, 10, "{report:?}");
+    assert!(
+        took < Duration::from_secs(6),
+        "finish took {took:?} for a 2 s deadline"
+    );
+}

@@ -50,14 +50,10 @@ impl Injected {
     }
 }
 
-/// Whether a collector's progress line shows at least `n` duplicates.
+/// Whether a collector's progress line shows at least `n` duplicates (it shows them
+/// once there are any).
 fn duplicates_at_least(line: &str, n: u64) -> bool {
-    let shown = line
-        .split(" · duplicates ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|count| count.parse::<u64>().ok());
-    shown.unwrap_or(0) >= n
+    n == 0 || count_at_least(line, " · duplicates ", n)
 }
 
 /// (lost, duplicates, reordered) as one output reports them.

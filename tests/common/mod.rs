@@ -261,7 +261,13 @@ impl Proc {
 
 /// Whether a progress line shows at least `n` messages received.
 pub fn received_at_least(line: &str, n: u64) -> bool {
-    line.split("received ")
+    count_at_least(line, "received ", n)
+}
+
+/// Whether a progress line shows a count of at least `n` right after `label` (e.g.
+/// `"received "`, `" · duplicates "`); false when the line does not show it.
+pub fn count_at_least(line: &str, label: &str, n: u64) -> bool {
+    line.split(label)
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|count| count.parse::<u64>().ok())

@@ -183,7 +183,10 @@ async fn write_with_retry(
     }
     let mut backoff = Duration::from_millis(100);
     loop {
-        match store.write(batch).await {
+        let Some(written) = write_before_deadline(store, batch, deadline).await else {
+            return false;
+        };
+        match written {
             Ok(()) => return true,
             Err(e) => {
                 report.failures += 1;
@@ -204,6 +207,40 @@ async fn write_with_retry(
             None => tokio::time::sleep_until(wake).await,
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Writes `batch`; `None` when the flush deadline passes first, a deadline set while the
+/// write is on its way included: a store that never answers must not hold the end of a
+/// run.
+async fn write_before_deadline(
+    store: &dyn Backend,
+    batch: &Batch,
+    deadline: &tokio::sync::watch::Receiver<Option<Instant>>,
+) -> Option<Result<(), StoreError>> {
+    let mut deadline = deadline.clone();
+    let write = store.write(batch);
+    tokio::pin!(write);
+    loop {
+        let limit = *deadline.borrow_and_update();
+        tokio::select! {
+            written = &mut write => return Some(written),
+            () = sleep_until_some(limit) => return None,
+            changed = deadline.changed() => {
+                if changed.is_err() {
+                    // The writer's owner is gone without a deadline: only the write ends it.
+                    return Some(write.await);
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps until `limit`, forever without one.
+async fn sleep_until_some(limit: Option<Instant>) {
+    match limit {
+        Some(limit) => tokio::time::sleep_until(limit).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,15 +1,15 @@
 //! The store's connection: one self-reconnecting connection to a server, or a cluster
-//! connection that routes each command to the shard owning its keys; both answer
-//! commands, pipelines and scripts the same way.
+//! connection that routes each command to the shard owning its keys (and is replaced
+//! when stuck, `cluster_link`); both answer commands, pipelines and scripts the same way.
 
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisResult, Value};
 
+use super::cluster_link::ClusterLink;
 use super::tls::Client;
 use super::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT, map_error};
 use crate::store::StoreError;
@@ -19,8 +19,9 @@ use crate::store::StoreError;
 pub(super) enum Connection {
     /// One server, reconnecting by itself after it went away.
     Single(ConnectionManager),
-    /// A Redis Cluster: follows slot moves and fail-overs by itself.
-    Cluster(ClusterConnection),
+    /// A Redis Cluster: follows slot moves and fail-overs by itself, and is replaced by
+    /// a fresh connection when it gets stuck.
+    Cluster(ClusterLink),
 }
 
 impl Connection {
@@ -28,17 +29,7 @@ impl Connection {
     pub(super) async fn open(client: Client, redacted: &str) -> Result<Self, StoreError> {
         match client {
             Client::Single(client) => open_single(client, redacted).await,
-            Client::Cluster(client) => {
-                let config = redis::cluster::ClusterConfig::new()
-                    .set_connection_timeout(CONNECT_TIMEOUT)
-                    .set_response_timeout(RESPONSE_TIMEOUT);
-                let mut con = client
-                    .get_async_connection_with_config(config)
-                    .await
-                    .map_err(|e| map_error(redacted, &e))?;
-                ping(&mut con, redacted).await?;
-                Ok(Self::Cluster(con))
-            }
+            Client::Cluster(client) => ClusterLink::open(client, redacted).await.map(Self::Cluster),
         }
     }
 
@@ -53,9 +44,9 @@ impl Connection {
         let mut cmd = redis::cmd("TIME");
         let (secs, micros): (u64, u64) = match self {
             Self::Single(con) => cmd.query_async(con).await?,
-            Self::Cluster(con) => {
+            Self::Cluster(link) => {
                 let route = SingleNodeRoutingInfo::SpecificNode(Route::new(0, SlotAddr::Master));
-                let value = con
+                let value = link
                     .route_command(std::mem::take(&mut cmd), RoutingInfo::SingleNode(route))
                     .await?;
                 redis::from_redis_value(value)?
@@ -103,7 +94,10 @@ impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> BoxFuture<'a, RedisResult<Value>> {
         match self {
             Self::Single(con) => con.req_packed_command(cmd),
-            Self::Cluster(con) => con.req_packed_command(cmd),
+            Self::Cluster(link) => {
+                let link = link.clone();
+                Box::pin(async move { link.command(cmd).await })
+            }
         }
     }
 
@@ -115,14 +109,17 @@ impl ConnectionLike for Connection {
     ) -> BoxFuture<'a, RedisResult<Vec<Value>>> {
         match self {
             Self::Single(con) => con.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(con) => con.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(link) => {
+                let link = link.clone();
+                Box::pin(async move { link.pipeline(pipeline, offset, count).await })
+            }
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Self::Single(con) => con.get_db(),
-            Self::Cluster(con) => con.get_db(),
+            Self::Cluster(_) => 0,
         }
     }
 }

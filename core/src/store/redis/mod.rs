@@ -34,6 +34,7 @@ use super::{
 use crate::clock_offset::ClockEstimate;
 use crate::recorder::LatencyHistogram;
 
+mod cluster_link;
 mod connection;
 mod coordination;
 mod keys;
