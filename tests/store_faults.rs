@@ -126,10 +126,7 @@ async fn run_results(store: &str, args: &[&str]) -> String {
 /// and against a Redis Cluster node whose answer never came it waited for ever).
 #[tokio::test]
 async fn claims_asked_while_redis_is_frozen_are_asked_again() {
-    let redis = RedisServer::start().await.expect("redis starts");
-    let store: Arc<dyn Backend> = iotload_core::store::open(&redis.url())
-        .await
-        .expect("store opens");
+    let (redis, store) = redis_store().await;
     let topics: Vec<String> = (0..3).map(|i| format!("frozen/{i}")).collect();
     store
         .advertise(&topics, "loadgen", Duration::from_secs(120))
@@ -164,10 +161,7 @@ async fn claims_asked_while_redis_is_frozen_are_asked_again() {
 async fn a_frozen_store_holds_the_writers_end_no_longer_than_its_flush_deadline() {
     use iotload_core::store::TopicSecond;
     use iotload_core::store::writer::{Record, StoreWriter};
-    let redis = RedisServer::start().await.expect("redis starts");
-    let store: Arc<dyn Backend> = iotload_core::store::open(&redis.url())
-        .await
-        .expect("store opens");
+    let (redis, store) = redis_store().await;
     let writer = StoreWriter::spawn(store, "frozen".into(), 1_000);
     redis.pause().expect("redis freezes");
     for topic in 0..10 {
@@ -190,4 +184,13 @@ async fn a_frozen_store_holds_the_writers_end_no_longer_than_its_flush_deadline(
         took < Duration::from_secs(6),
         "finish took {took:?} for a 2 s deadline"
     );
+}
+
+/// A fresh Redis server and the store opened on it.
+async fn redis_store() -> (RedisServer, Arc<dyn Backend>) {
+    let redis = RedisServer::start().await.expect("redis starts");
+    let store = iotload_core::store::open(&redis.url())
+        .await
+        .expect("store opens");
+    (redis, store)
 }

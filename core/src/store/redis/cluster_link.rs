@@ -12,6 +12,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::RoutingInfo;
 use redis::{Cmd, Pipeline, RedisResult, Value};
 
+use super::connection::ping;
 use super::map_error;
 use crate::store::StoreError;
 
@@ -34,10 +35,7 @@ impl ClusterLink {
     /// errors show.
     pub(super) async fn open(client: ClusterClient, redacted: &str) -> Result<Self, StoreError> {
         let mut con = join(&client).await.map_err(|e| map_error(redacted, &e))?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut con)
-            .await
-            .map_err(|e| map_error(redacted, &e))?;
+        ping(&mut con, redacted).await?;
         Ok(Self {
             client: Arc::new(client),
             redacted: redacted.into(),

@@ -82,7 +82,7 @@ async fn open_single(client: redis::Client, redacted: &str) -> Result<Connection
 }
 
 /// Checks that the server answers `PING` on `con`.
-async fn ping(con: &mut impl ConnectionLike, redacted: &str) -> Result<(), StoreError> {
+pub(super) async fn ping(con: &mut impl ConnectionLike, redacted: &str) -> Result<(), StoreError> {
     redis::cmd("PING")
         .query_async::<String>(con)
         .await
