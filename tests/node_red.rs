@@ -28,14 +28,6 @@ fn node_red() -> Option<PathBuf> {
     None
 }
 
-/// A free loopback port for Node-RED's HTTP side (which the test does not use).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// Publishes a probe request until its action comes back: the flow is then subscribed.
 async fn wait_for_the_flow(host: &str, port: u16) {
     let mut options = rumqttc::MqttOptions::new("node-red-probe", host, port);
@@ -87,7 +79,12 @@ async fn the_node_red_example_flow_is_measured_end_to_end_with_nothing_lost() {
     std::fs::copy(&flows, user_dir.join("flows.json")).unwrap();
     let mut flow = tokio::process::Command::new(&node_red)
         .args(["--userDir", &user_dir.display().to_string()])
-        .args(["--port", &free_port().to_string(), "flows.json"])
+        // Node-RED's HTTP side, which the test does not use.
+        .args([
+            "--port",
+            &iotload_testkit::free_port().to_string(),
+            "flows.json",
+        ])
         .env("MQTT_HOST", "127.0.0.1")
         .env("MQTT_PORT", port.to_string())
         .stdin(Stdio::null())

@@ -35,6 +35,7 @@ mod redis;
 mod redis_cluster;
 mod search;
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -136,7 +137,14 @@ pub fn unique_topic(prefix: &str) -> String {
     }
 }
 
-/// A free loopback TCP port (bind 127.0.0.1:0, read the port, release).
+/// A free loopback TCP port (bind 127.0.0.1:0, read the port, release), never
+/// one this process handed out before.
+///
+/// The kernel may give a released port again at the next bind: two listeners
+/// of one server could then be given the same port (CI saw Kafka refuse
+/// `PLAINTEXT` and `SASL_PLAINTEXT` both on one port). Every port handed out is
+/// remembered for the life of the process, and a port given again is held
+/// bound while the next one is asked for, so each call returns a new port.
 ///
 /// # Panics
 ///
@@ -151,8 +159,27 @@ pub fn free_port() -> u16 {
 
 /// [`free_port`] without the panic.
 pub(crate) fn try_free_port() -> std::io::Result<u16> {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-    Ok(listener.local_addr()?.port())
+    /// Ports this process handed out; a test process asks for a few dozen.
+    static HANDED_OUT: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    /// Binds tried before giving up: the loopback range holds ~28,000 ports.
+    const ATTEMPTS: usize = 64;
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Held until a new port is found, so the kernel cannot give them again.
+    let mut already_given = Vec::new();
+    for _ in 0..ATTEMPTS {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        let port = listener.local_addr()?.port();
+        if handed_out.insert(port) {
+            return Ok(port);
+        }
+        already_given.push(listener);
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        format!("{ATTEMPTS} binds on 127.0.0.1 gave only ports this process already handed out"),
+    ))
 }
 
 #[cfg(test)]
@@ -177,6 +204,13 @@ mod tests {
         assert!(a.starts_with("iotload/t/"), "{a}");
         assert!(!a.contains("//") && !a.ends_with('/'), "{a}");
         assert!(!unique_topic("a/+/#").contains(['+', '#']));
+    }
+
+    #[test]
+    fn free_ports_are_never_handed_out_twice() {
+        let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+        let distinct: BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
     }
 
     #[test]

@@ -208,12 +208,7 @@ impl ProcessBroker {
         let process = ServerProcess::start(spec, |_dir| {
             let port = try_free_port()?;
             tls_port = match opts.tls {
-                Some(_) => Some(loop {
-                    let candidate = try_free_port()?;
-                    if candidate != port {
-                        break candidate;
-                    }
-                }),
+                Some(_) => Some(try_free_port()?),
                 None => None,
             };
             let tls_files = opts.tls.as_ref().map(|pki| TlsFiles {
